@@ -1,0 +1,63 @@
+// A small, strict argument parser: every flag is declared, values are typed and checked, and a
+// mistake names the flag.
+export type FlagType = 'string' | 'int' | 'number' | 'boolean' | 'list';
+
+export interface FlagSpec {
+  type: FlagType;
+  help: string;
+  default?: string | number | boolean;
+  /** For int/number: inclusive bounds. */
+  min?: number;
+  max?: number;
+  /** May be given several times (type 'list' collects strings). */
+}
+
+export type ParsedFlags = Record<string, string | number | boolean | string[] | undefined>;
+
+export class UsageError extends Error {}
+
+export function parseArgs(argv: string[], spec: Record<string, FlagSpec>): { flags: ParsedFlags; positional: string[] } {
+  const flags: ParsedFlags = {};
+  const positional: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (!arg.startsWith('--') || arg === '--') {
+      positional.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const name = arg.slice(2, eq < 0 ? undefined : eq);
+    const s = spec[name];
+    if (!s) throw new UsageError(`unknown option --${name}`);
+    if (s.type === 'boolean') {
+      if (eq >= 0) throw new UsageError(`--${name} takes no value`);
+      flags[name] = true;
+      continue;
+    }
+    let value: string | undefined;
+    if (eq >= 0) value = arg.slice(eq + 1);
+    else value = argv[++i];
+    if (value === undefined) throw new UsageError(`--${name} needs a value`);
+    if (s.type === 'string') flags[name] = value;
+    else if (s.type === 'list') flags[name] = [...((flags[name] as string[] | undefined) ?? []), value];
+    else {
+      const n = Number(value);
+      if (value.trim() === '' || !Number.isFinite(n) || (s.type === 'int' && !Number.isInteger(n)))
+        throw new UsageError(`--${name} must be ${s.type === 'int' ? 'an integer' : 'a number'}, got "${value}"`);
+      if ((s.min !== undefined && n < s.min) || (s.max !== undefined && n > s.max))
+        throw new UsageError(`--${name} must be in [${s.min ?? '-inf'}, ${s.max ?? 'inf'}], got ${value}`);
+      flags[name] = n;
+    }
+  }
+  for (const [name, s] of Object.entries(spec)) if (flags[name] === undefined && s.default !== undefined) flags[name] = s.default;
+  return { flags, positional };
+}
+
+export function formatHelp(usage: string, spec: Record<string, FlagSpec>): string {
+  const rows = Object.entries(spec).map(([name, s]) => {
+    const left = `  --${name}${s.type === 'boolean' ? '' : ` ${s.type === 'int' || s.type === 'number' ? 'N' : 'VALUE'}`}`;
+    const def = s.default !== undefined ? ` (default: ${String(s.default)})` : '';
+    return `${left.padEnd(28)} ${s.help}${def}`;
+  });
+  return `${usage}\n\nOptions:\n${rows.join('\n')}\n`;
+}

@@ -1,0 +1,66 @@
+// `cascade-spec generate`: one prompt, one generation, text or one JSON object out.
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { Model } from '../model';
+import type { Dtype } from '../native';
+import { formatHelp, parseArgs, UsageError, type FlagSpec } from './args';
+import { defaultModelDir, promptTemplate } from './defaults';
+
+export const GENERATE_FLAGS: Record<string, FlagSpec> = {
+  model: { type: 'string', help: 'Hugging Face model folder (default: the embedded default family\'s target)' },
+  prompt: { type: 'string', help: 'prompt text (or give it as the positional argument)' },
+  'max-new-tokens': { type: 'int', help: 'tokens to generate at most', default: 128, min: 0 },
+  temperature: { type: 'number', help: 'sampling temperature; 0 = greedy', default: 0, min: 0 },
+  'top-k': { type: 'int', help: 'keep the k most likely tokens; 0 = off', default: 0, min: 0 },
+  'top-p': { type: 'number', help: 'nucleus sampling mass; 1 = off', default: 1, min: 1e-9, max: 1 },
+  seed: { type: 'int', help: 'sampler seed (default: random, printed in stats)', min: 0 },
+  stop: { type: 'list', help: 'stop string (repeatable)' },
+  threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
+  dtype: { type: 'string', help: 'compute dtype: float32 | bfloat16 | float16', default: 'float32' },
+  raw: { type: 'boolean', help: 'use the prompt as given, without the model\'s prompt template' },
+  json: { type: 'boolean', help: 'print one JSON object: text, tokens, promptTokens, finishReason, stats' },
+  help: { type: 'boolean', help: 'show this help' },
+};
+
+export const GENERATE_USAGE = 'Usage: cascade-spec generate [PROMPT] [--model DIR] [--prompt TEXT] [options]';
+
+export async function generateCommand(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<void> {
+  const { flags, positional } = parseArgs(argv, GENERATE_FLAGS);
+  if (flags.help) {
+    out.write(formatHelp(GENERATE_USAGE, GENERATE_FLAGS));
+    return;
+  }
+  if (positional.length > 1) throw new UsageError(`expected at most one positional prompt, got ${positional.length}`);
+  if (positional.length && flags.prompt !== undefined) throw new UsageError('give the prompt either positionally or with --prompt, not both');
+  const promptText = (flags.prompt as string | undefined) ?? positional[0];
+  if (promptText === undefined) throw new UsageError('no prompt: pass one as an argument or with --prompt');
+  const dir = (flags.model as string | undefined) ?? defaultModelDir();
+  if (!fs.existsSync(dir) && flags.model === undefined)
+    throw new Error(`no default model family is installed (${path.resolve(dir)} is missing); pass --model DIR`);
+
+  const model = await Model.load(dir, { dtype: flags.dtype as Dtype, threads: flags.threads as number });
+  const template = flags.raw ? undefined : promptTemplate(model.dir);
+  const prompt = template ? template.replace('{prompt}', promptText) : promptText;
+  const options = {
+    maxNewTokens: flags['max-new-tokens'] as number,
+    temperature: flags.temperature as number,
+    topK: flags['top-k'] as number,
+    topP: flags['top-p'] as number,
+    seed: flags.seed as number | undefined,
+    stop: (flags.stop as string[] | undefined) ?? [],
+  };
+  if (flags.json) {
+    const result = await model.generate(prompt, options);
+    out.write(JSON.stringify({ ...result, model: { dir: model.dir, params: model.numParams, dtype: model.dtype, threads: model.threads } }) + '\n');
+    return;
+  }
+  const stream = model.stream(prompt, options);
+  for await (const chunk of stream) out.write(chunk);
+  const r = await stream.result;
+  out.write('\n');
+  err.write(
+    `[${r.tokens.length} tokens, ${r.finishReason}; ${r.stats.wallMs.toFixed(1)} ms, ${r.stats.tokensPerSecond.toFixed(1)} tok/s, ` +
+      `${r.stats.targetForwards} target passes, ${model.dtype}, ${model.threads} thread(s), seed ${r.stats.seed}]\n`,
+  );
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env node
+// The cascade-spec command line: thin over the library API.
+import { generateCommand } from './generate';
+import { UsageError } from './args';
+
+const USAGE = `Usage: cascade-spec <command> [options]
+
+Commands:
+  generate [PROMPT]   generate text with a model (default: the embedded default family)
+
+Run \`cascade-spec <command> --help\` for a command's options.
+`;
+
+export async function main(argv: string[], out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'generate':
+        await generateCommand(rest, out, err);
+        return 0;
+      case undefined:
+      case '--help':
+      case 'help':
+        out.write(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    err.write(`cascade-spec: error: ${message}\n`);
+    if (e instanceof UsageError) err.write(`Run \`cascade-spec ${command && command !== 'help' ? `${command} ` : ''}--help\` for usage.\n`);
+    return e instanceof UsageError ? 2 : 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}

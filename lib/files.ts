@@ -1,0 +1,60 @@
+// Reading the files of a model folder, with errors that name the file and the problem.
+import * as fs from 'fs';
+import * as path from 'path';
+
+export function readJsonFile(file: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(code === 'ENOENT' ? `${file}: file not found` : `${file}: cannot read (${code ?? String(e)})`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${file}: malformed JSON: ${(e as Error).message}`);
+  }
+}
+
+export function readJsonObject(file: string): Record<string, unknown> {
+  const v = readJsonFile(file);
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${file}: expected a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+export function readOptionalJsonObject(file: string): Record<string, unknown> | undefined {
+  return fs.existsSync(file) ? readJsonObject(file) : undefined;
+}
+
+export function checkModelDir(dir: string): string {
+  const abs = path.resolve(dir);
+  if (!fs.existsSync(abs)) throw new Error(`model folder ${abs} does not exist`);
+  if (!fs.statSync(abs).isDirectory()) throw new Error(`model folder ${abs} is not a directory`);
+  return abs;
+}
+
+// The safetensors files of a model: model.safetensors, or the shards an index lists.
+export function weightFiles(dir: string): string[] {
+  const single = path.join(dir, 'model.safetensors');
+  const indexFile = path.join(dir, 'model.safetensors.index.json');
+  if (fs.existsSync(indexFile)) {
+    const index = readJsonObject(indexFile);
+    const map = index.weight_map;
+    if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new Error(`${indexFile}: missing "weight_map" object`);
+    const shards: string[] = [];
+    for (const [tensor, file] of Object.entries(map as Record<string, unknown>)) {
+      if (typeof file !== 'string' || file.includes('/') || file.includes('\\') || file.startsWith('.'))
+        throw new Error(`${indexFile}: tensor "${tensor}" maps to an invalid file name ${JSON.stringify(file)}`);
+      if (!shards.includes(file)) shards.push(file);
+    }
+    if (shards.length === 0) throw new Error(`${indexFile}: "weight_map" is empty`);
+    return shards.map((f) => {
+      const p = path.join(dir, f);
+      if (!fs.existsSync(p)) throw new Error(`${indexFile}: shard ${p} listed in weight_map does not exist`);
+      return p;
+    });
+  }
+  if (fs.existsSync(single)) return [single];
+  throw new Error(`model folder ${dir}: no model.safetensors or model.safetensors.index.json`);
+}

@@ -1,0 +1,37 @@
+#pragma once
+#include <napi.h>
+
+#include <memory>
+
+#include "model_wrap.h"
+#include "sequence.h"
+
+namespace cascade::binding {
+
+// JS `Sequence`: a KV cache over one Model. One operation at a time: an async call marks the
+// sequence busy until it settles, and any other call meanwhile is refused.
+class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit SequenceWrap(const Napi::CallbackInfo& info);
+
+ private:
+  void check_idle(Napi::Env env) const;
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value ForwardAsync(const Napi::CallbackInfo& info);
+  Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value StepAsync(const Napi::CallbackInfo& info);
+  Napi::Value Truncate(const Napi::CallbackInfo& info);
+  Napi::Value Reseed(const Napi::CallbackInfo& info);
+  Napi::Value Length(const Napi::CallbackInfo& info);
+  Napi::Value Capacity(const Napi::CallbackInfo& info);
+
+  std::unique_ptr<Sequence> seq_;
+  ModelWrap* model_ = nullptr;
+  Napi::ObjectReference model_ref_;  // the Model outlives its sequences
+  bool busy_ = false;
+};
+
+SamplingParams sampling_from_value(Napi::Env env, const Napi::Value& v);
+
+}  // namespace cascade::binding

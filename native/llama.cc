@@ -1,0 +1,278 @@
+#include "llama.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <map>
+
+#include "safetensors.h"
+
+namespace cascade {
+
+namespace {
+
+std::string shape_str(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+// y = x W^T (+ b) over the last dimension. A single row goes through a matrix-vector product:
+// libtorch sends a 1-row mm to a GEMM that is several times slower than its GEMV.
+torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b = {}) {
+  const int64_t in = x.size(-1);
+  const int64_t rows = x.numel() / in;
+  torch::Tensor y = rows == 1 ? torch::mv(w, x.reshape({in})) : torch::mm(x.reshape({rows, in}), w.t());
+  if (b.defined()) y = y + b;
+  auto shape = x.sizes().vec();
+  shape.back() = w.size(0);
+  return y.view(shape);
+}
+
+// As Hugging Face's LlamaRMSNorm: normalise in float32, cast back, then scale.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+  auto xf = x.to(torch::kFloat32);
+  auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return w * normed.to(x.scalar_type());
+}
+
+// Rotary embedding in the "rotate half" layout: dimension i pairs with i + hd/2.
+// x: [B, T, heads, hd]; cos, sin: [T, 1, hd/2].
+torch::Tensor rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  return torch::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
+}
+
+torch::Tensor make_inv_freq(const ModelConfig& c) {
+  auto exponents = torch::arange(0, c.head_dim, 2, torch::kInt64).to(torch::kFloat32) / double(c.head_dim);
+  auto inv = 1.0 / torch::pow(torch::tensor(c.rope_theta, torch::kFloat32), exponents);
+  if (c.rope_factor > 0) {
+    // Llama 3.1 frequency-dependent scaling: long wavelengths are slowed by `factor`,
+    // short ones kept, the band between interpolated smoothly.
+    const double low_wavelen = c.rope_original_max_position / c.rope_low_freq_factor;
+    const double high_wavelen = c.rope_original_max_position / c.rope_high_freq_factor;
+    auto acc = inv.accessor<float, 1>();
+    for (int64_t i = 0; i < inv.size(0); ++i) {
+      const double f = acc[i];
+      const double wavelen = 2 * M_PI / f;
+      double out;
+      if (wavelen < high_wavelen) out = f;
+      else if (wavelen > low_wavelen) out = f / c.rope_factor;
+      else {
+        const double smooth = (c.rope_original_max_position / wavelen - c.rope_low_freq_factor) /
+                              (c.rope_high_freq_factor - c.rope_low_freq_factor);
+        out = (1 - smooth) * f / c.rope_factor + smooth * f;
+      }
+      acc[i] = static_cast<float>(out);
+    }
+  }
+  return inv;
+}
+
+}  // namespace
+
+LlamaModel::LlamaModel(const ModelConfig& cfg, torch::ScalarType dtype, torch::Device device)
+    : cfg_(cfg), dtype_(dtype), device_(device) {
+  cfg_.validate();
+  inv_freq_ = make_inv_freq(cfg_);
+}
+
+std::shared_ptr<LlamaModel> LlamaModel::load(const ModelConfig& cfg, const std::vector<std::string>& shards,
+                                             torch::ScalarType dtype, torch::Device device) {
+  std::shared_ptr<LlamaModel> m(new LlamaModel(cfg, dtype, device));
+  if (shards.empty()) throw std::invalid_argument("no safetensors files given");
+  std::vector<std::unique_ptr<SafetensorsFile>> files;
+  std::map<std::string, const SafetensorsFile*> where;
+  for (const auto& path : shards) {
+    files.push_back(std::make_unique<SafetensorsFile>(path));
+    for (const auto& entry : files.back()->tensors()) {
+      auto [it, fresh] = where.emplace(entry.first, files.back().get());
+      if (!fresh)
+        throw std::runtime_error(path + ": tensor \"" + entry.first + "\" also stored in " + it->second->path());
+    }
+  }
+  auto get = [&](const std::string& name, std::vector<int64_t> shape) {
+    auto it = where.find(name);
+    if (it == where.end())
+      throw std::runtime_error(files.front()->path() + (files.size() > 1 ? " (and other shards)" : "") +
+                               ": missing tensor \"" + name + "\"");
+    const auto& entry = it->second->tensors().at(name);
+    if (entry.shape != shape)
+      throw std::runtime_error(it->second->path() + ": tensor \"" + name + "\" has shape " + shape_str(entry.shape) +
+                               " but config.json implies " + shape_str(shape));
+    return it->second->load(name, dtype).to(device);
+  };
+  const auto& c = m->cfg_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t q_rows = c.num_heads * hd, kv_rows = c.num_kv_heads * hd;
+  m->embed = get("model.embed_tokens.weight", {c.vocab_size, H});
+  m->final_norm = get("model.norm.weight", {H});
+  // A tied checkpoint may still store lm_head.weight; Hugging Face uses the embedding then.
+  m->lm_head = c.tie_word_embeddings ? m->embed : get("lm_head.weight", {c.vocab_size, H});
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    LayerWeights w;
+    w.attn_norm = get(p + "input_layernorm.weight", {H});
+    w.wqkv = torch::cat({get(p + "self_attn.q_proj.weight", {q_rows, H}), get(p + "self_attn.k_proj.weight", {kv_rows, H}),
+                         get(p + "self_attn.v_proj.weight", {kv_rows, H})});
+    if (c.attention_bias)
+      w.bqkv = torch::cat({get(p + "self_attn.q_proj.bias", {q_rows}), get(p + "self_attn.k_proj.bias", {kv_rows}),
+                           get(p + "self_attn.v_proj.bias", {kv_rows})});
+    w.wo = get(p + "self_attn.o_proj.weight", {H, q_rows});
+    if (c.output_bias) w.bo = get(p + "self_attn.o_proj.bias", {H});
+    w.mlp_norm = get(p + "post_attention_layernorm.weight", {H});
+    w.w_gate_up = torch::cat({get(p + "mlp.gate_proj.weight", {I, H}), get(p + "mlp.up_proj.weight", {I, H})});
+    w.w_down = get(p + "mlp.down_proj.weight", {H, I});
+    m->layers_.push_back(std::move(w));
+  }
+  return m;
+}
+
+std::shared_ptr<LlamaModel> LlamaModel::init_random(const ModelConfig& cfg, uint64_t seed, torch::ScalarType dtype,
+                                                    torch::Device device) {
+  std::shared_ptr<LlamaModel> m(new LlamaModel(cfg, dtype, device));
+  auto gen = at::detail::createCPUGenerator(seed);
+  auto opts = torch::TensorOptions().dtype(torch::kFloat32);
+  // GPT-2 style: N(0, 0.02), residual output projections scaled down by depth.
+  auto normal = [&](std::vector<int64_t> shape, double std) {
+    return (torch::randn(shape, gen, opts) * std).to(dtype).to(device);
+  };
+  const auto& c = m->cfg_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const double out_std = 0.02 / std::sqrt(2.0 * c.num_layers);
+  auto ones = [&](int64_t n) { return torch::ones({n}, torch::TensorOptions().dtype(dtype).device(device)); };
+  m->embed = normal({c.vocab_size, H}, 0.02);
+  m->final_norm = ones(H);
+  m->lm_head = c.tie_word_embeddings ? m->embed : normal({c.vocab_size, H}, 0.02);
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    LayerWeights w;
+    w.attn_norm = ones(H);
+    w.wqkv = normal({(c.num_heads + 2 * c.num_kv_heads) * hd, H}, 0.02);
+    if (c.attention_bias) w.bqkv = torch::zeros({(c.num_heads + 2 * c.num_kv_heads) * hd}, w.wqkv.options());
+    w.wo = normal({H, c.num_heads * hd}, out_std);
+    if (c.output_bias) w.bo = torch::zeros({H}, w.wo.options());
+    w.mlp_norm = ones(H);
+    w.w_gate_up = normal({2 * I, H}, 0.02);
+    w.w_down = normal({H, I}, out_std);
+    m->layers_.push_back(std::move(w));
+  }
+  return m;
+}
+
+int64_t LlamaModel::num_params() const {
+  int64_t n = 0;
+  for (const auto& t : parameters()) n += t.numel();
+  return n;
+}
+
+std::vector<torch::Tensor> LlamaModel::parameters() const {
+  std::vector<torch::Tensor> out{embed, final_norm};
+  if (!cfg_.tie_word_embeddings) out.push_back(lm_head);
+  for (const auto& w : layers_) {
+    for (const auto& t : {w.attn_norm, w.wqkv, w.bqkv, w.wo, w.bo, w.mlp_norm, w.w_gate_up, w.w_down})
+      if (t.defined()) out.push_back(t);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaModel::named_tensors() const {
+  const auto& c = cfg_;
+  const int64_t q_rows = c.num_heads * c.head_dim, kv_rows = c.num_kv_heads * c.head_dim, I = c.intermediate_size;
+  std::vector<std::pair<std::string, torch::Tensor>> out{{"model.embed_tokens.weight", embed}};
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    const auto& w = layers_[i];
+    out.emplace_back(p + "input_layernorm.weight", w.attn_norm);
+    out.emplace_back(p + "self_attn.q_proj.weight", w.wqkv.narrow(0, 0, q_rows));
+    out.emplace_back(p + "self_attn.k_proj.weight", w.wqkv.narrow(0, q_rows, kv_rows));
+    out.emplace_back(p + "self_attn.v_proj.weight", w.wqkv.narrow(0, q_rows + kv_rows, kv_rows));
+    if (w.bqkv.defined()) {
+      out.emplace_back(p + "self_attn.q_proj.bias", w.bqkv.narrow(0, 0, q_rows));
+      out.emplace_back(p + "self_attn.k_proj.bias", w.bqkv.narrow(0, q_rows, kv_rows));
+      out.emplace_back(p + "self_attn.v_proj.bias", w.bqkv.narrow(0, q_rows + kv_rows, kv_rows));
+    }
+    out.emplace_back(p + "self_attn.o_proj.weight", w.wo);
+    if (w.bo.defined()) out.emplace_back(p + "self_attn.o_proj.bias", w.bo);
+    out.emplace_back(p + "post_attention_layernorm.weight", w.mlp_norm);
+    out.emplace_back(p + "mlp.gate_proj.weight", w.w_gate_up.narrow(0, 0, I));
+    out.emplace_back(p + "mlp.up_proj.weight", w.w_gate_up.narrow(0, I, I));
+    out.emplace_back(p + "mlp.down_proj.weight", w.w_down);
+  }
+  out.emplace_back("model.norm.weight", final_norm);
+  if (!c.tie_word_embeddings) out.emplace_back("lm_head.weight", lm_head);
+  return out;
+}
+
+// One decoder layer over x [B, T, H] at positions start..start+T. With a cache (B == 1) the new
+// keys and values are written into it and attention spans the whole cached prefix; without
+// one (training) attention spans the block itself.
+torch::Tensor LlamaModel::layer(int64_t i, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                KVCache* cache, int64_t start) const {
+  const auto& c = cfg_;
+  const auto& w = layers_[i];
+  const int64_t B = x.size(0), T = x.size(1), hd = c.head_dim, nH = c.num_heads, nKV = c.num_kv_heads;
+  const int64_t group = nH / nKV;
+
+  auto qkv = dense(rms_norm(x, w.attn_norm, c.rms_norm_eps), w.wqkv, w.bqkv);
+  auto q = rope(qkv.narrow(-1, 0, nH * hd).view({B, T, nH, hd}), cos, sin).transpose(1, 2);
+  auto k = rope(qkv.narrow(-1, nH * hd, nKV * hd).view({B, T, nKV, hd}), cos, sin).transpose(1, 2);
+  auto v = qkv.narrow(-1, (nH + nKV) * hd, nKV * hd).view({B, T, nKV, hd}).transpose(1, 2);
+
+  torch::Tensor keys = k, values = v;
+  int64_t S = T;
+  if (cache) {
+    cache->keys[i].narrow(1, start, T).copy_(k[0]);
+    cache->values[i].narrow(1, start, T).copy_(v[0]);
+    S = start + T;
+    keys = cache->keys[i].narrow(1, 0, S).unsqueeze(0);
+    values = cache->values[i].narrow(1, 0, S).unsqueeze(0);
+  }
+
+  // Grouped-query attention: query head h reads kv head h / group, so the query heads of a
+  // group are laid side by side as extra rows of one batched product per kv head.
+  auto qg = q.reshape({B, nKV, group * T, hd});
+  auto scores = torch::matmul(qg, keys.transpose(-1, -2)).to(torch::kFloat32) * (1.0 / std::sqrt(double(hd)));
+  if (T > 1 || c.sliding_window > 0) {
+    auto qpos = torch::arange(start, start + T, torch::kInt64).unsqueeze(1);
+    auto kpos = torch::arange(0, S, torch::kInt64).unsqueeze(0);  // keys always start at position 0
+    auto hidden = kpos > qpos;
+    if (c.sliding_window > 0) hidden = hidden.logical_or(qpos - kpos >= c.sliding_window);
+    auto mask = torch::zeros({T, S}, torch::kFloat32).masked_fill(hidden, -INFINITY).to(scores.device());
+    scores = (scores.view({B, nKV, group, T, S}) + mask).view({B, nKV, group * T, S});
+  }
+  auto probs = torch::softmax(scores, -1).to(x.scalar_type());
+  auto attn = torch::matmul(probs, values).view({B, nH, T, hd}).transpose(1, 2).reshape({B, T, nH * hd});
+  auto h = x + dense(attn, w.wo, w.bo);
+
+  auto gate_up = dense(rms_norm(h, w.mlp_norm, c.rms_norm_eps), w.w_gate_up);
+  const int64_t I = c.intermediate_size;
+  auto mlp = torch::silu(gate_up.narrow(-1, 0, I)) * gate_up.narrow(-1, I, I);
+  return h + dense(mlp, w.w_down);
+}
+
+torch::Tensor LlamaModel::logits(const torch::Tensor& hidden) const {
+  return dense(rms_norm(hidden, final_norm, cfg_.rms_norm_eps), lm_head).to(torch::kFloat32);
+}
+
+torch::Tensor LlamaModel::forward(const torch::Tensor& tokens, KVCache& cache, bool all_logits) const {
+  const int64_t T = tokens.size(0), start = cache.length();
+  auto x = embed.index_select(0, tokens.to(device_)).unsqueeze(0);  // [1, T, H]
+  auto cos = cache.cos.narrow(0, start, T).unsqueeze(1);
+  auto sin = cache.sin.narrow(0, start, T).unsqueeze(1);
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) x = layer(i, x, cos, sin, &cache, start);
+  cache.set_length(start + T);
+  x = x[0];
+  return logits(all_logits ? x : x.narrow(0, T - 1, 1));
+}
+
+torch::Tensor LlamaModel::forward_train(const torch::Tensor& tokens) const {
+  const int64_t T = tokens.size(1);
+  auto x = torch::embedding(embed, tokens.to(device_));  // [B, T, H]
+  auto angles = torch::outer(torch::arange(T, torch::kFloat32), inv_freq_).to(device_);
+  auto cos = angles.cos().to(dtype_).unsqueeze(1), sin = angles.sin().to(dtype_).unsqueeze(1);
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) x = layer(i, x, cos, sin, nullptr, 0);
+  return logits(x);
+}
+
+}  // namespace cascade

@@ -1,0 +1,70 @@
+// The Llama family (Llama, Mistral, Qwen2): weights and forward passes. One layer function
+// serves both inference (a block of new tokens against a KV cache) and training (a batch of
+// full sequences with autograd).
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "kv_cache.h"
+
+namespace cascade {
+
+struct LayerWeights {
+  torch::Tensor attn_norm;  // [H]
+  torch::Tensor wqkv;       // [(nH + 2 nKV) * hd, H]: q, k, v projections stacked, one pass
+  torch::Tensor bqkv;       // [(nH + 2 nKV) * hd] or undefined
+  torch::Tensor wo;         // [H, nH * hd]
+  torch::Tensor bo;         // [H] or undefined (Llama with attention_bias)
+  torch::Tensor mlp_norm;   // [H]
+  torch::Tensor w_gate_up;  // [2 I, H]: gate then up, one pass
+  torch::Tensor w_down;     // [H, I]
+};
+
+class LlamaModel {
+ public:
+  // Loads weights from safetensors shards (names as in Hugging Face checkpoints), checking
+  // every tensor's presence and shape against the config. Throws naming the file.
+  static std::shared_ptr<LlamaModel> load(const ModelConfig& cfg, const std::vector<std::string>& shards,
+                                          torch::ScalarType dtype, torch::Device device);
+  // Fresh weights for training, reproducible from `seed`.
+  static std::shared_ptr<LlamaModel> init_random(const ModelConfig& cfg, uint64_t seed,
+                                                 torch::ScalarType dtype, torch::Device device);
+
+  const ModelConfig& config() const { return cfg_; }
+  torch::ScalarType dtype() const { return dtype_; }
+  torch::Device device() const { return device_; }
+  const torch::Tensor& inv_freq() const { return inv_freq_; }
+  int64_t num_params() const;
+
+  // Appends `tokens` (all in range, cache has room: checked by the caller) at the cache's
+  // current length and returns float32 logits [T, V], or [1, V] for the last position only.
+  torch::Tensor forward(const torch::Tensor& tokens, KVCache& cache, bool all_logits) const;
+
+  // Training forward over a batch of sequences from position 0: tokens [B, T] -> logits [B, T, V].
+  torch::Tensor forward_train(const torch::Tensor& tokens) const;
+
+  // Hugging Face names -> tensors (views into the fused weights), for saving and training.
+  std::vector<std::pair<std::string, torch::Tensor>> named_tensors() const;
+  std::vector<torch::Tensor> parameters() const;
+
+ private:
+  LlamaModel(const ModelConfig& cfg, torch::ScalarType dtype, torch::Device device);
+  torch::Tensor layer(int64_t i, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                      KVCache* cache, int64_t start) const;
+  torch::Tensor logits(const torch::Tensor& hidden) const;
+
+  ModelConfig cfg_;
+  torch::ScalarType dtype_;
+  torch::Device device_;
+  torch::Tensor inv_freq_;  // [hd / 2], float32
+  torch::Tensor embed;      // [V, H]
+  torch::Tensor final_norm; // [H]
+  torch::Tensor lm_head;    // [V, H]; the same tensor as `embed` when tied
+  std::vector<LayerWeights> layers_;
+};
+
+}  // namespace cascade

@@ -1,0 +1,39 @@
+// Turning logits into tokens: the processed distribution (temperature, top-k, top-p, in the
+// order Hugging Face applies them) and a seeded generator whose stream is the same on every
+// platform, so a seed reproduces a generation exactly.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+
+namespace cascade {
+
+struct SamplingParams {
+  double temperature = 0;  // 0: greedy (argmax)
+  int64_t top_k = 0;       // 0: off
+  double top_p = 1.0;      // 1: off
+  bool greedy() const { return temperature <= 0; }
+  void validate() const;
+};
+
+// xoshiro256** seeded through splitmix64.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed = 0) { reseed(seed); }
+  void reseed(uint64_t seed);
+  uint64_t next();
+  double uniform();  // [0, 1) with 53 random bits
+ private:
+  uint64_t s_[4];
+};
+
+// logits: float32 [V] -> float32 probabilities [V] of the processed distribution (zeros
+// outside the top-k / top-p set). Not for greedy parameters.
+torch::Tensor processed_probs(const torch::Tensor& logits, const SamplingParams& params);
+// Inverse-CDF draw from unnormalised non-negative weights [V].
+int64_t sample_from(const torch::Tensor& weights, Rng& rng);
+int64_t argmax_index(const torch::Tensor& logits);
+// The next token from logits [V] under `params`.
+int64_t pick_token(const torch::Tensor& logits, const SamplingParams& params, Rng& rng);
+
+}  // namespace cascade

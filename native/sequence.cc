@@ -1,0 +1,53 @@
+#include "sequence.h"
+
+namespace cascade {
+
+namespace {
+int64_t checked_capacity(const LlamaModel& m, int64_t capacity) {
+  const int64_t max = m.config().max_position_embeddings;
+  if (capacity < 1 || capacity > max)
+    throw std::invalid_argument("context length " + std::to_string(capacity) + " must be in [1, " +
+                                std::to_string(max) + "] (max_position_embeddings)");
+  return capacity;
+}
+}  // namespace
+
+Sequence::Sequence(std::shared_ptr<const LlamaModel> model, int64_t capacity, uint64_t seed)
+    : model_(std::move(model)),
+      cache_(model_->config(), model_->inv_freq(), checked_capacity(*model_, capacity), model_->dtype(),
+             model_->device()),
+      rng_(seed) {}
+
+torch::Tensor Sequence::checked_tokens(const std::vector<int64_t>& tokens) const {
+  if (tokens.empty()) throw std::invalid_argument("forward needs at least one token");
+  const int64_t V = model_->config().vocab_size;
+  for (int64_t t : tokens)
+    if (t < 0 || t >= V)
+      throw std::invalid_argument("token id " + std::to_string(t) + " out of range [0, " + std::to_string(V) + ")");
+  if (length() + static_cast<int64_t>(tokens.size()) > capacity())
+    throw std::length_error("sequence of " + std::to_string(length()) + " tokens cannot take " +
+                            std::to_string(tokens.size()) + " more: context length is " + std::to_string(capacity()));
+  return torch::tensor(tokens, torch::kInt64);
+}
+
+torch::Tensor Sequence::forward(const std::vector<int64_t>& tokens, bool all_logits) {
+  auto ids = checked_tokens(tokens);
+  c10::InferenceMode guard;
+  return model_->forward(ids, cache_, all_logits).to(torch::kCPU);
+}
+
+int64_t Sequence::step(const std::vector<int64_t>& tokens, const SamplingParams& params) {
+  params.validate();
+  auto logits = forward(tokens, /*all_logits=*/false);
+  c10::InferenceMode guard;
+  return pick_token(logits[0], params, rng_);
+}
+
+void Sequence::truncate(int64_t n) {
+  if (n < 0 || n > length())
+    throw std::out_of_range("cannot truncate a sequence of " + std::to_string(length()) + " tokens to " +
+                            std::to_string(n));
+  cache_.set_length(n);
+}
+
+}  // namespace cascade

@@ -1,0 +1,38 @@
+// A sequence: one model's view of one token stream, owning its KV cache and its sampler.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "kv_cache.h"
+#include "llama.h"
+#include "sampling.h"
+
+namespace cascade {
+
+class Sequence {
+ public:
+  // capacity: the context length in tokens, at most the model's max_position_embeddings.
+  Sequence(std::shared_ptr<const LlamaModel> model, int64_t capacity, uint64_t seed);
+
+  const LlamaModel& model() const { return *model_; }
+  int64_t length() const { return cache_.length(); }
+  int64_t capacity() const { return cache_.capacity(); }
+
+  // Appends tokens; float32 logits [T, V] (all_logits) or [1, V].
+  torch::Tensor forward(const std::vector<int64_t>& tokens, bool all_logits);
+  // Appends tokens and returns the next token drawn from the last position's logits.
+  int64_t step(const std::vector<int64_t>& tokens, const SamplingParams& params);
+  // Rolls the cache back to its first n tokens.
+  void truncate(int64_t n);
+  void reseed(uint64_t seed) { rng_.reseed(seed); }
+  Rng& rng() { return rng_; }
+
+ private:
+  torch::Tensor checked_tokens(const std::vector<int64_t>& tokens) const;
+
+  std::shared_ptr<const LlamaModel> model_;
+  KVCache cache_;
+  Rng rng_;
+};
+
+}  // namespace cascade
