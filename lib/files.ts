@@ -34,6 +34,12 @@ export function checkModelDir(dir: string): string {
   return abs;
 }
 
+// Native code would open a directory and fail on mmap with a bare "No such device".
+function checkRegularFile(file: string): string {
+  if (!fs.statSync(file).isFile()) throw new Error(`${file}: not a regular file`);
+  return file;
+}
+
 // The safetensors files of a model: model.safetensors, or the shards an index lists.
 export function weightFiles(dir: string): string[] {
   const single = path.join(dir, 'model.safetensors');
@@ -52,9 +58,9 @@ export function weightFiles(dir: string): string[] {
     return shards.map((f) => {
       const p = path.join(dir, f);
       if (!fs.existsSync(p)) throw new Error(`${indexFile}: shard ${p} listed in weight_map does not exist`);
-      return p;
+      return checkRegularFile(p);
     });
   }
-  if (fs.existsSync(single)) return [single];
+  if (fs.existsSync(single)) return [checkRegularFile(single)];
   throw new Error(`model folder ${dir}: no model.safetensors or model.safetensors.index.json`);
 }

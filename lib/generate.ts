@@ -41,26 +41,6 @@ export interface TokenSource {
   stats?(): Record<string, unknown>;
 }
 
-/** Autoregressive decoding: one target pass, one token. */
-export class AutoregressiveSource implements TokenSource {
-  private pending = -1;
-  constructor(
-    private readonly seq: Sequence,
-    private readonly options: ResolvedGenerateOptions,
-  ) {}
-  get targetForwards(): number {
-    return this.seq.forwards;
-  }
-  async start(promptTokens: number[]): Promise<number[]> {
-    this.pending = await this.seq.step(promptTokens, this.options);
-    return [this.pending];
-  }
-  async next(): Promise<number[]> {
-    this.pending = await this.seq.step([this.pending], this.options);
-    return [this.pending];
-  }
-}
-
 function abortError(signal: AbortSignal): Error {
   if (signal.reason instanceof Error) return signal.reason;
   const e = new Error('generation aborted');

@@ -1,9 +1,16 @@
 // A loaded model: config, tokenizer and native weights. Sequences and generations start here.
+import * as fs from 'fs';
+import * as path from 'path';
+
 import { parseModelConfig, type ModelConfig } from './config';
 import { checkModelDir, weightFiles } from './files';
-import { AutoregressiveSource, GenerationStream, runGeneration, type GenerationResult } from './generate';
+import { MaxGram, readBigramTable } from './drafters/maxgram';
+import { ModelDrafter } from './drafters/model-drafter';
+import type { Drafter } from './drafters/drafter';
+import { GenerationStream, runGeneration, type GenerationResult } from './generate';
+import { SpeculativeSource } from './speculative';
 import { loadNative, type Dtype, type NativeModel } from './native';
-import { resolveGenerateOptions, type GenerateOptions } from './options';
+import { resolveGenerateOptions, type GenerateOptions, type ResolvedGenerateOptions } from './options';
 import { Sequence } from './sequence';
 import { TextTokenizer } from './tokenizer';
 
@@ -17,6 +24,31 @@ export interface LoadOptions {
 }
 
 const DTYPES: readonly Dtype[] = ['float32', 'bfloat16', 'float16'];
+
+/** The Max-Gram bigram fallback table's file name inside a model folder. */
+export const BIGRAM_FILE = 'maxgram-bigram.i32';
+
+const checkedPairs = new WeakMap<Model, WeakSet<Model>>();
+
+/**
+ * Drafts are only meaningful when drafter and target tokenize identically: same vocabulary
+ * size, special tokens and token texts. Checked once per pair, before any work.
+ */
+export function assertSameVocabulary(target: Model, draft: Model): void {
+  if (checkedPairs.get(target)?.has(draft)) return;
+  const fail = (what: string): never => {
+    throw new Error(`draft model ${draft.dir} does not share the target's vocabulary (${target.dir}): ${what}`);
+  };
+  if (draft.config.vocabSize !== target.config.vocabSize) fail(`vocab_size ${draft.config.vocabSize} vs ${target.config.vocabSize}`);
+  const a = target.tokenizer, b = draft.tokenizer;
+  if (a.bosId !== b.bosId) fail(`BOS id ${String(b.bosId)} vs ${String(a.bosId)}`);
+  if (a.eosIds.join(',') !== b.eosIds.join(',')) fail(`EOS ids [${b.eosIds.join(', ')}] vs [${a.eosIds.join(', ')}]`);
+  if (a.size !== b.size) fail(`tokenizer size ${b.size} vs ${a.size}`);
+  for (let id = 0; id < a.size; id++)
+    if (a.tokenText(id) !== b.tokenText(id)) fail(`token ${id} is ${JSON.stringify(b.tokenText(id))} vs ${JSON.stringify(a.tokenText(id))}`);
+  if (!checkedPairs.has(target)) checkedPairs.set(target, new WeakSet());
+  checkedPairs.get(target)!.add(draft);
+}
 
 export class Model {
   private constructor(
@@ -46,7 +78,9 @@ export class Model {
     const config = parseModelConfig(abs);
     const contextLength = options.contextLength ?? Math.min(config.maxPositionEmbeddings, 4096);
     if (!Number.isInteger(contextLength) || contextLength < 1 || contextLength > config.maxPositionEmbeddings)
-      throw new RangeError(`contextLength must be an integer in [1, ${config.maxPositionEmbeddings}] (max_position_embeddings), got ${String(contextLength)}`);
+      throw new RangeError(
+        `contextLength must be an integer in [1, ${config.maxPositionEmbeddings}] (max_position_embeddings in ${path.join(abs, 'config.json')}), got ${String(contextLength)}`,
+      );
     const tokenizer = TextTokenizer.load(abs, config);
     const shards = weightFiles(abs);
     const addon = loadNative();
@@ -100,6 +134,26 @@ export class Model {
     const promptTokens = this.encodePrompt(prompt, resolved.addBos);
     const capacity = Math.min(this.contextLength, promptTokens.length + resolved.maxNewTokens);
     const seq = this.createSequence({ contextLength: capacity, seed: resolved.seed });
-    return runGeneration(new AutoregressiveSource(seq, resolved), this.tokenizer, promptTokens, capacity, resolved, onText);
+    const source = new SpeculativeSource(seq, this.drafterFor(resolved, capacity), resolved.k, resolved, resolved.maxNewTokens);
+    return runGeneration(source, this.tokenizer, promptTokens, capacity, resolved, onText);
+  }
+
+  private drafterFor(o: ResolvedGenerateOptions, capacity: number): Drafter | undefined {
+    if (o.method === 'mag') return new MaxGram({ occurrence: o.maxGramOccurrence, bigram: this.bigramTable() });
+    if (o.method === 'sd') {
+      assertSameVocabulary(this, o.draftModel!);
+      return new ModelDrafter(o.draftModel!, Math.min(capacity + o.k + 1, o.draftModel!.config.maxPositionEmbeddings));
+    }
+    return undefined;
+  }
+
+  private bigram: Int32Array | null | undefined;
+  /** The Max-Gram fallback table stored beside the weights (maxgram-bigram.i32), if any. */
+  bigramTable(): Int32Array | undefined {
+    if (this.bigram === undefined) {
+      const file = path.join(this.dir, BIGRAM_FILE);
+      this.bigram = fs.existsSync(file) ? readBigramTable(file, this.config.vocabSize) : null;
+    }
+    return this.bigram ?? undefined;
   }
 }

@@ -38,7 +38,26 @@ export interface NativeModel {
   threads: number;
 }
 
+export interface NativeVerifyOptions {
+  sampling?: NativeSampling;
+  /** [k * V] processed draft distributions; omitted for deterministic drafts. */
+  draftProbs?: Float32Array;
+  /** > 1 only for draft-level reviewers. Default 1 (exact). */
+  lenience?: number;
+  returnProbs?: boolean;
+}
+
+export interface NativeVerifyResult {
+  accepted: number;
+  next: number;
+  probs?: Float32Array;
+}
+
 export interface NativeSequence {
+  verify(block: Int32Array, options?: NativeVerifyOptions): NativeVerifyResult;
+  verifyAsync(block: Int32Array, options?: NativeVerifyOptions): Promise<NativeVerifyResult>;
+  draft(feed: Int32Array, k: number, sampling?: NativeSampling): { tokens: Int32Array; probs?: Float32Array };
+  draftAsync(feed: Int32Array, k: number, sampling?: NativeSampling): Promise<{ tokens: Int32Array; probs?: Float32Array }>;
   readonly length: number;
   readonly capacity: number;
   forward(tokens: Int32Array | number[], allLogits: boolean): Float32Array;
@@ -49,9 +68,31 @@ export interface NativeSequence {
   reseed(seed: number): void;
 }
 
+export interface NativeTrainer {
+  readonly stepsDone: number;
+  readonly numParams: number;
+  step(tokens: Int32Array, batch: number, lr: number): number;
+  evalLoss(tokens: Int32Array, batch: number): number;
+  saveWeights(path: string, dtype: 'F32' | 'F16' | 'BF16'): void;
+  saveState(path: string): void;
+  loadState(path: string): void;
+}
+
+export interface NativeTrainOptions {
+  seed: number;
+  bf16: boolean;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  gradClip: number;
+  threads: number;
+}
+
 export interface NativeAddon {
+  Trainer: new (config: NativeConfig, options: Partial<NativeTrainOptions>) => NativeTrainer;
   Model: new (config: NativeConfig, shards: string[], options: { dtype: Dtype; threads: number }) => NativeModel;
   Sequence: new (model: NativeModel, contextLength: number, seed?: number) => NativeSequence;
+  verifyBatch(requests: Array<NativeVerifyOptions & { sequence: NativeSequence; block: Int32Array }>): Promise<NativeVerifyResult[]>;
   torchInfo(): { version: string; threads: number; parallelInfo: string };
 }
 

@@ -1,3 +1,5 @@
+import type { Model } from './model';
+
 // Generation options: documented defaults, and a clear error for every invalid value.
 
 export interface GenerateOptions {
@@ -19,7 +21,22 @@ export interface GenerateOptions {
   addBos?: boolean;
   /** Aborts the generation: the promise rejects / the stream throws with an AbortError. */
   signal?: AbortSignal;
+  /**
+   * Decoding method; every one produces exactly the target's output (greedy: the same tokens;
+   * sampling: the same distribution). 'ar' plain autoregressive (default); 'mag' Max-Gram
+   * drafts; 'sd' a draft model (`draftModel`).
+   */
+  method?: Method;
+  /** The draft model for method 'sd': same vocabulary as the target. */
+  draftModel?: Model;
+  /** Draft tokens per verification pass. Default 4. */
+  k?: number;
+  /** Max-Gram occurrence choice: 'recent' (default) or 'earliest'. */
+  maxGramOccurrence?: 'recent' | 'earliest';
 }
+
+export type Method = 'ar' | 'mag' | 'sd';
+export const METHODS: readonly Method[] = ['ar', 'mag', 'sd'];
 
 export interface ResolvedGenerateOptions {
   maxNewTokens: number;
@@ -31,9 +48,13 @@ export interface ResolvedGenerateOptions {
   stopOnEos: boolean;
   addBos?: boolean;
   signal?: AbortSignal;
+  method: Method;
+  draftModel?: Model;
+  k: number;
+  maxGramOccurrence: 'recent' | 'earliest';
 }
 
-const KNOWN = new Set(['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopOnEos', 'addBos', 'signal']);
+const KNOWN = new Set(['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopOnEos', 'addBos', 'signal', 'method', 'draftModel', 'k', 'maxGramOccurrence']);
 
 export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys: readonly string[] = []): ResolvedGenerateOptions {
   if (typeof options !== 'object' || options === null) throw new TypeError('generate options must be an object');
@@ -55,7 +76,18 @@ export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys:
   if (options.stopOnEos !== undefined && typeof options.stopOnEos !== 'boolean') throw new TypeError('stopOnEos must be a boolean');
   if (options.addBos !== undefined && typeof options.addBos !== 'boolean') throw new TypeError('addBos must be a boolean');
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new TypeError('signal must be an AbortSignal');
+  const method = options.method ?? 'ar';
+  if (!METHODS.includes(method)) throw new RangeError(`method must be one of ${METHODS.join(', ')}, got ${String(method)}`);
+  if (method === 'sd' && options.draftModel === undefined) throw new TypeError("method 'sd' needs a draftModel");
+  if (options.draftModel !== undefined && (typeof options.draftModel !== 'object' || typeof (options.draftModel as Model).createSequence !== 'function'))
+    throw new TypeError('draftModel must be a loaded Model');
+  const occurrence = options.maxGramOccurrence ?? 'recent';
+  if (occurrence !== 'recent' && occurrence !== 'earliest') throw new RangeError("maxGramOccurrence must be 'recent' or 'earliest'");
   return {
+    method,
+    draftModel: options.draftModel,
+    k: int('k', options.k, 4, 1),
+    maxGramOccurrence: occurrence,
     maxNewTokens: int('maxNewTokens', options.maxNewTokens, 128, 0),
     temperature,
     topK: int('topK', options.topK, 0, 0),

@@ -1,5 +1,19 @@
 // A sequence over one model: its KV cache lives natively, allocated once for `capacity` tokens.
-import type { NativeSampling, NativeSequence } from './native';
+import type { NativeSampling, NativeSequence, NativeVerifyResult } from './native';
+
+/**
+ * Token ids as the Int32Array native code takes. A plain array is checked first: Int32Array.from
+ * would silently truncate 1.5 to 1 and wrap 2**32 + 5 to 5.
+ */
+function tokenIds(tokens: number[] | Int32Array, vocabSize: number): Int32Array {
+  if (tokens instanceof Int32Array) return tokens;
+  if (!Array.isArray(tokens)) throw new TypeError('tokens must be an Int32Array or an array of integer token ids');
+  tokens.forEach((t, i) => {
+    if (!Number.isInteger(t)) throw new TypeError(`token ids must be integers, got ${JSON.stringify(t) ?? String(t)} at index ${i}`);
+    if (t < 0 || t >= vocabSize) throw new RangeError(`token id ${t} at index ${i} out of range [0, ${vocabSize})`);
+  });
+  return Int32Array.from(tokens);
+}
 
 export class Sequence {
   /** Native forward passes run on this sequence so far (each may carry many tokens). */
@@ -19,19 +33,38 @@ export class Sequence {
 
   /** Appends tokens; returns float32 logits, [T * V] for all positions or [V] for the last. */
   async forward(tokens: number[] | Int32Array, options: { allLogits?: boolean } = {}): Promise<Float32Array> {
-    this.forwards++;
-    return this.native.forwardAsync(Int32Array.from(tokens), options.allLogits ?? false);
+    const ids = tokenIds(tokens, this.vocabSize);
+    const out = await this.native.forwardAsync(ids, options.allLogits ?? false);
+    this.forwards++; // counted once it ran: a refused or failed call is no pass
+    return out;
   }
 
   forwardSync(tokens: number[] | Int32Array, options: { allLogits?: boolean } = {}): Float32Array {
+    const ids = tokenIds(tokens, this.vocabSize);
+    const out = this.native.forward(ids, options.allLogits ?? false);
     this.forwards++;
-    return this.native.forward(Int32Array.from(tokens), options.allLogits ?? false);
+    return out;
   }
 
   /** Appends tokens and returns the next token under `sampling` (greedy when temperature is 0). */
   async step(tokens: number[] | Int32Array, sampling: NativeSampling): Promise<number> {
+    const ids = tokenIds(tokens, this.vocabSize);
+    const next = await this.native.stepAsync(ids, sampling);
     this.forwards++;
-    return this.native.stepAsync(Int32Array.from(tokens), sampling);
+    return next;
+  }
+
+  /**
+   * The fused verification step. `block` = [pending token, ...drafts]; one native call runs
+   * the forward over the block, applies the acceptance rule and rolls the cache back to the
+   * pending token + accepted drafts. `next` is the correction (or bonus) token.
+   */
+  async verify(
+    block: number[],
+    options: { sampling: NativeSampling; draftProbs?: Float32Array; lenience?: number; returnProbs?: boolean },
+  ): Promise<NativeVerifyResult> {
+    this.forwards++;
+    return this.native.verifyAsync(Int32Array.from(block), options);
   }
 
   /** Rolls the cache back to its first n tokens. */

@@ -204,45 +204,61 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaModel::named_tensors() c
   return out;
 }
 
-// One decoder layer over x [B, T, H] at positions start..start+T. With a cache (B == 1) the new
-// keys and values are written into it and attention spans the whole cached prefix; without
-// one (training) attention spans the block itself.
-torch::Tensor LlamaModel::layer(int64_t i, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                                KVCache* cache, int64_t start) const {
+// Attention of one sequence's T new queries q [T, nH, hd] at positions start.. over keys and
+// values [nKV, S, hd] holding positions 0..S-1. Returns [T, nH * hd].
+torch::Tensor LlamaModel::attend(const torch::Tensor& q, const torch::Tensor& keys, const torch::Tensor& values,
+                                 int64_t start) const {
   const auto& c = cfg_;
-  const auto& w = layers_[i];
-  const int64_t B = x.size(0), T = x.size(1), hd = c.head_dim, nH = c.num_heads, nKV = c.num_kv_heads;
+  const int64_t T = q.size(0), S = keys.size(1), hd = c.head_dim, nH = c.num_heads, nKV = c.num_kv_heads;
   const int64_t group = nH / nKV;
-
-  auto qkv = dense(rms_norm(x, w.attn_norm, c.rms_norm_eps), w.wqkv, w.bqkv);
-  auto q = rope(qkv.narrow(-1, 0, nH * hd).view({B, T, nH, hd}), cos, sin).transpose(1, 2);
-  auto k = rope(qkv.narrow(-1, nH * hd, nKV * hd).view({B, T, nKV, hd}), cos, sin).transpose(1, 2);
-  auto v = qkv.narrow(-1, (nH + nKV) * hd, nKV * hd).view({B, T, nKV, hd}).transpose(1, 2);
-
-  torch::Tensor keys = k, values = v;
-  int64_t S = T;
-  if (cache) {
-    cache->keys[i].narrow(1, start, T).copy_(k[0]);
-    cache->values[i].narrow(1, start, T).copy_(v[0]);
-    S = start + T;
-    keys = cache->keys[i].narrow(1, 0, S).unsqueeze(0);
-    values = cache->values[i].narrow(1, 0, S).unsqueeze(0);
-  }
-
   // Grouped-query attention: query head h reads kv head h / group, so the query heads of a
   // group are laid side by side as extra rows of one batched product per kv head.
-  auto qg = q.reshape({B, nKV, group * T, hd});
-  auto scores = torch::matmul(qg, keys.transpose(-1, -2)).to(torch::kFloat32) * (1.0 / std::sqrt(double(hd)));
+  auto qg = q.permute({1, 0, 2}).reshape({nKV, group * T, hd});
+  auto scores = torch::matmul(qg, keys.transpose(1, 2)).to(torch::kFloat32) * (1.0 / std::sqrt(double(hd)));
   if (T > 1 || c.sliding_window > 0) {
     auto qpos = torch::arange(start, start + T, torch::kInt64).unsqueeze(1);
-    auto kpos = torch::arange(0, S, torch::kInt64).unsqueeze(0);  // keys always start at position 0
+    auto kpos = torch::arange(0, S, torch::kInt64).unsqueeze(0);
     auto hidden = kpos > qpos;
     if (c.sliding_window > 0) hidden = hidden.logical_or(qpos - kpos >= c.sliding_window);
     auto mask = torch::zeros({T, S}, torch::kFloat32).masked_fill(hidden, -INFINITY).to(scores.device());
-    scores = (scores.view({B, nKV, group, T, S}) + mask).view({B, nKV, group * T, S});
+    scores = (scores.view({nKV, group, T, S}) + mask).view({nKV, group * T, S});
   }
-  auto probs = torch::softmax(scores, -1).to(x.scalar_type());
-  auto attn = torch::matmul(probs, values).view({B, nH, T, hd}).transpose(1, 2).reshape({B, T, nH * hd});
+  auto probs = torch::softmax(scores, -1).to(q.scalar_type());
+  return torch::matmul(probs, values).view({nH, T, hd}).permute({1, 0, 2}).reshape({T, nH * hd});
+}
+
+// One decoder layer over the packed rows x [N, H]. With a cache, a segment's new keys and
+// values are written into it and attention spans the whole cached prefix; without one
+// (training) attention spans the segment itself.
+torch::Tensor LlamaModel::layer(int64_t i, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                const std::vector<Segment>& segments) const {
+  const auto& c = cfg_;
+  const auto& w = layers_[i];
+  const int64_t N = x.size(0), hd = c.head_dim, nH = c.num_heads, nKV = c.num_kv_heads;
+
+  auto qkv = dense(rms_norm(x, w.attn_norm, c.rms_norm_eps), w.wqkv, w.bqkv);
+  auto q = rope(qkv.narrow(-1, 0, nH * hd).view({N, nH, hd}), cos, sin);
+  auto k = rope(qkv.narrow(-1, nH * hd, nKV * hd).view({N, nKV, hd}), cos, sin);
+  auto v = qkv.narrow(-1, (nH + nKV) * hd, nKV * hd).view({N, nKV, hd});
+
+  std::vector<torch::Tensor> outs;
+  int64_t row = 0;
+  for (const auto& seg : segments) {
+    auto qs = q.narrow(0, row, seg.length);
+    auto ks = k.narrow(0, row, seg.length).transpose(0, 1);  // [nKV, T, hd]
+    auto vs = v.narrow(0, row, seg.length).transpose(0, 1);
+    if (seg.cache) {
+      auto& cache = *seg.cache;
+      cache.keys[i].narrow(1, seg.start, seg.length).copy_(ks);
+      cache.values[i].narrow(1, seg.start, seg.length).copy_(vs);
+      const int64_t S = seg.start + seg.length;
+      outs.push_back(attend(qs, cache.keys[i].narrow(1, 0, S), cache.values[i].narrow(1, 0, S), seg.start));
+    } else {
+      outs.push_back(attend(qs, ks, vs, 0));
+    }
+    row += seg.length;
+  }
+  auto attn = outs.size() == 1 ? outs[0] : torch::cat(outs, 0);
   auto h = x + dense(attn, w.wo, w.bo);
 
   auto gate_up = dense(rms_norm(h, w.mlp_norm, c.rms_norm_eps), w.w_gate_up);
@@ -256,23 +272,39 @@ torch::Tensor LlamaModel::logits(const torch::Tensor& hidden) const {
 }
 
 torch::Tensor LlamaModel::forward(const torch::Tensor& tokens, KVCache& cache, bool all_logits) const {
-  const int64_t T = tokens.size(0), start = cache.length();
-  auto x = embed.index_select(0, tokens.to(device_)).unsqueeze(0);  // [1, T, H]
-  auto cos = cache.cos.narrow(0, start, T).unsqueeze(1);
-  auto sin = cache.sin.narrow(0, start, T).unsqueeze(1);
-  for (int64_t i = 0; i < cfg_.num_layers; ++i) x = layer(i, x, cos, sin, &cache, start);
-  cache.set_length(start + T);
-  x = x[0];
-  return logits(all_logits ? x : x.narrow(0, T - 1, 1));
+  return forward_packed(tokens, {&cache}, {tokens.size(0)}, all_logits);
+}
+
+torch::Tensor LlamaModel::forward_packed(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
+                                         const std::vector<int64_t>& lengths, bool all_logits) const {
+  std::vector<Segment> segments;
+  std::vector<torch::Tensor> cos_parts, sin_parts;
+  std::vector<int64_t> last_rows;
+  int64_t row = 0;
+  for (size_t s = 0; s < caches.size(); ++s) {
+    segments.push_back({caches[s], caches[s]->length(), lengths[s]});
+    cos_parts.push_back(caches[s]->cos.narrow(0, caches[s]->length(), lengths[s]));
+    sin_parts.push_back(caches[s]->sin.narrow(0, caches[s]->length(), lengths[s]));
+    row += lengths[s];
+    last_rows.push_back(row - 1);
+  }
+  auto cos = (cos_parts.size() == 1 ? cos_parts[0] : torch::cat(cos_parts)).unsqueeze(1);
+  auto sin = (sin_parts.size() == 1 ? sin_parts[0] : torch::cat(sin_parts)).unsqueeze(1);
+  auto x = embed.index_select(0, tokens.to(device_));  // [N, H]
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) x = layer(i, x, cos, sin, segments);
+  for (size_t s = 0; s < caches.size(); ++s) caches[s]->set_length(segments[s].start + lengths[s]);
+  if (!all_logits) x = x.index_select(0, torch::tensor(last_rows, torch::kInt64).to(device_));
+  return logits(x);
 }
 
 torch::Tensor LlamaModel::forward_train(const torch::Tensor& tokens) const {
-  const int64_t T = tokens.size(1);
-  auto x = torch::embedding(embed, tokens.to(device_));  // [B, T, H]
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  auto x = torch::embedding(embed, tokens.reshape({B * T}).to(device_));  // [B*T, H]
   auto angles = torch::outer(torch::arange(T, torch::kFloat32), inv_freq_).to(device_);
-  auto cos = angles.cos().to(dtype_).unsqueeze(1), sin = angles.sin().to(dtype_).unsqueeze(1);
-  for (int64_t i = 0; i < cfg_.num_layers; ++i) x = layer(i, x, cos, sin, nullptr, 0);
-  return logits(x);
+  auto cos = angles.cos().to(dtype_).repeat({B, 1}).unsqueeze(1), sin = angles.sin().to(dtype_).repeat({B, 1}).unsqueeze(1);
+  std::vector<Segment> segments(B, Segment{nullptr, 0, T});
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) x = layer(i, x, cos, sin, segments);
+  return logits(x).view({B, T, -1});
 }
 
 }  // namespace cascade

@@ -44,6 +44,13 @@ class LlamaModel {
   // current length and returns float32 logits [T, V], or [1, V] for the last position only.
   torch::Tensor forward(const torch::Tensor& tokens, KVCache& cache, bool all_logits) const;
 
+  // Several sequences in one pass: tokens [N] is the concatenation of each cache's new tokens
+  // (lengths[s] of them for caches[s]). The projections and MLPs run once over all N rows, so
+  // concurrent sequences share the pass over the weights; attention runs per sequence.
+  // Returns float32 logits [N, V] (all_logits) or [S, V] (each sequence's last position).
+  torch::Tensor forward_packed(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
+                               const std::vector<int64_t>& lengths, bool all_logits) const;
+
   // Training forward over a batch of sequences from position 0: tokens [B, T] -> logits [B, T, V].
   torch::Tensor forward_train(const torch::Tensor& tokens) const;
 
@@ -53,8 +60,16 @@ class LlamaModel {
 
  private:
   LlamaModel(const ModelConfig& cfg, torch::ScalarType dtype, torch::Device device);
+  // A run of rows of the packed batch: one sequence's new tokens at positions start.. of
+  // `cache` (inference), or a whole training sequence from position 0 (cache == nullptr).
+  struct Segment {
+    KVCache* cache;
+    int64_t start;
+    int64_t length;
+  };
   torch::Tensor layer(int64_t i, const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                      KVCache* cache, int64_t start) const;
+                      const std::vector<Segment>& segments) const;
+  torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& keys, const torch::Tensor& values, int64_t start) const;
   torch::Tensor logits(const torch::Tensor& hidden) const;
 
   ModelConfig cfg_;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "json.h"
@@ -79,7 +80,13 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
             d.number > 1e12)
           fail(where + "invalid shape");
         t.shape.push_back(static_cast<int64_t>(d.number));
-        numel *= t.shape.back();
+        // A product that overflows, or outgrows the data section, cannot describe real bytes.
+        if (__builtin_mul_overflow(numel, t.shape.back(), &numel) || uint64_t(numel) > data_size)
+          fail(where + "shape " + [&] {
+            std::string out;
+            for (auto x : shape->items) out += (out.empty() ? "[" : ", ") + std::to_string(int64_t(x.number));
+            return out + "]";
+          }() + " is larger than the data section (" + std::to_string(data_size) + " bytes)");
       }
       for (const auto& o : offsets->items)
         if (o.kind != JsonValue::Kind::Number || o.number < 0 || o.number != (double)(uint64_t)o.number)
@@ -90,7 +97,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       if (t.end > data_size)
         fail(where + "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) +
              "] out of bounds: the data section holds " + std::to_string(data_size) + " bytes");
-      if (static_cast<uint64_t>(numel * esize) != t.end - t.begin)
+      if (static_cast<uint64_t>(numel) * uint64_t(esize) != t.end - t.begin)
         fail(where + "byte size " + std::to_string(t.end - t.begin) + " does not match shape and dtype (" +
              std::to_string(numel * esize) + " bytes expected)");
       ranges.emplace_back(t.begin, name);
@@ -131,6 +138,47 @@ torch::Tensor SafetensorsFile::load(const std::string& name, torch::ScalarType d
   auto raw = torch::empty({static_cast<int64_t>(t.end - t.begin)}, torch::kUInt8);
   if (t.end > t.begin) std::memcpy(raw.data_ptr<uint8_t>(), data_ + t.begin, t.end - t.begin);
   return raw.view(stored).reshape(t.shape).to(dtype).contiguous();
+}
+
+}  // namespace cascade
+
+namespace cascade {
+
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                       const std::string& dtype) {
+  torch::ScalarType st;
+  if (dtype == "F32") st = torch::kFloat32;
+  else if (dtype == "F16") st = torch::kFloat16;
+  else if (dtype == "BF16") st = torch::kBFloat16;
+  else throw std::invalid_argument("cannot write dtype " + dtype + " (F32, F16 or BF16)");
+  std::vector<torch::Tensor> data;
+  std::string header = "{\"__metadata__\":{\"format\":\"pt\"}";
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    auto c = t.detach().to(torch::kCPU).to(st).contiguous();
+    const uint64_t bytes = c.numel() * c.element_size();
+    header += ",\"" + name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":[";
+    for (int64_t d = 0; d < c.dim(); ++d) header += (d ? "," : "") + std::to_string(c.size(d));
+    header += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + bytes) + "]}";
+    offset += bytes;
+    data.push_back(c);
+  }
+  header += "}";
+  while ((8 + header.size()) % 8) header += ' ';  // keeps the data section 8-byte aligned
+  const std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw std::runtime_error(tmp + ": cannot open for writing: " + std::strerror(errno));
+  uint8_t len[8];
+  uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) len[i] = uint8_t(n >> (8 * i));
+  bool ok = std::fwrite(len, 1, 8, f) == 8 && std::fwrite(header.data(), 1, header.size(), f) == header.size();
+  for (const auto& c : data)
+    ok = ok && std::fwrite(c.data_ptr(), 1, c.numel() * c.element_size(), f) == size_t(c.numel() * c.element_size());
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw std::runtime_error(path + ": write failed: " + std::strerror(errno));
+  }
 }
 
 }  // namespace cascade

@@ -38,3 +38,10 @@ class SafetensorsFile {
 };
 
 }  // namespace cascade
+
+namespace cascade {
+// Writes tensors (in order) as a safetensors file, converted to `dtype` ("F32", "F16", "BF16").
+// Writes to a temporary file and renames, so a crash never leaves a half-written checkpoint.
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                       const std::string& dtype);
+}  // namespace cascade

@@ -43,6 +43,32 @@ int64_t Sequence::step(const std::vector<int64_t>& tokens, const SamplingParams&
   return pick_token(logits[0], params, rng_);
 }
 
+std::vector<int64_t> Sequence::draft(const std::vector<int64_t>& feed, int64_t k, const SamplingParams& params,
+                                     torch::Tensor* probs) {
+  params.validate();
+  if (k < 1) throw std::invalid_argument("draft needs k >= 1");
+  if (length() + static_cast<int64_t>(feed.size()) + k - 1 > capacity())
+    throw std::length_error("draft of " + std::to_string(k) + " tokens would exceed the context length " +
+                            std::to_string(capacity()));
+  std::vector<int64_t> out;
+  std::vector<torch::Tensor> rows;
+  auto logits = forward(feed, /*all_logits=*/false)[0];
+  c10::InferenceMode guard;
+  for (int64_t i = 0; i < k; ++i) {
+    int64_t t;
+    if (params.greedy()) t = argmax_index(logits);
+    else {
+      auto p = processed_probs(logits, params);
+      t = sample_from(p, rng_);
+      rows.push_back(p);
+    }
+    out.push_back(t);
+    if (i + 1 < k) logits = model_->forward(torch::tensor(std::vector<int64_t>{t}, torch::kInt64), cache_, false)[0];
+  }
+  if (probs) *probs = rows.empty() ? torch::Tensor() : torch::stack(rows);
+  return out;
+}
+
 void Sequence::truncate(int64_t n) {
   if (n < 0 || n > length())
     throw std::out_of_range("cannot truncate a sequence of " + std::to_string(length()) + " tokens to " +

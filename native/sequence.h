@@ -26,6 +26,16 @@ class Sequence {
   void truncate(int64_t n);
   void reseed(uint64_t seed) { rng_.reseed(seed); }
   Rng& rng() { return rng_; }
+  KVCache& cache() { return cache_; }
+  // Throws unless `tokens` are valid ids that fit in the remaining context.
+  void check_append(const std::vector<int64_t>& tokens) const { checked_tokens(tokens); }
+
+  // A drafter's proposal in one call: appends `feed` (tokens emitted since its last call), then
+  // proposes k tokens autoregressively under `params`. The last proposal is not appended (the
+  // caller appends it with the next feed if it is accepted). When sampling, `probs` receives
+  // the processed distribution of each proposal, [k, V].
+  std::vector<int64_t> draft(const std::vector<int64_t>& feed, int64_t k, const SamplingParams& params,
+                             torch::Tensor* probs);
 
  private:
   torch::Tensor checked_tokens(const std::vector<int64_t>& tokens) const;

@@ -9,6 +9,8 @@ export interface FlagSpec {
   /** For int/number: inclusive bounds. */
   min?: number;
   max?: number;
+  /** For string: the accepted values. */
+  choices?: readonly string[];
   /** May be given several times (type 'list' collects strings). */
 }
 
@@ -38,8 +40,10 @@ export function parseArgs(argv: string[], spec: Record<string, FlagSpec>): { fla
     if (eq >= 0) value = arg.slice(eq + 1);
     else value = argv[++i];
     if (value === undefined) throw new UsageError(`--${name} needs a value`);
-    if (s.type === 'string') flags[name] = value;
-    else if (s.type === 'list') flags[name] = [...((flags[name] as string[] | undefined) ?? []), value];
+    if (s.type === 'string') {
+      if (s.choices && !s.choices.includes(value)) throw new UsageError(`--${name} must be one of ${s.choices.join(', ')}, got "${value}"`);
+      flags[name] = value;
+    } else if (s.type === 'list') flags[name] = [...((flags[name] as string[] | undefined) ?? []), value];
     else {
       const n = Number(value);
       if (value.trim() === '' || !Number.isFinite(n) || (s.type === 'int' && !Number.isInteger(n)))

@@ -9,6 +9,11 @@ export function defaultModelDir(): string {
   return path.join(packageRoot(), 'models', 'target');
 }
 
+/** The default family's mid-size draft model. */
+export function defaultDraftDir(): string {
+  return path.join(packageRoot(), 'models', 'mid');
+}
+
 /**
  * A model folder may carry cascade-spec.json with {"promptTemplate": "...{prompt}..."}: the
  * format its training text used, which the CLI wraps a bare prompt in.

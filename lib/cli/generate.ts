@@ -4,8 +4,9 @@ import * as path from 'path';
 
 import { Model } from '../model';
 import type { Dtype } from '../native';
+import type { Method } from '../options';
 import { formatHelp, parseArgs, UsageError, type FlagSpec } from './args';
-import { defaultModelDir, promptTemplate } from './defaults';
+import { defaultDraftDir, defaultModelDir, promptTemplate } from './defaults';
 
 export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   model: { type: 'string', help: 'Hugging Face model folder (default: the embedded default family\'s target)' },
@@ -17,7 +18,10 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   seed: { type: 'int', help: 'sampler seed (default: random, printed in stats)', min: 0 },
   stop: { type: 'list', help: 'stop string (repeatable)' },
   threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
-  dtype: { type: 'string', help: 'compute dtype: float32 | bfloat16 | float16', default: 'float32' },
+  dtype: { type: 'string', help: 'compute dtype: float32 | bfloat16 | float16', default: 'float32', choices: ['float32', 'bfloat16', 'float16'] },
+  method: { type: 'string', help: 'decoding method: ar (autoregressive) | mag (Max-Gram drafts) | sd (draft model)', default: 'ar', choices: ['ar', 'mag', 'sd'] },
+  draft: { type: 'string', help: 'draft model folder for --method sd (default: the default family\'s mid draft)' },
+  k: { type: 'int', help: 'draft tokens per verification pass', default: 4, min: 1, max: 64 },
   raw: { type: 'boolean', help: 'use the prompt as given, without the model\'s prompt template' },
   json: { type: 'boolean', help: 'print one JSON object: text, tokens, promptTokens, finishReason, stats' },
   help: { type: 'boolean', help: 'show this help' },
@@ -40,6 +44,15 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
     throw new Error(`no default model family is installed (${path.resolve(dir)} is missing); pass --model DIR`);
 
   const model = await Model.load(dir, { dtype: flags.dtype as Dtype, threads: flags.threads as number });
+  const method = flags.method as Method;
+  if (flags.draft !== undefined && method !== 'sd') throw new UsageError('--draft is only used with --method sd');
+  let draftModel: Model | undefined;
+  if (method === 'sd') {
+    const draftDir = (flags.draft as string | undefined) ?? defaultDraftDir();
+    if (flags.draft === undefined && !fs.existsSync(draftDir))
+      throw new Error(`--method sd needs --draft DIR (the default draft ${path.resolve(draftDir)} is missing)`);
+    draftModel = await Model.load(draftDir, { dtype: flags.dtype as Dtype, threads: flags.threads as number });
+  }
   const template = flags.raw ? undefined : promptTemplate(model.dir);
   const prompt = template ? template.replace('{prompt}', promptText) : promptText;
   const options = {
@@ -49,6 +62,9 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
     topP: flags['top-p'] as number,
     seed: flags.seed as number | undefined,
     stop: (flags.stop as string[] | undefined) ?? [],
+    method,
+    draftModel,
+    k: flags.k as number,
   };
   if (flags.json) {
     const result = await model.generate(prompt, options);
@@ -61,6 +77,6 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
   out.write('\n');
   err.write(
     `[${r.tokens.length} tokens, ${r.finishReason}; ${r.stats.wallMs.toFixed(1)} ms, ${r.stats.tokensPerSecond.toFixed(1)} tok/s, ` +
-      `${r.stats.targetForwards} target passes, ${model.dtype}, ${model.threads} thread(s), seed ${r.stats.seed}]\n`,
+      `${r.stats.targetForwards} target passes${method !== 'ar' ? ` (${method}, k ${String(flags.k)}, ${Number(r.stats.meanAcceptedLength).toFixed(2)} tokens/pass)` : ''}, ${model.dtype}, ${model.threads} thread(s), seed ${r.stats.seed}]\n`,
   );
 }

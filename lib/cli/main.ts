@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 // The cascade-spec command line: thin over the library API.
+import { types } from 'util';
+
 import { generateCommand } from './generate';
 import { UsageError } from './args';
 
@@ -27,9 +29,10 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
         throw new UsageError(`unknown command "${command}"`);
     }
   } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
+    // isNativeError, not instanceof: errors thrown by the addon may come from another realm (jest, vm).
+    const message = types.isNativeError(e) ? e.message : String(e);
     err.write(`cascade-spec: error: ${message}\n`);
-    if (e instanceof UsageError) err.write(`Run \`cascade-spec ${command && command !== 'help' ? `${command} ` : ''}--help\` for usage.\n`);
+    if (e instanceof UsageError) err.write(`Run \`cascade-spec ${command === 'generate' ? `${command} ` : ''}--help\` for usage.\n`);
     return e instanceof UsageError ? 2 : 1;
   }
 }

@@ -4,6 +4,7 @@
 
 #include "model_wrap.h"
 #include "sequence_wrap.h"
+#include "trainer_wrap.h"
 
 namespace {
 
@@ -18,6 +19,8 @@ Napi::Value TorchInfo(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Model", cascade::binding::ModelWrap::Init(env));
   exports.Set("Sequence", cascade::binding::SequenceWrap::Init(env));
+  exports.Set("Trainer", cascade::binding::TrainerWrap::Init(env));
+  exports.Set("verifyBatch", Napi::Function::New(env, cascade::binding::SequenceWrap::VerifyBatch));
   exports.Set("torchInfo", Napi::Function::New(env, TorchInfo));
   return exports;
 }

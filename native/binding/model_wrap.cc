@@ -86,6 +86,10 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWra
   }
   auto opts = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
   auto dtype = dtype_from_name(env, string_field(opts, "dtype", "float32"));
+  // libtorch 1.13's CPU GEMM has no Half kernels: fail at load, not at the first forward.
+  if (dtype == torch::kFloat16)
+    throw Napi::Error::New(env, "dtype \"float16\" cannot compute on the CPU with this libtorch; use \"bfloat16\" or "
+                                "\"float32\" (F16-stored weights load with either)");
   Napi::Value t = opts.Get("threads");
   threads = t.IsUndefined() ? 1 : threads_from_value(env, t);
   apply_threads();

@@ -32,9 +32,21 @@ uint64_t seed_from_value(Napi::Env env, const Napi::Value& v) {
 }
 }  // namespace
 
+Napi::FunctionReference* SequenceWrap::constructor_ = nullptr;
+
+SequenceWrap* SequenceWrap::FromValue(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(constructor_->Value()))
+    throw Napi::TypeError::New(env, "expected a native Sequence");
+  return SequenceWrap::Unwrap(v.As<Napi::Object>());
+}
+
 Napi::Function SequenceWrap::Init(Napi::Env env) {
-  return DefineClass(env, "Sequence",
-                     {InstanceMethod<&SequenceWrap::Forward>("forward"),
+  Napi::Function f = DefineClass(env, "Sequence",
+                     {InstanceMethod<&SequenceWrap::Verify>("verify"),
+                      InstanceMethod<&SequenceWrap::VerifyAsync>("verifyAsync"),
+                      InstanceMethod<&SequenceWrap::Draft>("draft"),
+                      InstanceMethod<&SequenceWrap::DraftAsync>("draftAsync"),
+                      InstanceMethod<&SequenceWrap::Forward>("forward"),
                       InstanceMethod<&SequenceWrap::ForwardAsync>("forwardAsync"),
                       InstanceMethod<&SequenceWrap::Step>("step"),
                       InstanceMethod<&SequenceWrap::StepAsync>("stepAsync"),
@@ -42,6 +54,8 @@ Napi::Function SequenceWrap::Init(Napi::Env env) {
                       InstanceMethod<&SequenceWrap::Reseed>("reseed"),
                       InstanceAccessor<&SequenceWrap::Length>("length"),
                       InstanceAccessor<&SequenceWrap::Capacity>("capacity")});
+  constructor_ = new Napi::FunctionReference(Napi::Persistent(f));
+  return f;
 }
 
 // new Sequence(model, contextLength, seed?)
@@ -107,6 +121,166 @@ Napi::Value SequenceWrap::StepAsync(const Napi::CallbackInfo& info) {
         *out = seq_->step(tokens, params);
       },
       [out](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, double(*out)); }, [this] { busy_ = false; },
+      {Value()});
+}
+
+namespace {
+
+std::vector<int64_t> ids_from_value(Napi::Env env, const Napi::Value& v, const char* what) {
+  if (v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
+    auto a = v.As<Napi::Int32Array>();
+    return std::vector<int64_t>(a.Data(), a.Data() + a.ElementLength());
+  }
+  throw Napi::TypeError::New(env, std::string(what) + " must be an Int32Array");
+}
+
+Napi::Object result_to_object(Napi::Env env, const VerifyResult& r) {
+  auto o = Napi::Object::New(env);
+  o.Set("accepted", double(r.accepted));
+  o.Set("next", double(r.next));
+  if (r.probs.defined()) o.Set("probs", to_float32_array(env, r.probs));
+  return o;
+}
+
+}  // namespace
+
+// options: { sampling?, draftProbs?: Float32Array [k * V], lenience?: number, returnProbs?: boolean }
+VerifyRequest SequenceWrap::request_from(Napi::Env env, const Napi::Value& block, const Napi::Value& options) {
+  VerifyRequest r;
+  r.seq = seq_.get();
+  r.block = ids_from_value(env, block, "block");
+  if (r.block.empty()) throw Napi::RangeError::New(env, "block must hold at least the pending token");
+  if (options.IsUndefined() || options.IsNull()) return r;
+  if (!options.IsObject()) throw Napi::TypeError::New(env, "verify options must be an object");
+  auto o = options.As<Napi::Object>();
+  r.params = sampling_from_value(env, o.Get("sampling"));
+  r.lenience = number_field(o, "lenience", 1);
+  if (!(r.lenience >= 1)) throw Napi::RangeError::New(env, "lenience must be >= 1");
+  r.return_probs = bool_field(o, "returnProbs", false);
+  Napi::Value q = o.Get("draftProbs");
+  if (!q.IsUndefined() && !q.IsNull()) {
+    if (!q.IsTypedArray() || q.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw Napi::TypeError::New(env, "draftProbs must be a Float32Array");
+    auto a = q.As<Napi::Float32Array>();
+    const int64_t k = int64_t(r.block.size()) - 1, V = seq_->model().config().vocab_size;
+    if (int64_t(a.ElementLength()) != k * V)
+      throw Napi::RangeError::New(env, "draftProbs must hold k * vocab = " + std::to_string(k * V) + " values");
+    r.draft_probs = torch::from_blob(a.Data(), {k, V}, torch::kFloat32).clone();
+  }
+  return r;
+}
+
+Napi::Value SequenceWrap::Verify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  check_idle(env);
+  std::vector<VerifyRequest> reqs{request_from(env, info.Length() > 0 ? info[0] : env.Undefined(),
+                                               info.Length() > 1 ? info[1] : env.Undefined())};
+  model_->apply_threads();
+  return result_to_object(env, verify(reqs)[0]);
+}
+
+Napi::Value SequenceWrap::VerifyAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  check_idle(env);
+  auto reqs = std::make_shared<std::vector<VerifyRequest>>();
+  reqs->push_back(request_from(env, info.Length() > 0 ? info[0] : env.Undefined(), info.Length() > 1 ? info[1] : env.Undefined()));
+  auto out = std::make_shared<std::vector<VerifyResult>>();
+  busy_ = true;
+  return PromiseWorker::run(
+      env,
+      [this, reqs, out] {
+        model_->apply_threads();
+        *out = verify(*reqs);
+      },
+      [out](Napi::Env e) -> Napi::Value { return result_to_object(e, (*out)[0]); }, [this] { busy_ = false; }, {Value()});
+}
+
+Napi::Value SequenceWrap::VerifyBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "verifyBatch needs an array of requests");
+  auto arr = info[0].As<Napi::Array>();
+  auto reqs = std::make_shared<std::vector<VerifyRequest>>();
+  std::vector<SequenceWrap*> wraps;
+  std::vector<Napi::Object> keep;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    if (!arr.Get(i).IsObject()) throw Napi::TypeError::New(env, "each verifyBatch request must be an object");
+    auto o = arr.Get(i).As<Napi::Object>();
+    SequenceWrap* w = FromValue(env, o.Get("sequence"));
+    w->check_idle(env);
+    for (auto* other : wraps)
+      if (other == w) throw Napi::Error::New(env, "verifyBatch: a sequence appears twice");
+    if (!wraps.empty() && w->seq_->model().config().vocab_size >= 0 && &w->seq_->model() != &wraps[0]->seq_->model())
+      throw Napi::Error::New(env, "verifyBatch: all sequences must belong to the same model");
+    reqs->push_back(w->request_from(env, o.Get("block"), o));
+    wraps.push_back(w);
+    keep.push_back(o.Get("sequence").As<Napi::Object>());
+  }
+  auto out = std::make_shared<std::vector<VerifyResult>>();
+  for (auto* w : wraps) w->busy_ = true;
+  ModelWrap* model = wraps.empty() ? nullptr : wraps[0]->model_;
+  return PromiseWorker::run(
+      env,
+      [reqs, out, model] {
+        if (model) model->apply_threads();
+        *out = verify(*reqs);
+      },
+      [out](Napi::Env e) -> Napi::Value {
+        auto a = Napi::Array::New(e, out->size());
+        for (size_t i = 0; i < out->size(); ++i) a.Set(uint32_t(i), result_to_object(e, (*out)[i]));
+        return a;
+      },
+      [wraps] {
+        for (auto* w : wraps) w->busy_ = false;
+      },
+      keep);
+}
+
+namespace {
+Napi::Object draft_to_object(Napi::Env env, const std::vector<int64_t>& tokens, const torch::Tensor& probs) {
+  auto o = Napi::Object::New(env);
+  auto t = Napi::Int32Array::New(env, tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) t[i] = int32_t(tokens[i]);
+  o.Set("tokens", t);
+  if (probs.defined()) o.Set("probs", to_float32_array(env, probs));
+  return o;
+}
+int64_t k_arg(const Napi::CallbackInfo& info) {
+  if (info.Length() < 2 || !info[1].IsNumber()) throw Napi::TypeError::New(info.Env(), "draft(feed, k): k must be a number");
+  double k = info[1].As<Napi::Number>().DoubleValue();
+  if (k != double(int64_t(k)) || k < 1 || k > 1024) throw Napi::RangeError::New(info.Env(), "draft: k must be an integer in [1, 1024]");
+  return int64_t(k);
+}
+}  // namespace
+
+// draft(feed: Int32Array, k, sampling?) -> { tokens: Int32Array, probs?: Float32Array [k * V] }
+Napi::Value SequenceWrap::Draft(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  check_idle(env);
+  auto feed = ids_from_value(env, info.Length() > 0 ? info[0] : env.Undefined(), "feed");
+  const int64_t k = k_arg(info);
+  auto params = sampling_from_value(env, info.Length() > 2 ? info[2] : env.Undefined());
+  model_->apply_threads();
+  torch::Tensor probs;
+  auto tokens = seq_->draft(feed, k, params, &probs);
+  return draft_to_object(env, tokens, probs);
+}
+
+Napi::Value SequenceWrap::DraftAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  check_idle(env);
+  auto feed = ids_from_value(env, info.Length() > 0 ? info[0] : env.Undefined(), "feed");
+  const int64_t k = k_arg(info);
+  auto params = sampling_from_value(env, info.Length() > 2 ? info[2] : env.Undefined());
+  auto tokens = std::make_shared<std::vector<int64_t>>();
+  auto probs = std::make_shared<torch::Tensor>();
+  busy_ = true;
+  return PromiseWorker::run(
+      env,
+      [this, feed, k, params, tokens, probs] {
+        model_->apply_threads();
+        *tokens = seq_->draft(feed, k, params, probs.get());
+      },
+      [tokens, probs](Napi::Env e) -> Napi::Value { return draft_to_object(e, *tokens, *probs); }, [this] { busy_ = false; },
       {Value()});
 }
 

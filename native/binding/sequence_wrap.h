@@ -5,6 +5,7 @@
 
 #include "model_wrap.h"
 #include "sequence.h"
+#include "verify.h"
 
 namespace cascade::binding {
 
@@ -13,7 +14,10 @@ namespace cascade::binding {
 class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
  public:
   static Napi::Function Init(Napi::Env env);
+  static SequenceWrap* FromValue(Napi::Env env, const Napi::Value& v);
   explicit SequenceWrap(const Napi::CallbackInfo& info);
+  // verifyBatch([{ sequence, block, draftProbs?, sampling?, lenience?, returnProbs? }]) -> Promise
+  static Napi::Value VerifyBatch(const Napi::CallbackInfo& info);
 
  private:
   void check_idle(Napi::Env env) const;
@@ -21,11 +25,17 @@ class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
   Napi::Value ForwardAsync(const Napi::CallbackInfo& info);
   Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value StepAsync(const Napi::CallbackInfo& info);
+  Napi::Value Verify(const Napi::CallbackInfo& info);
+  Napi::Value VerifyAsync(const Napi::CallbackInfo& info);
+  Napi::Value Draft(const Napi::CallbackInfo& info);
+  Napi::Value DraftAsync(const Napi::CallbackInfo& info);
   Napi::Value Truncate(const Napi::CallbackInfo& info);
   Napi::Value Reseed(const Napi::CallbackInfo& info);
   Napi::Value Length(const Napi::CallbackInfo& info);
   Napi::Value Capacity(const Napi::CallbackInfo& info);
 
+  static Napi::FunctionReference* constructor_;
+  VerifyRequest request_from(Napi::Env env, const Napi::Value& block, const Napi::Value& options);
   std::unique_ptr<Sequence> seq_;
   ModelWrap* model_ = nullptr;
   Napi::ObjectReference model_ref_;  // the Model outlives its sequences

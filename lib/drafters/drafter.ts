@@ -1,0 +1,61 @@
+// The one interface every token proposer implements (a TokenPredictor-like lifecycle, as in
+// node-llama-cpp; begin/draft/accept as in llama.cpp's common/speculative), with counters.
+import type { NativeSampling } from '../native';
+
+/** A proposal: tokens following the context, and (for a stochastic drafter) the processed
+ * distribution each was drawn from, [tokens.length * vocab]. Without `probs` the proposal is
+ * deterministic (one-hot q) and verification uses the matching exact rule. */
+export interface DraftBlock {
+  tokens: number[];
+  probs?: Float32Array;
+}
+
+export class DrafterCounters {
+  proposed = 0;
+  accepted = 0;
+  /** proposedAt[i] / acceptedAt[i]: proposals and acceptances at draft position i. */
+  readonly proposedAt: number[] = [];
+  readonly acceptedAt: number[] = [];
+
+  record(proposed: number, accepted: number): void {
+    this.proposed += proposed;
+    this.accepted += accepted;
+    for (let i = 0; i < proposed; i++) {
+      this.proposedAt[i] = (this.proposedAt[i] ?? 0) + 1;
+      if (i < accepted) this.acceptedAt[i] = (this.acceptedAt[i] ?? 0) + 1;
+      else this.acceptedAt[i] = this.acceptedAt[i] ?? 0;
+    }
+  }
+
+  /** Fraction accepted at each position, among proposals that reached it. */
+  acceptanceByPosition(): number[] {
+    return this.proposedAt.map((p, i) => (p ? this.acceptedAt[i] / p : 0));
+  }
+
+  reset(): void {
+    this.proposed = this.accepted = 0;
+    this.proposedAt.length = 0;
+    this.acceptedAt.length = 0;
+  }
+}
+
+/** Length of the common prefix of a proposal and the emitted tokens. */
+export function matchedPrefix(proposal: readonly number[], emitted: readonly number[]): number {
+  let n = 0;
+  while (n < proposal.length && n < emitted.length && proposal[n] === emitted[n]) n++;
+  return n;
+}
+
+export interface Drafter {
+  readonly name: string;
+  readonly counters: DrafterCounters;
+  /** Starts a sequence: `context` is the prompt plus the first generated (pending) token. */
+  begin(context: number[]): void | Promise<void>;
+  /** Proposes up to `max` tokens following the current context. May propose fewer, or none. */
+  draft(max: number, sampling: NativeSampling): DraftBlock | Promise<DraftBlock>;
+  /** The context grew by `emitted` (accepted drafts, whoever proposed them, then the
+   * verifier's correction or bonus token). A drafter counts how much of its last proposal
+   * `emitted` confirms and rolls its own state back to match. */
+  accept(emitted: readonly number[]): void;
+  dispose?(): void;
+}

@@ -1,0 +1,67 @@
+// Speculative decoding as a TokenSource: a drafter proposes, ONE native call verifies the
+// block (forward + acceptance + rollback), the accepted tokens and the correction/bonus token
+// go out. Autoregressive decoding is the same loop with no drafter.
+import { type Drafter } from './drafters/drafter';
+import type { TokenSource } from './generate';
+import type { NativeSampling } from './native';
+import type { Sequence } from './sequence';
+
+export class SpeculativeSource implements TokenSource {
+  private pending = -1;
+  private emitted = 0;
+  private passes = 0;
+  private drafted = 0;
+  private acceptedDrafts = 0;
+  private readonly proposedAt: number[] = [];
+  private readonly acceptedAt: number[] = [];
+
+  constructor(
+    private readonly target: Sequence,
+    private readonly drafter: Drafter | undefined,
+    private readonly k: number,
+    private readonly sampling: NativeSampling,
+    private readonly maxNewTokens: number,
+  ) {}
+
+  get targetForwards(): number {
+    return this.target.forwards;
+  }
+
+  async start(promptTokens: number[]): Promise<number[]> {
+    this.pending = await this.target.step(promptTokens, this.sampling);
+    this.emitted = 1;
+    await this.drafter?.begin([...promptTokens, this.pending]);
+    return [this.pending];
+  }
+
+  async next(): Promise<number[]> {
+    // Draft no further than the cache has room for and the caller will take.
+    const room = this.target.capacity - this.target.length - 1;
+    const wanted = this.maxNewTokens - this.emitted - 1;
+    const max = Math.max(0, Math.min(this.k, room, wanted));
+    const block = this.drafter && max > 0 ? await this.drafter.draft(max, this.sampling) : { tokens: [] as number[], probs: undefined };
+    const r = await this.target.verify([this.pending, ...block.tokens], { sampling: this.sampling, draftProbs: block.probs });
+    const out = [...block.tokens.slice(0, r.accepted), r.next];
+    this.passes++;
+    this.drafted += block.tokens.length;
+    this.acceptedDrafts += r.accepted;
+    for (let i = 0; i < block.tokens.length; i++) {
+      this.proposedAt[i] = (this.proposedAt[i] ?? 0) + 1;
+      this.acceptedAt[i] = (this.acceptedAt[i] ?? 0) + (i < r.accepted ? 1 : 0);
+    }
+    this.drafter?.accept(out);
+    this.pending = r.next;
+    this.emitted += out.length;
+    return out;
+  }
+
+  stats(): Record<string, unknown> {
+    return {
+      drafted: this.drafted,
+      accepted: this.acceptedDrafts,
+      // Tokens emitted per verification pass (accepted drafts + the correction/bonus token).
+      meanAcceptedLength: this.passes ? (this.acceptedDrafts + this.passes) / this.passes : 1,
+      acceptanceByPosition: this.proposedAt.map((p, i) => (p ? this.acceptedAt[i] / p : 0)),
+    };
+  }
+}

@@ -1,0 +1,104 @@
+#include "train.h"
+
+#include <ATen/autocast_mode.h>
+
+#include "safetensors.h"
+
+namespace cascade {
+
+Trainer::Trainer(const ModelConfig& cfg, const TrainOptions& opts) : opts_(opts) {
+  model_ = LlamaModel::init_random(cfg, opts.seed, torch::kFloat32, torch::kCPU);
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& p : model_->parameters()) {
+    p.requires_grad_(true);
+    // Norm gains and biases are not decayed (1-D tensors), as is usual for transformers.
+    (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  }
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  auto with_decay = std::make_unique<torch::optim::AdamWOptions>(1e-3);
+  with_decay->betas({opts.beta1, opts.beta2}).weight_decay(opts.weight_decay);
+  auto without_decay = std::make_unique<torch::optim::AdamWOptions>(1e-3);
+  without_decay->betas({opts.beta1, opts.beta2}).weight_decay(0);
+  groups.emplace_back(decay, std::move(with_decay));
+  groups.emplace_back(no_decay, std::move(without_decay));
+  optimizer_ = std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(1e-3));
+}
+
+torch::Tensor Trainer::loss(const torch::Tensor& tokens) {
+  const int64_t T = tokens.size(1) - 1;
+  auto inputs = tokens.narrow(1, 0, T), targets = tokens.narrow(1, 1, T);
+  torch::Tensor logits;
+  if (opts_.bf16_autocast) {
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    try {
+      logits = model_->forward_train(inputs);
+    } catch (...) {
+      at::autocast::set_cpu_enabled(false);
+      throw;
+    }
+    at::autocast::set_cpu_enabled(false);
+    at::autocast::clear_cache();
+  } else {
+    logits = model_->forward_train(inputs);
+  }
+  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat32),
+                                               targets.reshape({-1}));
+}
+
+double Trainer::step(const torch::Tensor& tokens, double lr) {
+  for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  optimizer_->zero_grad();
+  auto l = loss(tokens);
+  l.backward();
+  if (opts_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), opts_.grad_clip);
+  optimizer_->step();
+  ++steps_;
+  return l.item<double>();
+}
+
+double Trainer::eval_loss(const torch::Tensor& tokens) {
+  torch::NoGradGuard no_grad;
+  return loss(tokens).item<double>();
+}
+
+void Trainer::save_weights(const std::string& path, const std::string& dtype) const {
+  write_safetensors(path, model_->named_tensors(), dtype);
+}
+
+void Trainer::save_state(const std::string& path) const {
+  torch::serialize::OutputArchive archive;
+  auto params = model_->parameters();
+  for (size_t i = 0; i < params.size(); ++i) archive.write("param." + std::to_string(i), params[i].detach());
+  archive.write("steps", torch::tensor(steps_));
+  torch::serialize::OutputArchive opt;
+  optimizer_->save(opt);
+  archive.write("optimizer", opt);
+  archive.save_to(path);
+}
+
+void Trainer::load_state(const std::string& path) {
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(path + ": cannot read training state: " + e.what());
+  }
+  auto params = model_->parameters();
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params.size(); ++i) {
+    torch::Tensor t;
+    archive.read("param." + std::to_string(i), t);
+    if (!t.sizes().equals(params[i].sizes()))
+      throw std::runtime_error(path + ": training state does not match this model configuration");
+    params[i].copy_(t);
+  }
+  torch::Tensor steps;
+  archive.read("steps", steps);
+  steps_ = steps.item<int64_t>();
+  torch::serialize::InputArchive opt;
+  archive.read("optimizer", opt);
+  optimizer_->load(opt);
+}
+
+}  // namespace cascade

@@ -1,0 +1,113 @@
+#include "verify.h"
+
+#include <stdexcept>
+
+namespace cascade {
+
+VerifyResult accept_drafts(const torch::Tensor& logits, const std::vector<int64_t>& drafts,
+                           const torch::Tensor& draft_probs, const SamplingParams& params, double lenience, Rng& rng) {
+  const int64_t k = static_cast<int64_t>(drafts.size());
+  const bool have_q = draft_probs.defined();
+  VerifyResult r;
+  // The processed target distribution per row. Strict greedy review needs only argmaxes; a
+  // lenient greedy review compares against the plain softmax.
+  torch::Tensor p;
+  if (!params.greedy()) {
+    p = torch::empty_like(logits);
+    for (int64_t i = 0; i <= k; ++i) p[i].copy_(processed_probs(logits[i], params));
+  } else if (lenience > 1) {
+    p = torch::softmax(logits, -1);
+  }
+  auto prob = [&](int64_t i, int64_t x) -> double { return p[i][x].item<double>(); };
+  auto q_at = [&](int64_t i, int64_t x) -> double { return have_q ? draft_probs[i][x].item<double>() : 1.0; };
+
+  int64_t n = 0;
+  for (; n < k; ++n) {
+    const int64_t x = drafts[n];
+    bool accept;
+    if (lenience > 1) {
+      // Lenient review (draft levels only): the argmax, or a token the reviewer finds at
+      // least 1/lenience as likely as the drafter did.
+      accept = argmax_index(logits[n]) == x || prob(n, x) >= q_at(n, x) / lenience;
+    } else if (params.greedy()) {
+      accept = argmax_index(logits[n]) == x;
+    } else {
+      // Speculative sampling: accept with min(1, p/q); a one-hot q gives probability p(x).
+      const double qx = q_at(n, x);
+      accept = qx > 0 && rng.uniform() < std::min(1.0, prob(n, x) / qx);
+    }
+    if (!accept) break;
+  }
+  r.accepted = n;
+  if (params.greedy()) {
+    r.next = argmax_index(logits[n]);
+  } else if (n == k || lenience > 1) {
+    r.next = sample_from(p[n], rng);  // bonus token (or a draft-level correction)
+  } else {
+    // Rejected: sample from the residual norm(max(0, p - q)); with a one-hot q that is p
+    // without the rejected token.
+    torch::Tensor residual;
+    if (have_q) residual = torch::clamp_min(p[n] - draft_probs[n], 0);
+    else {
+      residual = p[n].clone();
+      residual[drafts[n]] = 0;
+    }
+    // No residual mass left means p == q at this row, which cannot reject; guard rounding.
+    r.next = residual.sum().item<double>() > 0 ? sample_from(residual, rng) : sample_from(p[n], rng);
+  }
+  return r;
+}
+
+std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests) {
+  if (requests.empty()) return {};
+  const LlamaModel& model = requests[0].seq->model();
+  const int64_t V = model.config().vocab_size;
+  std::vector<int64_t> tokens;
+  std::vector<KVCache*> caches;
+  std::vector<int64_t> lengths, starts;
+  for (auto& r : requests) {
+    if (&r.seq->model() != &model) throw std::invalid_argument("verify: all sequences must belong to the same model");
+    if (r.block.empty()) throw std::invalid_argument("verify: a block needs at least the pending token");
+    for (size_t j = 0; j < requests.size(); ++j)
+      if (&r != &requests[j] && r.seq == requests[j].seq) throw std::invalid_argument("verify: a sequence appears twice in one batch");
+    const int64_t k = static_cast<int64_t>(r.block.size()) - 1;
+    if (r.draft_probs.defined() && (r.draft_probs.dim() != 2 || r.draft_probs.size(0) != k || r.draft_probs.size(1) != V))
+      throw std::invalid_argument("verify: draft probabilities must be [k, vocab] = [" + std::to_string(k) + ", " +
+                                  std::to_string(V) + "]");
+    if (!(r.lenience >= 1)) throw std::invalid_argument("verify: lenience must be >= 1");
+    r.params.validate();
+    r.seq->check_append(r.block);
+    tokens.insert(tokens.end(), r.block.begin(), r.block.end());
+    caches.push_back(&r.seq->cache());
+    lengths.push_back(static_cast<int64_t>(r.block.size()));
+    starts.push_back(r.seq->length());
+  }
+  torch::Tensor logits;
+  {
+    c10::InferenceMode guard;
+    logits = model.forward_packed(torch::tensor(tokens, torch::kInt64), caches, lengths, /*all_logits=*/true).to(torch::kCPU);
+  }
+  std::vector<VerifyResult> results;
+  int64_t row = 0;
+  for (size_t s = 0; s < requests.size(); ++s) {
+    auto& r = requests[s];
+    c10::InferenceMode guard;
+    auto rows = logits.narrow(0, row, lengths[s]);
+    std::vector<int64_t> drafts(r.block.begin() + 1, r.block.end());
+    auto q = r.draft_probs.defined() ? r.draft_probs.to(torch::kFloat32) : torch::Tensor();
+    VerifyResult res = accept_drafts(rows, drafts, q, r.params, r.lenience, r.seq->rng());
+    if (r.return_probs)
+      res.probs = r.params.greedy() ? torch::softmax(rows, -1) : torch::stack([&] {
+        std::vector<torch::Tensor> ps;
+        for (int64_t i = 0; i < rows.size(0); ++i) ps.push_back(processed_probs(rows[i], r.params));
+        return ps;
+      }());
+    // Keep the pending token and the accepted drafts; the rest of the block rolls back.
+    r.seq->truncate(starts[s] + 1 + res.accepted);
+    results.push_back(std::move(res));
+    row += lengths[s];
+  }
+  return results;
+}
+
+}  // namespace cascade

@@ -1,0 +1,44 @@
+// The fused verification step: the verifier's forward over a block of draft tokens, the
+// acceptance rule, and the KV-cache rollback to the accepted prefix, in one call. Several
+// sequences of one model are verified in one packed forward (ragged blocks).
+#pragma once
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "sampling.h"
+#include "sequence.h"
+
+namespace cascade {
+
+struct VerifyRequest {
+  Sequence* seq = nullptr;
+  // block[0] is the pending token (emitted, not yet in the cache); block[1..k] are the drafts.
+  std::vector<int64_t> block;
+  // [k, V]: the drafter's processed distribution at each draft position, or undefined when the
+  // drafts are deterministic (one-hot q: Max-Gram, a greedy drafter, a cascade's output).
+  torch::Tensor draft_probs;
+  SamplingParams params;
+  // 1: the exact test. > 1: a draft-level reviewer's lenient test (accept when the argmax
+  // matches or p(x) >= q(x) / lenience); never used at the top level.
+  double lenience = 1;
+  // Return the verifier's processed distributions at the k + 1 positions (rows after the
+  // accepted ones are not meaningful to the caller).
+  bool return_probs = false;
+};
+
+struct VerifyResult {
+  int64_t accepted = 0;  // drafts accepted, 0..k
+  int64_t next = 0;      // the correction (after a rejection) or bonus token (all accepted)
+  torch::Tensor probs;   // [k + 1, V] float32 when return_probs
+};
+
+// All requests must be on sequences of the same model. On return each sequence's cache holds
+// its prefix + pending token + accepted drafts; `next` is the new pending token.
+std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests);
+
+// The acceptance rule alone, on the verifier's float32 logits [k + 1, V] (exposed for tests).
+VerifyResult accept_drafts(const torch::Tensor& logits, const std::vector<int64_t>& drafts,
+                           const torch::Tensor& draft_probs, const SamplingParams& params, double lenience, Rng& rng);
+
+}  // namespace cascade

@@ -1,0 +1,230 @@
+/**
+ * Trains a Llama-architecture model from scratch on the project's own libtorch model code
+ * (the native Trainer), and writes it in the Hugging Face layout the loader reads.
+ *
+ *   node dist/scripts/train.js --data FILE --tokenizer DIR --out DIR [--preset target|mid|small]
+ *        [--hidden N --layers N --heads N --kv-heads N --intermediate N] [--context 256]
+ *        [--steps N] [--batch 8] [--lr 2e-3] [--warmup 100] [--seed 0] [--threads 1]
+ *        [--format gsm8k|text] [--eval FILE] [--eval-every 200] [--checkpoint-every 200]
+ *        [--state-dir DIR] [--resume] [--fp32] [--save-dtype BF16|F16|F32]
+ *
+ * Data: GSM8K jsonl records become "Question: {q}\nAnswer: {a}" + EOS, exactly the format the
+ * CLI's prompt template produces at inference; --format text trains on raw text files.
+ * Batches are windows of context+1 tokens drawn from the concatenated token stream by a PRNG
+ * seeded with (seed, step), so a resumed run sees the same batches as an uninterrupted one.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { Tokenizer } from '@huggingface/tokenizers';
+
+import { loadNative, type NativeConfig } from '../lib/native';
+import { readTexts, type DataFormat } from './train-tokenizer';
+
+export const PROMPT_TEMPLATE = 'Question: {prompt}\nAnswer:';
+
+export const PRESETS: Record<string, { hidden: number; layers: number; heads: number; kvHeads: number; intermediate: number }> = {
+  target: { hidden: 384, layers: 6, heads: 6, kvHeads: 2, intermediate: 1024 },
+  mid: { hidden: 192, layers: 4, heads: 3, kvHeads: 1, intermediate: 512 },
+  small: { hidden: 96, layers: 2, heads: 2, kvHeads: 1, intermediate: 256 },
+};
+
+interface Args {
+  data: string[];
+  format: DataFormat;
+  tokenizer: string;
+  out: string;
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  intermediate: number;
+  context: number;
+  steps: number;
+  batch: number;
+  lr: number;
+  warmup: number;
+  seed: number;
+  threads: number;
+  eval?: string;
+  evalEvery: number;
+  checkpointEvery: number;
+  stateDir: string;
+  resume: boolean;
+  bf16: boolean;
+  saveDtype: 'BF16' | 'F16' | 'F32';
+}
+
+function fail(msg: string): never {
+  process.stderr.write(`train: error: ${msg}\n`);
+  process.exit(2);
+}
+
+export function parseTrainArgs(argv: string[]): Args {
+  const raw: Record<string, string | boolean> = {};
+  const booleans = new Set(['resume', 'fp32']);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith('--')) fail(`unexpected argument ${a}`);
+    const name = a.slice(2);
+    if (booleans.has(name)) raw[name] = true;
+    else if (i + 1 < argv.length) raw[name] = argv[++i];
+    else fail(`--${name} needs a value`);
+  }
+  const known = new Set(['data', 'format', 'tokenizer', 'out', 'preset', 'hidden', 'layers', 'heads', 'kv-heads', 'intermediate', 'context',
+    'steps', 'batch', 'lr', 'warmup', 'seed', 'threads', 'eval', 'eval-every', 'checkpoint-every', 'state-dir', 'resume', 'fp32', 'save-dtype']);
+  for (const k of Object.keys(raw)) if (!known.has(k)) fail(`unknown option --${k}`);
+  const preset = PRESETS[(raw.preset as string) ?? 'target'];
+  if (!preset) fail(`unknown --preset ${String(raw.preset)} (target, mid, small)`);
+  const num = (k: string, d: number, int = true, min = 1): number => {
+    if (raw[k] === undefined) return d;
+    const v = Number(raw[k]);
+    if (!Number.isFinite(v) || (int && !Number.isInteger(v)) || v < min) fail(`--${k} must be ${int ? 'an integer' : 'a number'} >= ${min}`);
+    return v;
+  };
+  if (typeof raw.data !== 'string') fail('--data FILE is required');
+  if (typeof raw.tokenizer !== 'string') fail('--tokenizer DIR is required');
+  if (typeof raw.out !== 'string') fail('--out DIR is required');
+  const data = (raw.data as string).split(',');
+  for (const f of data) if (!fs.existsSync(f)) fail(`--data ${f}: file not found`);
+  if (!fs.existsSync(path.join(raw.tokenizer as string, 'tokenizer.json'))) fail(`--tokenizer ${raw.tokenizer}: no tokenizer.json there`);
+  const format = ((raw.format as string) ?? 'gsm8k') as DataFormat;
+  if (format !== 'gsm8k' && format !== 'text') fail('--format must be gsm8k or text');
+  const saveDtype = ((raw['save-dtype'] as string) ?? 'BF16') as Args['saveDtype'];
+  if (!['BF16', 'F16', 'F32'].includes(saveDtype)) fail('--save-dtype must be BF16, F16 or F32');
+  const out = raw.out as string;
+  return {
+    data, format, tokenizer: raw.tokenizer as string, out,
+    hidden: num('hidden', preset.hidden), layers: num('layers', preset.layers), heads: num('heads', preset.heads),
+    kvHeads: num('kv-heads', preset.kvHeads), intermediate: num('intermediate', preset.intermediate),
+    context: num('context', 256, true, 2), steps: num('steps', 2000), batch: num('batch', 8), lr: num('lr', 2e-3, false, 0),
+    warmup: num('warmup', 100, true, 0), seed: num('seed', 0, true, 0), threads: num('threads', 1),
+    eval: raw.eval as string | undefined, evalEvery: num('eval-every', 200), checkpointEvery: num('checkpoint-every', 200),
+    stateDir: (raw['state-dir'] as string) ?? path.join(out, '..', '.train-state', path.basename(out)),
+    resume: raw.resume === true, bf16: raw.fp32 !== true, saveDtype,
+  };
+}
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function loadTokenizerDir(dir: string): Tokenizer {
+  const json = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
+  const cfgFile = path.join(dir, 'tokenizer_config.json');
+  const cfg = fs.existsSync(cfgFile) ? JSON.parse(fs.readFileSync(cfgFile, 'utf8')) : {};
+  return new Tokenizer(json, cfg);
+}
+
+/** The token stream of a corpus: EOS (= BOS) before every document and at the end. */
+export function tokenStream(tok: Tokenizer, texts: string[], eos: number): Int32Array {
+  const parts: number[] = [eos];
+  for (const t of texts) {
+    for (const id of tok.encode(t, { add_special_tokens: false }).ids) parts.push(id);
+    parts.push(eos);
+  }
+  return Int32Array.from(parts);
+}
+
+export function sampleBatch(stream: Int32Array, batch: number, context: number, rand: () => number): Int32Array {
+  const out = new Int32Array(batch * (context + 1));
+  for (let b = 0; b < batch; b++) {
+    const start = Math.floor(rand() * (stream.length - context - 1));
+    out.set(stream.subarray(start, start + context + 1), b * (context + 1));
+  }
+  return out;
+}
+
+function learningRate(a: Args, step: number): number {
+  if (step < a.warmup) return (a.lr * (step + 1)) / a.warmup;
+  const progress = (step - a.warmup) / Math.max(1, a.steps - a.warmup);
+  return a.lr * (0.1 + 0.9 * 0.5 * (1 + Math.cos(Math.PI * Math.min(1, progress))));
+}
+
+function writeModelFolder(a: Args, cfg: NativeConfig, trainer: { saveWeights(p: string, d: 'BF16' | 'F16' | 'F32'): void }, vocab: number, eos: number): void {
+  fs.mkdirSync(a.out, { recursive: true });
+  const config = {
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: vocab, hidden_size: cfg.hiddenSize,
+    intermediate_size: cfg.intermediateSize, num_hidden_layers: cfg.numLayers, num_attention_heads: cfg.numHeads,
+    num_key_value_heads: cfg.numKvHeads, head_dim: cfg.headDim, max_position_embeddings: cfg.maxPositionEmbeddings,
+    rms_norm_eps: cfg.rmsNormEps, rope_theta: cfg.ropeTheta, rope_scaling: null, hidden_act: 'silu', attention_bias: false,
+    mlp_bias: false, tie_word_embeddings: true, bos_token_id: eos, eos_token_id: eos,
+    torch_dtype: a.saveDtype === 'BF16' ? 'bfloat16' : a.saveDtype === 'F16' ? 'float16' : 'float32',
+  };
+  fs.writeFileSync(path.join(a.out, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  fs.writeFileSync(path.join(a.out, 'generation_config.json'), JSON.stringify({ bos_token_id: eos, eos_token_id: eos }, null, 2) + '\n');
+  fs.writeFileSync(path.join(a.out, 'cascade-spec.json'), JSON.stringify({ promptTemplate: PROMPT_TEMPLATE }, null, 2) + '\n');
+  for (const f of ['tokenizer.json', 'tokenizer_config.json'])
+    if (fs.existsSync(path.join(a.tokenizer, f))) fs.copyFileSync(path.join(a.tokenizer, f), path.join(a.out, f));
+  trainer.saveWeights(path.join(a.out, 'model.safetensors'), a.saveDtype);
+}
+
+export function main(argv: string[]): void {
+  const a = parseTrainArgs(argv);
+  const tok = loadTokenizerDir(a.tokenizer);
+  const eos = tok.token_to_id('<|endoftext|>');
+  if (eos === undefined) fail(`${a.tokenizer}/tokenizer.json has no <|endoftext|> token`);
+  let vocab = 0;
+  for (const id of tok.get_vocab(true).values()) vocab = Math.max(vocab, id + 1);
+  const t0 = Date.now();
+  const stream = tokenStream(tok, readTexts(a.data, a.format), eos);
+  const evalStream = a.eval ? tokenStream(tok, readTexts([a.eval], a.format), eos) : undefined;
+  process.stderr.write(`train: ${stream.length} training tokens (${((Date.now() - t0) / 1000).toFixed(1)} s to tokenize)\n`);
+
+  const cfg: NativeConfig = {
+    architecture: 'LlamaForCausalLM', vocabSize: vocab, hiddenSize: a.hidden, intermediateSize: a.intermediate,
+    numLayers: a.layers, numHeads: a.heads, numKvHeads: a.kvHeads, headDim: a.hidden / a.heads,
+    maxPositionEmbeddings: a.context, rmsNormEps: 1e-5, ropeTheta: 10000, tieWordEmbeddings: true,
+    attentionBias: false, outputBias: false, slidingWindow: 0,
+  };
+  if (!Number.isInteger(cfg.headDim) || cfg.headDim % 2) fail('--hidden / --heads must be an even integer');
+  const native = loadNative();
+  const trainer = new native.Trainer(cfg, { seed: a.seed, bf16: a.bf16, threads: a.threads });
+  fs.mkdirSync(a.stateDir, { recursive: true });
+  const stateFile = path.join(a.stateDir, 'state.pt');
+  const logFile = path.join(a.stateDir, 'log.jsonl');
+  if (a.resume && fs.existsSync(stateFile)) {
+    trainer.loadState(stateFile);
+    process.stderr.write(`train: resumed at step ${trainer.stepsDone}\n`);
+  } else if (fs.existsSync(logFile)) fs.rmSync(logFile);
+
+  // A fixed held-out sample, so eval losses along the run are comparable.
+  const evalBatch = evalStream ? sampleBatch(evalStream, 16, a.context, mulberry32(12345)) : undefined;
+  const tokensPerStep = a.batch * (a.context + 1);
+  const started = Date.now();
+  const startStep = trainer.stepsDone;
+  let smooth = NaN;
+  for (let step = trainer.stepsDone; step < a.steps; step++) {
+    const batch = sampleBatch(stream, a.batch, a.context, mulberry32(a.seed * 1_000_003 + step));
+    const lr = learningRate(a, step);
+    const loss = trainer.step(batch, a.batch, lr);
+    smooth = Number.isNaN(smooth) ? loss : 0.95 * smooth + 0.05 * loss;
+    const entry: Record<string, number> = { step: step + 1, loss, lr, tokens: (step + 1) * tokensPerStep };
+    const done = step + 1;
+    if (evalBatch && (done % a.evalEvery === 0 || done === a.steps)) entry.evalLoss = trainer.evalLoss(evalBatch, 16);
+    fs.appendFileSync(logFile, JSON.stringify(entry) + '\n');
+    if (done % a.checkpointEvery === 0 || done === a.steps) {
+      trainer.saveState(stateFile);
+      writeModelFolder(a, cfg, trainer, vocab, eos);
+    }
+    const elapsed = (Date.now() - started) / 1000;
+    const rate = ((done - startStep) * tokensPerStep) / elapsed;
+    const eta = ((a.steps - done) * tokensPerStep) / rate;
+    const width = 30;
+    const filled = Math.round((width * done) / a.steps);
+    process.stderr.write(
+      `\r[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${done}/${a.steps} loss ${smooth.toFixed(3)}` +
+        `${entry.evalLoss !== undefined ? ` eval ${entry.evalLoss.toFixed(3)}` : ''} ${rate.toFixed(0)} tok/s eta ${Math.floor(eta / 60)}m${String(Math.round(eta % 60)).padStart(2, '0')}s `,
+    );
+  }
+  process.stderr.write(`\ntrain: done, ${trainer.numParams} parameters, model in ${a.out}\n`);
+}
+
+if (require.main === module) main(process.argv.slice(2));
