@@ -9,6 +9,8 @@ import { ModelDrafter } from './drafters/model-drafter';
 import type { Drafter } from './drafters/drafter';
 import { GenerationStream, runGeneration, type GenerationResult } from './generate';
 import { SpeculativeSource } from './speculative';
+import { buildCascade, Cascade } from './cascade/cascade';
+import { ewif, swi } from './metrics';
 import { loadNative, type Dtype, type NativeModel } from './native';
 import { resolveGenerateOptions, type GenerateOptions, type ResolvedGenerateOptions } from './options';
 import { Sequence } from './sequence';
@@ -134,17 +136,44 @@ export class Model {
     const promptTokens = this.encodePrompt(prompt, resolved.addBos);
     const capacity = Math.min(this.contextLength, promptTokens.length + resolved.maxNewTokens);
     const seq = this.createSequence({ contextLength: capacity, seed: resolved.seed });
-    const source = new SpeculativeSource(seq, this.drafterFor(resolved, capacity), resolved.k, resolved, resolved.maxNewTokens);
-    return runGeneration(source, this.tokenizer, promptTokens, capacity, resolved, onText);
+    const drafter = this.drafterFor(resolved, capacity);
+    const k = drafter instanceof Cascade ? drafter.top.size : resolved.k;
+    const source = new SpeculativeSource(seq, drafter, k, resolved, resolved.maxNewTokens);
+    const result = await runGeneration(source, this.tokenizer, promptTokens, capacity, resolved, onText);
+    Object.assign(result.stats, this.costMetrics(source, drafter, result.tokens.length));
+    return result;
   }
 
   private drafterFor(o: ResolvedGenerateOptions, capacity: number): Drafter | undefined {
-    if (o.method === 'mag') return new MaxGram({ occurrence: o.maxGramOccurrence, bigram: this.bigramTable() });
+    const draftContext = (m: Model) => Math.min(capacity + 64, m.config.maxPositionEmbeddings);
+    const maxgram = () => new MaxGram({ occurrence: o.maxGramOccurrence, bigram: this.bigramTable() });
+    if (o.method === 'mag') return maxgram();
     if (o.method === 'sd') {
       assertSameVocabulary(this, o.draftModel!);
-      return new ModelDrafter(o.draftModel!, Math.min(capacity + o.k + 1, o.draftModel!.config.maxPositionEmbeddings));
+      return new ModelDrafter(o.draftModel!, draftContext(o.draftModel!));
+    }
+    if (o.method === 'csd') {
+      const models = o.draftModels;
+      for (const name of o.cascade!.drafters) assertSameVocabulary(this, models[name]);
+      return buildCascade(o.cascade!, models, maxgram(), Math.min(...o.cascade!.drafters.map((n) => draftContext(models[n]))));
     }
     return undefined;
+  }
+
+  /** SWI (parameter-count cost model), EWIF from measured acceptance, per-level counters. */
+  private costMetrics(source: SpeculativeSource, drafter: Drafter | undefined, tokens: number): Record<string, unknown> {
+    const P = this.numParams;
+    const passes = [{ passes: source.targetForwards, params: P }];
+    if (drafter instanceof ModelDrafter) passes.push({ passes: drafter.forwards, params: drafter.model.numParams });
+    if (drafter instanceof Cascade) for (const l of drafter.levels) passes.push({ passes: l.passes, params: l.model.numParams });
+    const draftCost = passes.slice(1).reduce((s, p) => s + p.passes * p.params, 0);
+    const verifyPasses = Math.max(1, source.targetForwards - 1); // the prompt pass drafts nothing
+    const byPosition = (source.stats().acceptanceByPosition as number[]) ?? [];
+    return {
+      swi: swi(tokens, P, passes),
+      ewif: ewif(byPosition, draftCost / verifyPasses / P),
+      ...(drafter instanceof Cascade ? { levels: drafter.levelStats(), maxgram: { proposed: drafter.maxgram.counters.proposed } } : {}),
+    };
   }
 
   private bigram: Int32Array | null | undefined;

@@ -45,6 +45,8 @@ export interface NativeVerifyOptions {
   /** > 1 only for draft-level reviewers. Default 1 (exact). */
   lenience?: number;
   returnProbs?: boolean;
+  /** Leading block tokens that are known, not under test (at least the pending token). Default 1. */
+  fixed?: number;
 }
 
 export interface NativeVerifyResult {

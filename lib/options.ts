@@ -1,3 +1,4 @@
+import { parseCascade, type CascadeMatrix, type ReadableCascade } from './cascade/config';
 import type { Model } from './model';
 
 // Generation options: documented defaults, and a clear error for every invalid value.
@@ -33,10 +34,14 @@ export interface GenerateOptions {
   k?: number;
   /** Max-Gram occurrence choice: 'recent' (default) or 'earliest'. */
   maxGramOccurrence?: 'recent' | 'earliest';
+  /** Method 'csd': the cascade, as a K matrix or in readable form (lib/cascade/config.ts). */
+  cascade?: CascadeMatrix | ReadableCascade;
+  /** Method 'csd': the drafter models by the names the cascade uses. */
+  draftModels?: Record<string, Model>;
 }
 
-export type Method = 'ar' | 'mag' | 'sd';
-export const METHODS: readonly Method[] = ['ar', 'mag', 'sd'];
+export type Method = 'ar' | 'mag' | 'sd' | 'csd';
+export const METHODS: readonly Method[] = ['ar', 'mag', 'sd', 'csd'];
 
 export interface ResolvedGenerateOptions {
   maxNewTokens: number;
@@ -52,9 +57,11 @@ export interface ResolvedGenerateOptions {
   draftModel?: Model;
   k: number;
   maxGramOccurrence: 'recent' | 'earliest';
+  cascade?: CascadeMatrix;
+  draftModels: Record<string, Model>;
 }
 
-const KNOWN = new Set(['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopOnEos', 'addBos', 'signal', 'method', 'draftModel', 'k', 'maxGramOccurrence']);
+const KNOWN = new Set(['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopOnEos', 'addBos', 'signal', 'method', 'draftModel', 'k', 'maxGramOccurrence', 'cascade', 'draftModels']);
 
 export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys: readonly string[] = []): ResolvedGenerateOptions {
   if (typeof options !== 'object' || options === null) throw new TypeError('generate options must be an object');
@@ -81,6 +88,16 @@ export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys:
   if (method === 'sd' && options.draftModel === undefined) throw new TypeError("method 'sd' needs a draftModel");
   if (options.draftModel !== undefined && (typeof options.draftModel !== 'object' || typeof (options.draftModel as Model).createSequence !== 'function'))
     throw new TypeError('draftModel must be a loaded Model');
+  let cascade: CascadeMatrix | undefined;
+  const draftModels = options.draftModels ?? {};
+  if (typeof draftModels !== 'object' || draftModels === null) throw new TypeError('draftModels must be an object of loaded Models by name');
+  if (method === 'csd') {
+    if (options.cascade === undefined) throw new TypeError("method 'csd' needs a cascade (K matrix or readable form)");
+    cascade = parseCascade(options.cascade);
+    for (const name of cascade.drafters)
+      if (!draftModels[name] || typeof draftModels[name].createSequence !== 'function')
+        throw new TypeError(`cascade drafter "${name}" has no loaded model in draftModels`);
+  }
   const occurrence = options.maxGramOccurrence ?? 'recent';
   if (occurrence !== 'recent' && occurrence !== 'earliest') throw new RangeError("maxGramOccurrence must be 'recent' or 'earliest'");
   return {
@@ -88,6 +105,8 @@ export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys:
     draftModel: options.draftModel,
     k: int('k', options.k, 4, 1),
     maxGramOccurrence: occurrence,
+    cascade,
+    draftModels,
     maxNewTokens: int('maxNewTokens', options.maxNewTokens, 128, 0),
     temperature,
     topK: int('topK', options.topK, 0, 0),

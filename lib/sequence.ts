@@ -61,7 +61,7 @@ export class Sequence {
    */
   async verify(
     block: number[],
-    options: { sampling: NativeSampling; draftProbs?: Float32Array; lenience?: number; returnProbs?: boolean },
+    options: { sampling: NativeSampling; draftProbs?: Float32Array; lenience?: number; returnProbs?: boolean; fixed?: number },
   ): Promise<NativeVerifyResult> {
     this.forwards++;
     return this.native.verifyAsync(Int32Array.from(block), options);

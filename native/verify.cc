@@ -67,10 +67,11 @@ std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests) {
   std::vector<int64_t> lengths, starts;
   for (auto& r : requests) {
     if (&r.seq->model() != &model) throw std::invalid_argument("verify: all sequences must belong to the same model");
-    if (r.block.empty()) throw std::invalid_argument("verify: a block needs at least the pending token");
+    if (r.fixed < 1 || r.fixed > static_cast<int64_t>(r.block.size()))
+      throw std::invalid_argument("verify: fixed must be in [1, block length]: the block starts with the pending token");
     for (size_t j = 0; j < requests.size(); ++j)
       if (&r != &requests[j] && r.seq == requests[j].seq) throw std::invalid_argument("verify: a sequence appears twice in one batch");
-    const int64_t k = static_cast<int64_t>(r.block.size()) - 1;
+    const int64_t k = static_cast<int64_t>(r.block.size()) - r.fixed;
     if (r.draft_probs.defined() && (r.draft_probs.dim() != 2 || r.draft_probs.size(0) != k || r.draft_probs.size(1) != V))
       throw std::invalid_argument("verify: draft probabilities must be [k, vocab] = [" + std::to_string(k) + ", " +
                                   std::to_string(V) + "]");
@@ -92,8 +93,9 @@ std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests) {
   for (size_t s = 0; s < requests.size(); ++s) {
     auto& r = requests[s];
     c10::InferenceMode guard;
-    auto rows = logits.narrow(0, row, lengths[s]);
-    std::vector<int64_t> drafts(r.block.begin() + 1, r.block.end());
+    // Row i predicts the token after block[i]: the drafts are tested against rows fixed-1...
+    auto rows = logits.narrow(0, row + r.fixed - 1, lengths[s] - r.fixed + 1);
+    std::vector<int64_t> drafts(r.block.begin() + r.fixed, r.block.end());
     auto q = r.draft_probs.defined() ? r.draft_probs.to(torch::kFloat32) : torch::Tensor();
     VerifyResult res = accept_drafts(rows, drafts, q, r.params, r.lenience, r.seq->rng());
     if (r.return_probs)
@@ -102,8 +104,8 @@ std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests) {
         for (int64_t i = 0; i < rows.size(0); ++i) ps.push_back(processed_probs(rows[i], r.params));
         return ps;
       }());
-    // Keep the pending token and the accepted drafts; the rest of the block rolls back.
-    r.seq->truncate(starts[s] + 1 + res.accepted);
+    // Keep the fixed tokens and the accepted drafts; the rest of the block rolls back.
+    r.seq->truncate(starts[s] + r.fixed + res.accepted);
     results.push_back(std::move(res));
     row += lengths[s];
   }

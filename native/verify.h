@@ -13,8 +13,10 @@ namespace cascade {
 
 struct VerifyRequest {
   Sequence* seq = nullptr;
-  // block[0] is the pending token (emitted, not yet in the cache); block[1..k] are the drafts.
+  // block[0..fixed) are known tokens not yet in the cache (at least the pending token: emitted
+  // but not yet forwarded); block[fixed..] are the k drafts under test.
   std::vector<int64_t> block;
+  int64_t fixed = 1;
   // [k, V]: the drafter's processed distribution at each draft position, or undefined when the
   // drafts are deterministic (one-hot q: Max-Gram, a greedy drafter, a cascade's output).
   torch::Tensor draft_probs;
@@ -34,7 +36,7 @@ struct VerifyResult {
 };
 
 // All requests must be on sequences of the same model. On return each sequence's cache holds
-// its prefix + pending token + accepted drafts; `next` is the new pending token.
+// its prefix + the fixed tokens + the accepted drafts; `next` is the new pending token.
 std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests);
 
 // The acceptance rule alone, on the verifier's float32 logits [k + 1, V] (exposed for tests).

@@ -51,8 +51,11 @@ export interface Drafter {
   readonly counters: DrafterCounters;
   /** Starts a sequence: `context` is the prompt plus the first generated (pending) token. */
   begin(context: number[]): void | Promise<void>;
-  /** Proposes up to `max` tokens following the current context. May propose fewer, or none. */
-  draft(max: number, sampling: NativeSampling): DraftBlock | Promise<DraftBlock>;
+  /**
+   * Proposes up to `max` tokens following the current context extended by `prefix` (tentative
+   * tokens a cascade has drafted but nobody verified yet). May propose fewer, or none.
+   */
+  draft(max: number, sampling: NativeSampling, prefix?: readonly number[]): DraftBlock | Promise<DraftBlock>;
   /** The context grew by `emitted` (accepted drafts, whoever proposed them, then the
    * verifier's correction or bonus token). A drafter counts how much of its last proposal
    * `emitted` confirms and rolls its own state back to match. */

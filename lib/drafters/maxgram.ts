@@ -108,6 +108,17 @@ export class MaxGram implements Drafter {
     return true;
   }
 
+  /** End of the chosen earlier occurrence of the context's last n tokens, by a linear scan. */
+  private scan(n: number): number | undefined {
+    const L = this.seq.length;
+    if (this.occurrence === 'recent') {
+      for (let e = L - 2; e >= n - 1; e--) if (this.sameGram(e, L - 1, n)) return e;
+    } else {
+      for (let e = n - 1; e <= L - 2; e++) if (this.sameGram(e, L - 1, n)) return e;
+    }
+    return undefined;
+  }
+
   /** Proposes up to `max` tokens: suffix-match continuation, then bigram fallback. */
   propose(max: number): number[] {
     this.catchUp();
@@ -119,8 +130,11 @@ export class MaxGram implements Drafter {
     let key = 0;
     for (let n = 1; n <= this.maxN && L - n >= 0; n++) {
       key = (key * MUL + this.seq[L - n] + 1) % MOD;
-      const end = this.index[n - 1].get(key);
-      if (end === undefined || !this.sameGram(end, L - 1, n)) break;
+      let end = this.index[n - 1].get(key);
+      // A key collision (another n-gram with the same hash holds the slot): find the n-gram's
+      // own chosen occurrence by a scan (rare; O(L n)).
+      if (end !== undefined && !this.sameGram(end, L - 1, n)) end = this.scan(n);
+      if (end === undefined) break;
       matchEnd = end;
     }
     // Continue from the occurrence; past the end of the context it reads its own proposal,
@@ -140,9 +154,17 @@ export class MaxGram implements Drafter {
     return out;
   }
 
-  draft(max: number, _sampling?: NativeSampling): DraftBlock {
-    this.lastProposal = this.propose(max);
-    return { tokens: this.lastProposal };
+  draft(max: number, _sampling?: NativeSampling, prefix: readonly number[] = []): DraftBlock {
+    if (prefix.length === 0) {
+      this.lastProposal = this.propose(max);
+      return { tokens: this.lastProposal };
+    }
+    // Tentative tokens: index them, propose, then undo (the undo log makes this exact).
+    const committed = this.seq.length;
+    this.push(prefix);
+    const tokens = this.propose(max);
+    this.truncate(committed);
+    return { tokens };
   }
 
   accept(emitted: readonly number[]): void {

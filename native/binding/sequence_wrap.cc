@@ -144,7 +144,7 @@ Napi::Object result_to_object(Napi::Env env, const VerifyResult& r) {
 
 }  // namespace
 
-// options: { sampling?, draftProbs?: Float32Array [k * V], lenience?: number, returnProbs?: boolean }
+// options: { sampling?, draftProbs?: Float32Array [k * V], lenience?: number, returnProbs?: boolean, fixed?: number }
 VerifyRequest SequenceWrap::request_from(Napi::Env env, const Napi::Value& block, const Napi::Value& options) {
   VerifyRequest r;
   r.seq = seq_.get();
@@ -157,12 +157,15 @@ VerifyRequest SequenceWrap::request_from(Napi::Env env, const Napi::Value& block
   r.lenience = number_field(o, "lenience", 1);
   if (!(r.lenience >= 1)) throw Napi::RangeError::New(env, "lenience must be >= 1");
   r.return_probs = bool_field(o, "returnProbs", false);
+  r.fixed = int_field(o, "fixed", 1);
+  if (r.fixed < 1 || r.fixed > int64_t(r.block.size()))
+    throw Napi::RangeError::New(env, "fixed must be in [1, block length " + std::to_string(r.block.size()) + "]");
   Napi::Value q = o.Get("draftProbs");
   if (!q.IsUndefined() && !q.IsNull()) {
     if (!q.IsTypedArray() || q.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
       throw Napi::TypeError::New(env, "draftProbs must be a Float32Array");
     auto a = q.As<Napi::Float32Array>();
-    const int64_t k = int64_t(r.block.size()) - 1, V = seq_->model().config().vocab_size;
+    const int64_t k = int64_t(r.block.size()) - r.fixed, V = seq_->model().config().vocab_size;
     if (int64_t(a.ElementLength()) != k * V)
       throw Napi::RangeError::New(env, "draftProbs must hold k * vocab = " + std::to_string(k * V) + " values");
     r.draft_probs = torch::from_blob(a.Data(), {k, V}, torch::kFloat32).clone();

@@ -1,0 +1,191 @@
+// The cascade as drafters: a horizontal cascade (BandedDrafter) fills a draft in bands of
+// positions from several drafters, larger first; a vertical cascade level (ReviewerLevel) is a
+// draft model that never drafts alone: it reviews its own BandedDrafter's blocks with the fused
+// verification step (lenient when configured), exactly as the target reviews, and its output
+// (accepted tokens + its correction) is the draft it hands up. The target's level is the
+// SpeculativeSource itself, whose review is always strict.
+import type { Model } from '../model';
+import type { NativeSampling } from '../native';
+import { CachedContext } from '../drafters/cached-context';
+import { DrafterCounters, matchedPrefix, type DraftBlock, type Drafter } from '../drafters/drafter';
+import { MaxGram } from '../drafters/maxgram';
+import { MAXGRAM, validateMatrix, type CascadeMatrix } from './config';
+
+export class BandedDrafter implements Drafter {
+  readonly counters = new DrafterCounters();
+  private last: number[] = [];
+  /** Cumulative band ends. */
+  private readonly ends: number[];
+
+  constructor(
+    readonly name: string,
+    readonly drafters: Drafter[],
+    readonly bands: number[],
+  ) {
+    let sum = 0;
+    this.ends = bands.map((b) => (sum += b));
+  }
+
+  /** Positions this drafter fills at most. */
+  get size(): number {
+    return this.ends[this.ends.length - 1] ?? 0;
+  }
+
+  // The components of a cascade are shared between bands of several levels; Cascade starts
+  // and informs each exactly once, so a band only keeps its own counters.
+  begin(_context: number[]): void {
+    this.last = [];
+  }
+
+  async draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): Promise<DraftBlock> {
+    const out: number[] = [];
+    for (let i = 0; i < this.drafters.length; i++) {
+      const end = Math.min(max, this.ends[i]);
+      while (out.length < end) {
+        const b = await this.drafters[i].draft(end - out.length, sampling, out.length ? [...prefix, ...out] : prefix);
+        if (b.tokens.length === 0) break;
+        for (const t of b.tokens.slice(0, end - out.length)) out.push(t);
+      }
+    }
+    if (prefix.length === 0) this.last = out;
+    // Mixed drafters: the block is deterministic (one-hot q), which the exact rule handles.
+    return { tokens: out };
+  }
+
+  accept(emitted: readonly number[]): void {
+    this.counters.record(this.last.length, matchedPrefix(this.last, emitted));
+    this.last = [];
+  }
+}
+
+export class ReviewerLevel implements Drafter {
+  readonly counters = new DrafterCounters();
+  /** Review passes run by this level's model. */
+  passes = 0;
+  /** Tokens this level produced (accepted drafts + corrections). */
+  produced = 0;
+  private ctx?: CachedContext;
+  private committed: number[] = [];
+
+  constructor(
+    readonly name: string,
+    readonly model: Model,
+    readonly inner: BandedDrafter,
+    readonly lenience: number,
+    private readonly contextLength: number,
+  ) {}
+
+  async begin(context: number[]): Promise<void> {
+    this.ctx = new CachedContext(this.model.createSequence({ contextLength: this.contextLength }));
+    this.committed = [...context];
+  }
+
+  /** One review step: the inner drafters propose, this model verifies (lenient), and the
+   * accepted tokens plus its own correction/bonus token form the draft handed up. */
+  async draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): Promise<DraftBlock> {
+    const ctx = this.ctx!;
+    const fixed = ctx.sync(prefix.length ? [...this.committed, ...prefix] : this.committed);
+    const room = ctx.seq.capacity - ctx.length - fixed.length;
+    if (max < 1 || room < 0) return { tokens: [] };
+    const budget = Math.min(this.inner.size, max - 1, room);
+    const proposal = budget > 0 ? await this.inner.draft(budget, sampling, prefix) : { tokens: [] as number[] };
+    const r = await ctx.seq.verify([...fixed, ...proposal.tokens], { sampling, fixed: fixed.length, lenience: this.lenience });
+    const tokens = [...proposal.tokens.slice(0, r.accepted), r.next];
+    ctx.appended([...fixed, ...proposal.tokens.slice(0, r.accepted)]);
+    this.passes++;
+    this.produced += tokens.length;
+    this.counters.record(proposal.tokens.length, r.accepted);
+    return { tokens };
+  }
+
+  accept(emitted: readonly number[]): void {
+    for (const t of emitted) this.committed.push(t);
+  }
+}
+
+/** A whole cascade as the one drafter the target reviews (row 0 of K). */
+export class Cascade implements Drafter {
+  readonly name = 'cascade';
+  constructor(
+    readonly top: BandedDrafter,
+    readonly levels: ReviewerLevel[],
+    readonly bands: BandedDrafter[],
+    readonly maxgram: MaxGram,
+  ) {}
+
+  get counters(): DrafterCounters {
+    return this.top.counters;
+  }
+
+  async begin(context: number[]): Promise<void> {
+    this.maxgram.begin(context);
+    for (const l of this.levels) await l.begin(context);
+    for (const b of this.bands) b.begin(context);
+  }
+
+  draft(max: number, sampling: NativeSampling, prefix?: readonly number[]): Promise<DraftBlock> {
+    return this.top.draft(max, sampling, prefix);
+  }
+
+  accept(emitted: readonly number[]): void {
+    this.maxgram.accept(emitted);
+    for (const l of this.levels) l.accept(emitted);
+    for (const b of this.bands) b.accept(emitted);
+  }
+
+  /** Per-level counters for the stats. */
+  levelStats(): Record<string, unknown>[] {
+    return this.levels.map((l) => ({
+      level: l.name,
+      passes: l.passes,
+      produced: l.produced,
+      proposed: l.counters.proposed,
+      accepted: l.counters.accepted,
+      acceptanceByPosition: l.counters.acceptanceByPosition(),
+    }));
+  }
+}
+
+/**
+ * Builds the drafter tree for `matrix`. `models[name]` is each drafter's loaded model;
+ * `contextLength` sizes each level's cache.
+ */
+export function buildCascade(
+  matrix: CascadeMatrix,
+  models: Record<string, Model>,
+  maxgram: MaxGram,
+  contextLength: number,
+): Cascade {
+  const m = validateMatrix(matrix);
+  const n = m.drafters.length;
+  const levels = new Map<number, ReviewerLevel>();
+  const bands: BandedDrafter[] = [];
+  // Level r (reviewer D_r) is built from row r; column c is D_{c+1}'s level, or Max-Gram.
+  const bandsOf = (r: number): BandedDrafter => {
+    const drafters: Drafter[] = [];
+    const sizes: number[] = [];
+    m.K[r].forEach((size, c) => {
+      if (size === 0) return;
+      drafters.push(c === n ? maxgram : levelOf(c + 1));
+      sizes.push(size);
+    });
+    const banded = new BandedDrafter(r === 0 ? 'target-draft' : `${m.drafters[r - 1]}-draft`, drafters, sizes);
+    bands.push(banded);
+    return banded;
+  };
+  const levelOf = (r: number): ReviewerLevel => {
+    let level = levels.get(r);
+    if (!level) {
+      const name = m.drafters[r - 1];
+      const model = models[name];
+      if (!model) throw new Error(`cascade: no model loaded for drafter "${name}"`);
+      level = new ReviewerLevel(name, model, bandsOf(r), m.lenience, contextLength);
+      levels.set(r, level);
+    }
+    return level;
+  };
+  const top = bandsOf(0);
+  return new Cascade(top, [...levels.values()], bands, maxgram);
+}
+
+export { MAXGRAM };
