@@ -1,9 +1,9 @@
-import { MaxGram } from '../lib/drafters/maxgram';
-test('coll', () => {
-  const M = 1000003, MOD = 2 ** 32;
-  const key = (u: number, v: number, w: number) => { let k = 0; for (const t of [w, v, u]) k = (k * M + t + 1) % MOD; return k; };
-  const u = 500, v = 600, w = 700;
-  for (const [dw, dv, du] of [[109, 1321, 240], [109, 1321, -240], [-109, -1321, -240], [109,-1321,240]]) {
-    console.log(dw, dv, du, key(u, v, w), key(u + du, v + dv, w + dw));
-  }
+test('m', () => {
+  const a = new Float64Array(260).fill(0.5);
+  let t = performance.now(); let s = 0;
+  for (let i = 0; i < 67600; i++) for (let y = 0; y < 260; y++) s += Math.max(0, a[y] - 0.1);
+  console.log('mathmax', performance.now() - t);
+  t = performance.now(); s = 0;
+  for (let i = 0; i < 67600; i++) for (let y = 0; y < 260; y++) { const d = a[y] - 0.1; s += d > 0 ? d : 0; }
+  console.log('ternary', performance.now() - t);
 });

@@ -7,6 +7,9 @@ import type { Dtype } from '../native';
 import type { Method } from '../options';
 import { formatHelp, parseArgs, UsageError, type FlagSpec } from './args';
 import { defaultDraftDir, defaultModelDir, promptTemplate } from './defaults';
+import { familyCascade, loadFamily } from './family';
+import { parseCascade, type CascadeMatrix } from '../cascade/config';
+import { readJsonObject } from '../files';
 
 export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   model: { type: 'string', help: 'Hugging Face model folder (default: the embedded default family\'s target)' },
@@ -19,13 +22,34 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   stop: { type: 'list', help: 'stop string (repeatable)' },
   threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
   dtype: { type: 'string', help: 'compute dtype: float32 | bfloat16 | float16', default: 'float32', choices: ['float32', 'bfloat16', 'float16'] },
-  method: { type: 'string', help: 'decoding method: ar (autoregressive) | mag (Max-Gram drafts) | sd (draft model)', default: 'ar', choices: ['ar', 'mag', 'sd'] },
+  method: { type: 'string', help: 'decoding method: ar (autoregressive) | mag (Max-Gram drafts) | sd (draft model) | csd (cascade). Default: csd on the default family, else ar', choices: ['ar', 'mag', 'sd', 'csd'] },
+  cascade: { type: 'string', help: 'cascade for --method csd: a JSON file or inline JSON (K matrix or readable form); default: the family\'s tuned models/cascade.json' },
+  drafts: { type: 'string', help: 'drafter folders for --method csd as name=DIR,name=DIR (default: the family\'s mid and small)' },
   draft: { type: 'string', help: 'draft model folder for --method sd (default: the default family\'s mid draft)' },
   k: { type: 'int', help: 'draft tokens per verification pass', default: 4, min: 1, max: 64 },
   raw: { type: 'boolean', help: 'use the prompt as given, without the model\'s prompt template' },
   json: { type: 'boolean', help: 'print one JSON object: text, tokens, promptTokens, finishReason, stats' },
   help: { type: 'boolean', help: 'show this help' },
 };
+
+function parseDrafts(spec: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of spec.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0 || eq === part.length - 1) throw new UsageError(`--drafts: expected name=DIR, got "${part}"`);
+    out[part.slice(0, eq)] = part.slice(eq + 1);
+  }
+  return out;
+}
+
+function readCascadeArg(spec: string): CascadeMatrix {
+  try {
+    const o = spec.trim().startsWith('{') ? (JSON.parse(spec) as Record<string, unknown>) : readJsonObject(spec);
+    return parseCascade(o.cascade ?? o);
+  } catch (e) {
+    throw new UsageError(`--cascade: ${(e as Error).message}`);
+  }
+}
 
 export const GENERATE_USAGE = 'Usage: cascade-spec generate [PROMPT] [--model DIR] [--prompt TEXT] [options]';
 
@@ -44,8 +68,19 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
     throw new Error(`no default model family is installed (${path.resolve(dir)} is missing); pass --model DIR`);
 
   const model = await Model.load(dir, { dtype: flags.dtype as Dtype, threads: flags.threads as number });
-  const method = flags.method as Method;
+  const onFamily = flags.model === undefined;
+  const method = (flags.method as Method | undefined) ?? (onFamily ? 'csd' : 'ar');
   if (flags.draft !== undefined && method !== 'sd') throw new UsageError('--draft is only used with --method sd');
+  if ((flags.cascade !== undefined || flags.drafts !== undefined) && method !== 'csd') throw new UsageError('--cascade and --drafts are only used with --method csd');
+  let cascade: CascadeMatrix | undefined;
+  let draftModels: Record<string, Model> | undefined;
+  if (method === 'csd') {
+    const dirs = flags.drafts !== undefined ? parseDrafts(flags.drafts as string) : undefined;
+    if (!onFamily && !dirs) throw new UsageError('--method csd with --model needs --drafts name=DIR,... and --cascade');
+    cascade = flags.cascade !== undefined ? readCascadeArg(flags.cascade as string) : familyCascade();
+    const family = await loadFamily({ dtype: flags.dtype as Dtype, threads: flags.threads as number, target: model, drafts: dirs });
+    draftModels = family.drafts;
+  }
   let draftModel: Model | undefined;
   if (method === 'sd') {
     const draftDir = (flags.draft as string | undefined) ?? defaultDraftDir();
@@ -65,6 +100,8 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
     method,
     draftModel,
     k: flags.k as number,
+    cascade,
+    draftModels,
   };
   if (flags.json) {
     const result = await model.generate(prompt, options);
@@ -77,6 +114,6 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
   out.write('\n');
   err.write(
     `[${r.tokens.length} tokens, ${r.finishReason}; ${r.stats.wallMs.toFixed(1)} ms, ${r.stats.tokensPerSecond.toFixed(1)} tok/s, ` +
-      `${r.stats.targetForwards} target passes${method !== 'ar' ? ` (${method}, k ${String(flags.k)}, ${Number(r.stats.meanAcceptedLength).toFixed(2)} tokens/pass)` : ''}, ${model.dtype}, ${model.threads} thread(s), seed ${r.stats.seed}]\n`,
+      `${r.stats.targetForwards} target passes${method !== 'ar' ? ` (${method}${method === 'csd' ? '' : `, k ${String(flags.k)}`}, ${Number(r.stats.meanAcceptedLength).toFixed(2)} tokens/pass)` : ''}, ${model.dtype}, ${model.threads} thread(s), seed ${r.stats.seed}]\n`,
   );
 }

@@ -2,13 +2,17 @@
 // The cascade-spec command line: thin over the library API.
 import { types } from 'util';
 
+import { benchCommand } from './bench';
 import { generateCommand } from './generate';
+import { tuneCommand } from './tune';
 import { UsageError } from './args';
 
 const USAGE = `Usage: cascade-spec <command> [options]
 
 Commands:
   generate [PROMPT]   generate text with a model (default: the embedded default family)
+  bench               every method on the same prompts: speed, SWI, exactness vs AR
+  tune                search the cascade's K matrix on a prompt set; writes models/cascade.json
 
 Run \`cascade-spec <command> --help\` for a command's options.
 `;
@@ -20,6 +24,10 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
       case 'generate':
         await generateCommand(rest, out, err);
         return 0;
+      case 'tune':
+        return await tuneCommand(rest, out, err);
+      case 'bench':
+        return await benchCommand(rest, out, err);
       case undefined:
       case '--help':
       case 'help':

@@ -1,0 +1,163 @@
+// `cascade-spec bench`: every method on the same prompts in one process; greedy outputs must
+// equal AR's token for token (a mismatch fails the command); a table, JSON and an SVG chart.
+import * as fs from 'fs';
+import * as path from 'path';
+
+import type { GenerationResult } from '../generate';
+import type { Dtype } from '../native';
+import { formatHelp, parseArgs, UsageError, type FlagSpec } from './args';
+import { readPrompts, type DatasetFormat } from './datasets';
+import { familyCascade, loadFamily, type Family } from './family';
+import { parseMethod, type MethodSpec } from './methods';
+import { promptTemplate } from './defaults';
+import { ProgressBar } from './progress';
+import { barChart } from './svg';
+
+export const BENCH_FLAGS: Record<string, FlagSpec> = {
+  dataset: { type: 'string', help: 'prompt file (GSM8K jsonl, MMLU csv, or jsonl with "prompt")' },
+  format: { type: 'string', help: 'dataset format', default: 'gsm8k', choices: ['gsm8k', 'mmlu', 'jsonl'] },
+  limit: { type: 'int', help: 'prompts to use', default: 20, min: 1 },
+  methods: { type: 'string', help: 'comma-separated: ar, mag[@K], sd[:DRAFT][@K], csd[:FILE]', default: 'ar,mag,sd,csd' },
+  'max-new-tokens': { type: 'int', help: 'tokens per prompt', default: 128, min: 1 },
+  threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
+  dtype: { type: 'string', help: 'compute dtype', default: 'float32', choices: ['float32', 'bfloat16'] },
+  k: { type: 'int', help: 'default draft length for mag / sd', default: 4, min: 1, max: 64 },
+  draft: { type: 'string', help: 'default draft name for sd', default: 'mid' },
+  model: { type: 'string', help: 'target model folder (default: the embedded family)' },
+  warmup: { type: 'int', help: 'untimed prompts per method first', default: 1, min: 0 },
+  json: { type: 'boolean', help: 'print ONE JSON object with a "methods" array' },
+  out: { type: 'string', help: 'folder for bench.json and bench.svg' },
+  help: { type: 'boolean', help: 'show this help' },
+};
+
+export interface MethodResult {
+  name: string;
+  describe: string;
+  tokens: number;
+  wallMs: number;
+  tokensPerSecond: number;
+  speedupVsAR: number;
+  swi: number;
+  meanAcceptedLength: number;
+  targetForwards: number;
+  identicalToAR: boolean;
+  mismatches: number;
+  acceptanceByPosition: number[];
+}
+
+export async function runBench(
+  family: Family,
+  methods: MethodSpec[],
+  prompts: string[],
+  options: { maxNewTokens: number; warmup: number; progress?: ProgressBar },
+): Promise<MethodResult[]> {
+  const { target } = family;
+  if (methods[0]?.name !== 'ar') methods = [parseArOnly(), ...methods.filter((m) => m.name !== 'ar')];
+  const acc = methods.map(() => ({ tokens: 0, wallMs: 0, forwards: 0, swiCost: 0, mismatches: 0, proposedAt: [] as number[], acceptedAt: [] as number[] }));
+  const gen = (m: MethodSpec, p: string): Promise<GenerationResult> =>
+    target.generate(p, { ...m.options, maxNewTokens: options.maxNewTokens, temperature: 0, stopOnEos: true });
+  for (const m of methods) for (const p of prompts.slice(0, options.warmup)) await gen(m, p);
+  let done = 0;
+  // Prompt-major order: every method sees the same machine state for the same prompt.
+  for (const p of prompts) {
+    let reference: number[] | undefined;
+    for (let i = 0; i < methods.length; i++) {
+      const r = await gen(methods[i], p);
+      const a = acc[i];
+      a.tokens += r.tokens.length;
+      a.wallMs += r.stats.wallMs;
+      a.forwards += r.stats.targetForwards;
+      a.swiCost += r.tokens.length / Math.max(1e-9, Number(r.stats.swi ?? 1));
+      const byPos = (r.stats.acceptanceByPosition as number[] | undefined) ?? [];
+      if (i === 0) reference = r.tokens;
+      else if (reference!.length !== r.tokens.length || reference!.some((t, j) => t !== r.tokens[j])) a.mismatches++;
+      byPos.forEach((v, j) => {
+        a.proposedAt[j] = (a.proposedAt[j] ?? 0) + 1;
+        a.acceptedAt[j] = (a.acceptedAt[j] ?? 0) + v;
+      });
+      options.progress?.update(++done, methods[i].name);
+    }
+  }
+  const arTps = (acc[0].tokens * 1000) / acc[0].wallMs;
+  return methods.map((m, i) => {
+    const a = acc[i];
+    const tps = (a.tokens * 1000) / a.wallMs;
+    return {
+      name: m.name,
+      describe: m.describe,
+      tokens: a.tokens,
+      wallMs: a.wallMs,
+      tokensPerSecond: tps,
+      speedupVsAR: tps / arTps,
+      swi: a.tokens / a.swiCost,
+      // Tokens per verification pass (the prompt pass of each request excluded).
+      meanAcceptedLength: a.tokens / Math.max(1, a.forwards),
+      targetForwards: a.forwards,
+      identicalToAR: a.mismatches === 0,
+      mismatches: a.mismatches,
+      acceptanceByPosition: a.proposedAt.map((n, j) => a.acceptedAt[j] / n),
+    };
+  });
+}
+
+function parseArOnly(): MethodSpec {
+  return { name: 'ar', options: { method: 'ar' }, describe: 'target alone' };
+}
+
+export function formatTable(rows: MethodResult[]): string {
+  const head = ['method', 'tok/s', 'speedup', 'SWI', 'tok/pass', 'identical', 'config'];
+  const body = rows.map((r) => [r.name, r.tokensPerSecond.toFixed(1), `${r.speedupVsAR.toFixed(2)}x`, r.swi.toFixed(2), r.meanAcceptedLength.toFixed(2), r.identicalToAR ? 'yes' : `NO (${r.mismatches})`, r.describe]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join('  ');
+  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n') + '\n';
+}
+
+export async function benchCommand(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  const { flags, positional } = parseArgs(argv, BENCH_FLAGS);
+  if (flags.help) {
+    out.write(formatHelp('Usage: cascade-spec bench --dataset FILE [options]', BENCH_FLAGS));
+    return 0;
+  }
+  if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}"`);
+  if (!flags.dataset) throw new UsageError('--dataset FILE is required');
+  const family = await loadFamily({ dtype: flags.dtype as Dtype, threads: flags.threads as number, target: flags.model as string | undefined });
+  const template = promptTemplate(family.target.dir);
+  const prompts = readPrompts(flags.dataset as string, flags.format as DatasetFormat, flags.limit as number).map((q) => (template ? template.replace('{prompt}', q) : q));
+  const defaults = { k: flags.k as number, draft: flags.draft as string, cascade: familyCascade() };
+  const methods = (flags.methods as string).split(',').filter(Boolean).map((s) => parseMethod(s, family, defaults));
+  const total = prompts.length * (methods.some((m) => m.name === 'ar') ? methods.length : methods.length + 1);
+  const rows = await runBench(family, methods, prompts, {
+    maxNewTokens: flags['max-new-tokens'] as number,
+    warmup: flags.warmup as number,
+    progress: new ProgressBar(total, 'bench', err),
+  });
+  const report = {
+    dataset: path.resolve(flags.dataset as string),
+    prompts: prompts.length,
+    maxNewTokens: flags['max-new-tokens'],
+    threads: flags.threads,
+    dtype: flags.dtype,
+    greedy: true,
+    models: { target: { dir: family.target.dir, params: family.target.numParams }, ...Object.fromEntries(Object.entries(family.drafts).map(([n, m]) => [n, { dir: m.dir, params: m.numParams }])) },
+    date: new Date().toISOString(),
+    methods: rows,
+  };
+  if (flags.out) {
+    const dir = flags.out as string;
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'bench.json'), JSON.stringify(report, null, 2) + '\n');
+    fs.writeFileSync(
+      path.join(dir, 'bench.svg'),
+      barChart(`Wall-clock speedup over target AR (${prompts.length} prompts, ${String(flags['max-new-tokens'])} tokens, ${String(flags.threads)} thread, ${String(flags.dtype)})`,
+        rows.map((r) => ({ label: r.name, value: r.speedupVsAR })), 'x', 1),
+    );
+  }
+  if (flags.json) out.write(JSON.stringify(report) + '\n');
+  else out.write(formatTable(rows));
+  const bad = rows.filter((r) => !r.identicalToAR);
+  if (bad.length) {
+    err.write(`cascade-spec: error: greedy output differs from AR for ${bad.map((r) => `${r.name} (${r.mismatches} prompts)`).join(', ')}\n`);
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,48 @@
+// Method specifications for bench and tune: "ar", "mag[@K]", "sd[:DRAFT][@K]", "csd[:FILE]".
+import * as fs from 'fs';
+
+import { describeCascade, parseCascade, type CascadeMatrix } from '../cascade/config';
+import { readJsonObject } from '../files';
+import type { GenerateOptions } from '../options';
+import { UsageError } from './args';
+import type { Family } from './family';
+
+export interface MethodSpec {
+  name: string;
+  options: GenerateOptions;
+  /** Models whose passes count in SWI (the drafts used). */
+  describe: string;
+}
+
+export function parseMethod(spec: string, family: Family, defaults: { k: number; draft: string; cascade: CascadeMatrix }): MethodSpec {
+  const m = /^(ar|mag|sd|csd)(?::([^@]+))?(?:@(\d+))?$/.exec(spec.trim());
+  if (!m) throw new UsageError(`bad method "${spec}": expected ar, mag[@K], sd[:DRAFT][@K] or csd[:FILE]`);
+  const [, kind, arg, kStr] = m;
+  const k = kStr ? Number(kStr) : defaults.k;
+  if (k < 1 || k > 64) throw new UsageError(`bad method "${spec}": K must be in [1, 64]`);
+  switch (kind) {
+    case 'ar':
+      if (arg || kStr) throw new UsageError(`bad method "${spec}": ar takes no draft or K`);
+      return { name: 'ar', options: { method: 'ar' }, describe: 'target alone' };
+    case 'mag':
+      if (arg) throw new UsageError(`bad method "${spec}": mag takes no draft`);
+      return { name: `mag@${k}`, options: { method: 'mag', k }, describe: `Max-Gram, k ${k}` };
+    case 'sd': {
+      const draft = arg ?? defaults.draft;
+      const model = family.drafts[draft];
+      if (!model) throw new UsageError(`bad method "${spec}": no draft model "${draft}" (have: ${Object.keys(family.drafts).join(', ') || 'none'})`);
+      return { name: `sd:${draft}@${k}`, options: { method: 'sd', draftModel: model, k }, describe: `draft ${draft}, k ${k}` };
+    }
+    default: {
+      let cascade = defaults.cascade;
+      if (arg) {
+        if (!fs.existsSync(arg)) throw new UsageError(`bad method "${spec}": cascade file ${arg} not found`);
+        const o = readJsonObject(arg);
+        cascade = parseCascade(o.cascade ?? o);
+      }
+      for (const d of cascade.drafters)
+        if (!family.drafts[d]) throw new UsageError(`bad method "${spec}": the cascade uses drafter "${d}", which is not loaded`);
+      return { name: arg ? `csd:${arg}` : 'csd', options: { method: 'csd', cascade, draftModels: family.drafts }, describe: describeCascade(cascade) };
+    }
+  }
+}

@@ -1,0 +1,120 @@
+// `cascade-spec tune`: searches the K matrix (band sizes) and lenience of the default family's
+// cascade on a prompt set, by measured greedy tokens per second, and writes the best
+// configuration beside the models (models/cascade.json), where `generate` and `bench` find it.
+//
+// Search: coordinate descent from the current configuration. Each round tries every single
+// change of one K entry by -1/+1 (keeping K upper triangular, row 0 non-empty) and each
+// lenience in {1, 2, 3}; the best improvement is kept; it stops when nothing improves by more
+// than the noise margin or the evaluation budget is spent.
+import * as fs from 'fs';
+
+import { describeCascade, matrixToReadable, validateMatrix, type CascadeMatrix } from '../cascade/config';
+import type { Dtype } from '../native';
+import { formatHelp, parseArgs, UsageError, type FlagSpec } from './args';
+import { readPrompts, type DatasetFormat } from './datasets';
+import { cascadeFile, familyCascade, FALLBACK_CASCADE, loadFamily, type Family } from './family';
+import { promptTemplate } from './defaults';
+
+export const TUNE_FLAGS: Record<string, FlagSpec> = {
+  dataset: { type: 'string', help: 'prompt file (GSM8K jsonl, MMLU csv, or jsonl with "prompt")' },
+  format: { type: 'string', help: 'dataset format', default: 'gsm8k', choices: ['gsm8k', 'mmlu', 'jsonl'] },
+  limit: { type: 'int', help: 'prompts per evaluation', default: 6, min: 1 },
+  'max-new-tokens': { type: 'int', help: 'tokens per prompt', default: 96, min: 8 },
+  budget: { type: 'int', help: 'configurations to evaluate at most', default: 40, min: 1 },
+  threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
+  dtype: { type: 'string', help: 'compute dtype', default: 'float32', choices: ['float32', 'bfloat16'] },
+  margin: { type: 'number', help: 'relative improvement needed to move', default: 0.01, min: 0 },
+  restart: { type: 'boolean', help: 'start from the fallback configuration instead of the saved one' },
+  'dry-run': { type: 'boolean', help: 'do not write models/cascade.json' },
+  help: { type: 'boolean', help: 'show this help' },
+};
+
+const key = (m: CascadeMatrix) => JSON.stringify([m.K, m.lenience]);
+
+function neighbours(m: CascadeMatrix): CascadeMatrix[] {
+  const out: CascadeMatrix[] = [];
+  const n = m.K.length;
+  for (let r = 0; r < n; r++)
+    for (let c = r; c < n; c++)
+      for (const d of [-1, 1]) {
+        const v = m.K[r][c] + d;
+        if (v < 0 || v > 12) continue;
+        const K = m.K.map((row) => [...row]);
+        K[r][c] = v;
+        if (K[0].every((x) => x === 0)) continue;
+        out.push({ ...m, K });
+      }
+  for (const l of [1, 2, 3]) if (l !== m.lenience) out.push({ ...m, lenience: l });
+  return out;
+}
+
+export async function tokensPerSecond(family: Family, cascade: CascadeMatrix, prompts: string[], maxNewTokens: number): Promise<number> {
+  let tokens = 0;
+  let ms = 0;
+  for (const p of prompts) {
+    const r = await family.target.generate(p, { method: 'csd', cascade, draftModels: family.drafts, maxNewTokens, temperature: 0 });
+    tokens += r.tokens.length;
+    ms += r.stats.wallMs;
+  }
+  return (tokens * 1000) / ms;
+}
+
+export async function tuneCommand(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  const { flags, positional } = parseArgs(argv, TUNE_FLAGS);
+  if (flags.help) {
+    out.write(formatHelp('Usage: cascade-spec tune --dataset FILE [options]', TUNE_FLAGS));
+    return 0;
+  }
+  if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}"`);
+  if (!flags.dataset) throw new UsageError('--dataset FILE is required');
+  const family = await loadFamily({ dtype: flags.dtype as Dtype, threads: flags.threads as number });
+  const template = promptTemplate(family.target.dir);
+  const prompts = readPrompts(flags.dataset as string, flags.format as DatasetFormat, flags.limit as number).map((q) => (template ? template.replace('{prompt}', q) : q));
+  const maxNew = flags['max-new-tokens'] as number;
+  let best = validateMatrix(flags.restart ? FALLBACK_CASCADE : familyCascade());
+  for (const d of best.drafters) if (!family.drafts[d]) throw new Error(`the cascade uses drafter "${d}", which the family lacks`);
+  // Warm up, then measure AR once for reference.
+  await family.target.generate(prompts[0], { maxNewTokens: 8 });
+  let arTokens = 0, arMs = 0;
+  for (const p of prompts) {
+    const r = await family.target.generate(p, { maxNewTokens: maxNew });
+    arTokens += r.tokens.length;
+    arMs += r.stats.wallMs;
+  }
+  const arTps = (arTokens * 1000) / arMs;
+  const seen = new Map<string, number>();
+  const evaluate = async (m: CascadeMatrix): Promise<number> => {
+    const k = key(m);
+    if (!seen.has(k)) {
+      seen.set(k, await tokensPerSecond(family, m, prompts, maxNew));
+      err.write(`tune: ${String(seen.size).padStart(3)} ${(seen.get(k)! / arTps).toFixed(3)}x AR  ${describeCascade(m)}\n`);
+    }
+    return seen.get(k)!;
+  };
+  let bestTps = await evaluate(best);
+  const budget = flags.budget as number;
+  for (let improved = true; improved && seen.size < budget; ) {
+    improved = false;
+    let roundBest = best, roundTps = bestTps;
+    for (const cand of neighbours(best)) {
+      if (seen.size >= budget) break;
+      const tps = await evaluate(cand);
+      if (tps > roundTps) {
+        roundBest = cand;
+        roundTps = tps;
+      }
+    }
+    if (roundTps > bestTps * (1 + (flags.margin as number))) {
+      best = roundBest;
+      bestTps = roundTps;
+      improved = true;
+    }
+  }
+  const result = {
+    cascade: { ...best, readable: matrixToReadable(best) },
+    measured: { tokensPerSecond: bestTps, arTokensPerSecond: arTps, speedupVsAR: bestTps / arTps, prompts: prompts.length, maxNewTokens: maxNew, threads: flags.threads, dtype: flags.dtype, evaluated: seen.size, date: new Date().toISOString() },
+  };
+  if (!flags['dry-run']) fs.writeFileSync(cascadeFile(), JSON.stringify(result, null, 2) + '\n');
+  out.write(`best: ${describeCascade(best)}  ${(bestTps / arTps).toFixed(2)}x AR (${bestTps.toFixed(1)} vs ${arTps.toFixed(1)} tok/s)${flags['dry-run'] ? '' : `\nwrote ${cascadeFile()}`}\n`);
+  return 0;
+}

@@ -1,0 +1,141 @@
+/**
+ * Evaluates the default model family for its report (docs/model-family.md):
+ * - held-out perplexity of each model on GSM8K test (documents formatted as in training,
+ *   scored in non-overlapping windows of the training context);
+ * - each draft's greedy agreement with the target: along the target's own greedy continuation
+ *   (128 tokens) of the first N test questions, the fraction of positions where the draft's
+ *   argmax equals the target's token;
+ * - single-token decode cost ratios (target / draft);
+ * - training-loss curves as an SVG from each model's training log.
+ *
+ *   node dist/scripts/eval-family.js [--models models] [--test FILE] [--questions 200] [--tokens 128] [--out docs]
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { Model } from '../lib/model';
+import { lineChart } from '../lib/cli/svg';
+import { PROMPT_TEMPLATE } from './train';
+import { readTexts } from './train-tokenizer';
+
+function arg(argv: string[], name: string, fallback: string): string {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 && argv[i + 1] ? argv[i + 1] : fallback;
+}
+
+function logSoftmaxAt(logits: Float32Array, offset: number, V: number, target: number): number {
+  let max = -Infinity;
+  for (let j = 0; j < V; j++) max = Math.max(max, logits[offset + j]);
+  let sum = 0;
+  for (let j = 0; j < V; j++) sum += Math.exp(logits[offset + j] - max);
+  return logits[offset + target] - max - Math.log(sum);
+}
+
+function argmaxAt(logits: Float32Array, offset: number, V: number): number {
+  let best = 0;
+  for (let j = 1; j < V; j++) if (logits[offset + j] > logits[offset + best]) best = j;
+  return best;
+}
+
+export function perplexity(model: Model, stream: Int32Array, window: number): { loss: number; ppl: number; tokens: number } {
+  let nll = 0;
+  let count = 0;
+  const V = model.config.vocabSize;
+  for (let start = 0; start + 1 < stream.length; start += window) {
+    const chunk = stream.subarray(start, Math.min(stream.length, start + window + 1));
+    if (chunk.length < 2) break;
+    const seq = model.createSequence({ contextLength: window });
+    const logits = seq.forwardSync(Int32Array.from(chunk.subarray(0, chunk.length - 1)), { allLogits: true });
+    for (let i = 0; i + 1 < chunk.length; i++) nll -= logSoftmaxAt(logits, i * V, V, chunk[i + 1]);
+    count += chunk.length - 1;
+  }
+  return { loss: nll / count, ppl: Math.exp(nll / count), tokens: count };
+}
+
+function decodeMs(model: Model): number {
+  const seq = model.createSequence({ contextLength: 256 });
+  seq.forwardSync(Int32Array.from({ length: 64 }, (_, i) => (i * 31) % model.config.vocabSize));
+  const one = Int32Array.from([5]);
+  for (let i = 0; i < 20; i++) {
+    seq.forwardSync(one);
+    seq.truncate(64);
+  }
+  const t0 = performance.now();
+  const n = 200;
+  for (let i = 0; i < n; i++) {
+    seq.forwardSync(one);
+    seq.truncate(64);
+  }
+  return (performance.now() - t0) / n;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const root = arg(argv, 'models', 'models');
+  const testFile = arg(argv, 'test', path.resolve(__dirname, '../../../shared/data/gsm8k/test.jsonl'));
+  const questions = Number(arg(argv, 'questions', '200'));
+  const nTokens = Number(arg(argv, 'tokens', '128'));
+  const out = arg(argv, 'out', 'docs');
+  const names = ['target', 'mid', 'small'];
+  const models = Object.fromEntries(names.map((n) => [n, Model.loadSync(path.join(root, n), { contextLength: 512 })])) as Record<string, Model>;
+  const target = models.target;
+  const report: Record<string, unknown> = { testFile: path.resolve(testFile), questions, tokens: nTokens, models: {} };
+
+  // Perplexity on the held-out split, formatted exactly as the training text.
+  // EOS (= BOS) before every document, as scripts/train.ts builds the training stream.
+  const eos = target.tokenizer.eosIds[0];
+  const ids: number[] = [eos];
+  for (const doc of readTexts([testFile], 'gsm8k')) ids.push(...target.tokenizer.encode(doc, { addBos: false }), eos);
+  const stream = Int32Array.from(ids);
+  for (const n of names) {
+    const m = models[n];
+    const ppl = perplexity(m, stream, 256);
+    const ms = decodeMs(m);
+    (report.models as Record<string, unknown>)[n] = { params: m.numParams, testLoss: ppl.loss, testPpl: ppl.ppl, testTokens: ppl.tokens, decodeMs: ms };
+    process.stderr.write(`eval: ${n} params ${m.numParams} test loss ${ppl.loss.toFixed(3)} ppl ${ppl.ppl.toFixed(2)} decode ${ms.toFixed(3)} ms\n`);
+  }
+
+  // Greedy agreement along the target's own continuation.
+  const qs = fs.readFileSync(testFile, 'utf8').split('\n').filter(Boolean).slice(0, questions).map((l) => JSON.parse(l).question as string);
+  const agree: Record<string, { match: number; total: number }> = { mid: { match: 0, total: 0 }, small: { match: 0, total: 0 } };
+  const V = target.config.vocabSize;
+  for (let qi = 0; qi < qs.length; qi++) {
+    const prompt = target.encodePrompt(PROMPT_TEMPLATE.replace('{prompt}', qs[qi]));
+    const r = await target.generate(prompt, { maxNewTokens: nTokens, stopOnEos: false, method: 'mag' });
+    const cont = r.tokens;
+    for (const d of ['mid', 'small']) {
+      const seq = models[d].createSequence({ contextLength: 512 });
+      const logits = seq.forwardSync(Int32Array.from([...prompt, ...cont.slice(0, -1)]), { allLogits: true });
+      for (let i = 0; i < cont.length; i++) {
+        agree[d].total++;
+        if (argmaxAt(logits, (prompt.length - 1 + i) * V, V) === cont[i]) agree[d].match++;
+      }
+    }
+    if ((qi + 1) % 20 === 0) process.stderr.write(`eval: agreement ${qi + 1}/${qs.length}: mid ${(agree.mid.match / agree.mid.total).toFixed(3)} small ${(agree.small.match / agree.small.total).toFixed(3)}\n`);
+  }
+  for (const d of ['mid', 'small']) {
+    const entry = (report.models as Record<string, Record<string, unknown>>)[d];
+    entry.greedyAgreement = agree[d].match / agree[d].total;
+    entry.costRatio = ((report.models as Record<string, Record<string, number>>).target.decodeMs) / (entry.decodeMs as number);
+  }
+
+  // Loss curves from the training logs copied into the report folder.
+  const colors: Record<string, string> = { target: '#c33', mid: '#2a7', small: '#36c' };
+  const series: Array<{ label: string; points: Array<[number, number]>; color: string }> = [];
+  for (const n of names) {
+    const log = path.join(out, 'training', `${n}.jsonl`);
+    if (!fs.existsSync(log)) continue;
+    const rows = fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { tokens: number; loss: number; evalLoss?: number });
+    let smooth = rows[0].loss;
+    series.push({ label: `${n} train`, color: colors[n], points: rows.map((r) => [r.tokens / 1e6, (smooth = 0.97 * smooth + 0.03 * r.loss)] as [number, number]).filter((_, i) => i % 5 === 0) });
+    const evals = rows.filter((r) => r.evalLoss !== undefined).map((r) => [r.tokens / 1e6, r.evalLoss!] as [number, number]);
+    if (evals.length) series.push({ label: `${n} held-out`, color: colors[n] + '88', points: evals });
+  }
+  if (series.length) fs.writeFileSync(path.join(out, 'model-family-loss.svg'), lineChart('Training loss (GSM8K train; held-out: GSM8K test sample)', series, 'training tokens (millions)', 'cross-entropy (nats/token)'));
+  fs.writeFileSync(path.join(out, 'model-family-eval.json'), JSON.stringify(report, null, 2) + '\n');
+  process.stderr.write(`eval: wrote ${path.join(out, 'model-family-eval.json')}\n`);
+}
+
+if (require.main === module) main(process.argv.slice(2)).catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
