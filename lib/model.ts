@@ -10,6 +10,7 @@ import type { Drafter } from './drafters/drafter';
 import { GenerationStream, runGeneration, type GenerationResult } from './generate';
 import { SpeculativeSource } from './speculative';
 import { buildCascade, Cascade } from './cascade/cascade';
+import { AdaptiveScheduler } from './cascade/scheduler';
 import { ewif, swi } from './metrics';
 import { loadNative, type Dtype, type NativeModel } from './native';
 import { resolveGenerateOptions, type GenerateOptions, type ResolvedGenerateOptions } from './options';
@@ -137,7 +138,7 @@ export class Model {
     const capacity = Math.min(this.contextLength, promptTokens.length + resolved.maxNewTokens);
     const seq = this.createSequence({ contextLength: capacity, seed: resolved.seed });
     const drafter = this.drafterFor(resolved, capacity);
-    const k = drafter instanceof Cascade ? drafter.top.size : resolved.k;
+    const k = drafter instanceof AdaptiveScheduler ? drafter.maxDraft : drafter instanceof Cascade ? drafter.top.size : resolved.k;
     const source = new SpeculativeSource(seq, drafter, k, resolved, resolved.maxNewTokens);
     const result = await runGeneration(source, this.tokenizer, promptTokens, capacity, resolved, onText);
     Object.assign(result.stats, this.costMetrics(source, drafter, result.tokens.length));
@@ -155,7 +156,11 @@ export class Model {
     if (o.method === 'csd') {
       const models = o.draftModels;
       for (const name of o.cascade!.drafters) assertSameVocabulary(this, models[name]);
-      return buildCascade(o.cascade!, models, maxgram(), Math.min(...o.cascade!.drafters.map((n) => draftContext(models[n]))));
+      const contextLength = Math.min(capacity + 64, ...o.cascade!.drafters.map((n) => draftContext(models[n])));
+      if (!o.adaptive) return buildCascade(o.cascade!, models, maxgram(), contextLength);
+      // Every drafter is a candidate for the target's draft; the scheduler sizes the bands.
+      const K = o.cascade!.K.map((row, r) => (r === 0 ? row.map((v) => Math.max(1, v)) : row));
+      return new AdaptiveScheduler(buildCascade({ ...o.cascade!, K }, models, maxgram(), contextLength), { seed: o.seed });
     }
     return undefined;
   }
@@ -165,14 +170,15 @@ export class Model {
     const P = this.numParams;
     const passes = [{ passes: source.targetForwards, params: P }];
     if (drafter instanceof ModelDrafter) passes.push({ passes: drafter.forwards, params: drafter.model.numParams });
-    if (drafter instanceof Cascade) for (const l of drafter.levels) passes.push({ passes: l.passes, params: l.model.numParams });
+    const cascade = drafter instanceof AdaptiveScheduler ? drafter.cascade : drafter;
+    if (cascade instanceof Cascade) for (const l of cascade.levels) passes.push({ passes: l.passes, params: l.model.numParams });
     const draftCost = passes.slice(1).reduce((s, p) => s + p.passes * p.params, 0);
     const verifyPasses = Math.max(1, source.targetForwards - 1); // the prompt pass drafts nothing
     const byPosition = (source.stats().acceptanceByPosition as number[]) ?? [];
     return {
       swi: swi(tokens, P, passes),
       ewif: ewif(byPosition, draftCost / verifyPasses / P),
-      ...(drafter instanceof Cascade ? { levels: drafter.levelStats(), maxgram: { proposed: drafter.maxgram.counters.proposed } } : {}),
+      ...(cascade instanceof Cascade ? { levels: cascade.levelStats() } : {}),
     };
   }
 

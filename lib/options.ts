@@ -38,6 +38,11 @@ export interface GenerateOptions {
   cascade?: CascadeMatrix | ReadableCascade;
   /** Method 'csd': the drafter models by the names the cascade uses. */
   draftModels?: Record<string, Model>;
+  /**
+   * Method 'csd': choose the target's band sizes online from measured acceptance and costs
+   * (lib/cascade/scheduler.ts) instead of K's row 0; lower rows of K still apply. Default false.
+   */
+  adaptive?: boolean;
 }
 
 export type Method = 'ar' | 'mag' | 'sd' | 'csd';
@@ -59,9 +64,14 @@ export interface ResolvedGenerateOptions {
   maxGramOccurrence: 'recent' | 'earliest';
   cascade?: CascadeMatrix;
   draftModels: Record<string, Model>;
+  adaptive: boolean;
 }
 
-const KNOWN = new Set(['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopOnEos', 'addBos', 'signal', 'method', 'draftModel', 'k', 'maxGramOccurrence', 'cascade', 'draftModels']);
+const KNOWN = new Set(['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopOnEos', 'addBos', 'signal', 'method', 'draftModel', 'k', 'maxGramOccurrence', 'cascade', 'draftModels', 'adaptive']);
+
+function badBool(name: string): never {
+  throw new TypeError(`${name} must be a boolean`);
+}
 
 export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys: readonly string[] = []): ResolvedGenerateOptions {
   if (typeof options !== 'object' || options === null) throw new TypeError('generate options must be an object');
@@ -107,6 +117,7 @@ export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys:
     maxGramOccurrence: occurrence,
     cascade,
     draftModels,
+    adaptive: typeof options.adaptive === 'boolean' ? options.adaptive : options.adaptive === undefined ? false : badBool('adaptive'),
     maxNewTokens: int('maxNewTokens', options.maxNewTokens, 128, 0),
     temperature,
     topK: int('topK', options.topK, 0, 0),

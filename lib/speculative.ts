@@ -40,7 +40,9 @@ export class SpeculativeSource implements TokenSource {
     const wanted = this.maxNewTokens - this.emitted - 1;
     const max = Math.max(0, Math.min(this.k, room, wanted));
     const block = this.drafter && max > 0 ? await this.drafter.draft(max, this.sampling) : { tokens: [] as number[], probs: undefined };
+    const t0 = performance.now();
     const r = await this.target.verify([this.pending, ...block.tokens], { sampling: this.sampling, draftProbs: block.probs });
+    this.drafter?.observeVerify?.(block.tokens.length + 1, performance.now() - t0);
     const out = [...block.tokens.slice(0, r.accepted), r.next];
     this.passes++;
     this.drafted += block.tokens.length;
@@ -62,6 +64,7 @@ export class SpeculativeSource implements TokenSource {
       // Tokens emitted per verification pass (accepted drafts + the correction/bonus token).
       meanAcceptedLength: this.passes ? (this.acceptedDrafts + this.passes) / this.passes : 1,
       acceptanceByPosition: this.proposedAt.map((p, i) => (p ? this.acceptedAt[i] / p : 0)),
+      ...(this.drafter?.stats ? { drafter: this.drafter.stats() } : {}),
     };
   }
 }

@@ -15,13 +15,25 @@ export class BandedDrafter implements Drafter {
   readonly counters = new DrafterCounters();
   private last: number[] = [];
   /** Cumulative band ends. */
-  private readonly ends: number[];
+  private ends: number[] = [];
+  /** For each position of the last top-level draft: [drafter index, position inside its band]. */
+  lastSources: Array<[number, number]> = [];
+  /** Milliseconds each drafter spent on the last draft, and how many calls it took. */
+  lastCostMs: number[] = [];
+  lastCalls: number[] = [];
 
   constructor(
     readonly name: string,
     readonly drafters: Drafter[],
-    readonly bands: number[],
+    public bands: number[],
   ) {
+    this.setBands(bands);
+  }
+
+  /** Changes the band sizes (the adaptive scheduler does, between drafts). */
+  setBands(bands: number[]): void {
+    if (bands.length !== this.drafters.length) throw new RangeError('one band size per drafter');
+    this.bands = [...bands];
     let sum = 0;
     this.ends = bands.map((b) => (sum += b));
   }
@@ -39,15 +51,30 @@ export class BandedDrafter implements Drafter {
 
   async draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): Promise<DraftBlock> {
     const out: number[] = [];
+    const sources: Array<[number, number]> = [];
+    const costMs = this.drafters.map(() => 0);
+    const calls = this.drafters.map(() => 0);
     for (let i = 0; i < this.drafters.length; i++) {
       const end = Math.min(max, this.ends[i]);
+      const bandStart = out.length;
       while (out.length < end) {
+        const t0 = performance.now();
         const b = await this.drafters[i].draft(end - out.length, sampling, out.length ? [...prefix, ...out] : prefix);
+        costMs[i] += performance.now() - t0;
+        calls[i]++;
         if (b.tokens.length === 0) break;
-        for (const t of b.tokens.slice(0, end - out.length)) out.push(t);
+        for (const t of b.tokens.slice(0, end - out.length)) {
+          sources.push([i, out.length - bandStart]);
+          out.push(t);
+        }
       }
     }
-    if (prefix.length === 0) this.last = out;
+    if (prefix.length === 0) {
+      this.last = out;
+      this.lastSources = sources;
+      this.lastCostMs = costMs;
+      this.lastCalls = calls;
+    }
     // Mixed drafters: the block is deterministic (one-hot q), which the exact rule handles.
     return { tokens: out };
   }

@@ -17,7 +17,7 @@ export const BENCH_FLAGS: Record<string, FlagSpec> = {
   dataset: { type: 'string', help: 'prompt file (GSM8K jsonl, MMLU csv, or jsonl with "prompt")' },
   format: { type: 'string', help: 'dataset format', default: 'gsm8k', choices: ['gsm8k', 'mmlu', 'jsonl'] },
   limit: { type: 'int', help: 'prompts to use', default: 20, min: 1 },
-  methods: { type: 'string', help: 'comma-separated: ar, mag[@K], sd[:DRAFT][@K], csd[:FILE]', default: 'ar,mag,sd,csd' },
+  methods: { type: 'string', help: 'comma-separated: ar, mag[@K], sd[:DRAFT][@K], csd[:FILE], acsd[:FILE] (adaptive bands)', default: 'ar,mag,sd,csd,acsd' },
   'max-new-tokens': { type: 'int', help: 'tokens per prompt', default: 128, min: 1 },
   threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
   dtype: { type: 'string', help: 'compute dtype', default: 'float32', choices: ['float32', 'bfloat16'] },

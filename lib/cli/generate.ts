@@ -24,6 +24,7 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   dtype: { type: 'string', help: 'compute dtype: float32 | bfloat16 | float16', default: 'float32', choices: ['float32', 'bfloat16', 'float16'] },
   method: { type: 'string', help: 'decoding method: ar (autoregressive) | mag (Max-Gram drafts) | sd (draft model) | csd (cascade). Default: csd on the default family, else ar', choices: ['ar', 'mag', 'sd', 'csd'] },
   cascade: { type: 'string', help: 'cascade for --method csd: a JSON file or inline JSON (K matrix or readable form); default: the family\'s tuned models/cascade.json' },
+  adaptive: { type: 'boolean', help: 'with csd: size the target\'s bands online from measured acceptance and costs' },
   drafts: { type: 'string', help: 'drafter folders for --method csd as name=DIR,name=DIR (default: the family\'s mid and small)' },
   draft: { type: 'string', help: 'draft model folder for --method sd (default: the default family\'s mid draft)' },
   k: { type: 'int', help: 'draft tokens per verification pass', default: 4, min: 1, max: 64 },
@@ -71,7 +72,7 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
   const onFamily = flags.model === undefined;
   const method = (flags.method as Method | undefined) ?? (onFamily ? 'csd' : 'ar');
   if (flags.draft !== undefined && method !== 'sd') throw new UsageError('--draft is only used with --method sd');
-  if ((flags.cascade !== undefined || flags.drafts !== undefined) && method !== 'csd') throw new UsageError('--cascade and --drafts are only used with --method csd');
+  if ((flags.cascade !== undefined || flags.drafts !== undefined || flags.adaptive) && method !== 'csd') throw new UsageError('--cascade, --drafts and --adaptive are only used with --method csd');
   let cascade: CascadeMatrix | undefined;
   let draftModels: Record<string, Model> | undefined;
   if (method === 'csd') {
@@ -102,6 +103,7 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
     k: flags.k as number,
     cascade,
     draftModels,
+    adaptive: flags.adaptive === true,
   };
   if (flags.json) {
     const result = await model.generate(prompt, options);

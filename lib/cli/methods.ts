@@ -15,8 +15,8 @@ export interface MethodSpec {
 }
 
 export function parseMethod(spec: string, family: Family, defaults: { k: number; draft: string; cascade: CascadeMatrix }): MethodSpec {
-  const m = /^(ar|mag|sd|csd)(?::([^@]+))?(?:@(\d+))?$/.exec(spec.trim());
-  if (!m) throw new UsageError(`bad method "${spec}": expected ar, mag[@K], sd[:DRAFT][@K] or csd[:FILE]`);
+  const m = /^(ar|mag|sd|csd|acsd)(?::([^@]+))?(?:@(\d+))?$/.exec(spec.trim());
+  if (!m) throw new UsageError(`bad method "${spec}": expected ar, mag[@K], sd[:DRAFT][@K], csd[:FILE] or acsd[:FILE]`);
   const [, kind, arg, kStr] = m;
   const k = kStr ? Number(kStr) : defaults.k;
   if (k < 1 || k > 64) throw new UsageError(`bad method "${spec}": K must be in [1, 64]`);
@@ -42,7 +42,12 @@ export function parseMethod(spec: string, family: Family, defaults: { k: number;
       }
       for (const d of cascade.drafters)
         if (!family.drafts[d]) throw new UsageError(`bad method "${spec}": the cascade uses drafter "${d}", which is not loaded`);
-      return { name: arg ? `csd:${arg}` : 'csd', options: { method: 'csd', cascade, draftModels: family.drafts }, describe: describeCascade(cascade) };
+      const adaptive = kind === 'acsd';
+      return {
+        name: `${kind}${arg ? `:${arg}` : ''}`,
+        options: { method: 'csd', cascade, draftModels: family.drafts, adaptive },
+        describe: adaptive ? `adaptive bands over ${describeCascade(cascade)}` : describeCascade(cascade),
+      };
     }
   }
 }

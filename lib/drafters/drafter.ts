@@ -60,5 +60,9 @@ export interface Drafter {
    * verifier's correction or bonus token). A drafter counts how much of its last proposal
    * `emitted` confirms and rolls its own state back to match. */
   accept(emitted: readonly number[]): void;
+  /** The target's verification of a block of `blockLength` tokens took `ms` (for schedulers). */
+  observeVerify?(blockLength: number, ms: number): void;
+  /** Drafter-specific statistics for the result. */
+  stats?(): Record<string, unknown>;
   dispose?(): void;
 }

@@ -1,0 +1,185 @@
+// Beyond the paper: an online scheduler for the target's draft. Before every draft it picks the
+// band sizes of row 0 (how many positions each top-level drafter fills, possibly none) that
+// maximise expected tokens per millisecond, from what it measured during this generation:
+//   - per drafter and per position inside its band, the probability that the target accepts
+//     the token given that everything before it was accepted (alpha);
+//   - each drafter's cost per call and tokens per call;
+//   - the target's verification cost as a function of block length.
+// Expected tokens of a plan = 1 + sum_i prod_{j<=i} alpha(position j); expected time = verify
+// cost of the block + the drafters' costs. An empty plan is plain decoding, so the scheduler
+// proposes nothing when drafting is expected not to pay. A small share of steps explores a
+// neighbouring plan so that estimates of unused options stay current.
+import type { NativeSampling } from '../native';
+import { DrafterCounters, type DraftBlock, type Drafter } from '../drafters/drafter';
+import { matchedPrefix } from '../drafters/drafter';
+import type { Cascade } from './cascade';
+
+const MAX_POS = 12;
+
+class Ema {
+  constructor(
+    public value: number,
+    private readonly rate = 0.1,
+  ) {}
+  add(x: number): void {
+    this.value += this.rate * (x - this.value);
+  }
+}
+
+export interface SchedulerOptions {
+  /** Largest band per drafter. Default 8. */
+  maxBand?: number;
+  /** Largest total draft. Default 12. */
+  maxDraft?: number;
+  /** Share of steps that explore a neighbouring plan. Default 0.05. */
+  explore?: number;
+  /** Seed of the exploration choices (not of the sampling). */
+  seed?: number;
+}
+
+export class AdaptiveScheduler implements Drafter {
+  readonly name = 'adaptive-cascade';
+  readonly counters = new DrafterCounters();
+  private readonly alpha: Ema[][];
+  private readonly callMs: Ema[];
+  private readonly tokensPerCall: Ema[];
+  private readonly verifyMs: Ema[] = [];
+  private last: number[] = [];
+  private rand: () => number;
+  readonly maxBand: number;
+  readonly maxDraft: number;
+  readonly explore: number;
+  /** How often each plan was chosen, for the stats. */
+  readonly plans = new Map<string, number>();
+
+  constructor(
+    readonly cascade: Cascade,
+    options: SchedulerOptions = {},
+  ) {
+    const n = cascade.top.drafters.length;
+    this.maxBand = options.maxBand ?? 8;
+    this.maxDraft = options.maxDraft ?? 12;
+    this.explore = options.explore ?? 0.05;
+    // Optimistic start (acceptance 0.6, cheap drafting) so every option gets tried early.
+    this.alpha = Array.from({ length: n }, () => Array.from({ length: MAX_POS }, () => new Ema(0.6)));
+    this.callMs = Array.from({ length: n }, () => new Ema(0));
+    this.tokensPerCall = Array.from({ length: n }, () => new Ema(1));
+    let s = (options.seed ?? 1) >>> 0;
+    this.rand = () => {
+      s = (s + 0x6d2b79f5) >>> 0;
+      let t = s;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+
+  async begin(context: number[]): Promise<void> {
+    await this.cascade.begin(context);
+    this.last = [];
+  }
+
+  /** Verification cost of a block of n tokens: measured, else interpolated linearly. */
+  private verifyCost(n: number): number {
+    const known = this.verifyMs.map((e, i) => [i, e?.value] as const).filter(([, v]) => v !== undefined) as Array<readonly [number, number]>;
+    if (this.verifyMs[n]) return this.verifyMs[n].value;
+    if (known.length === 0) return 1;
+    if (known.length === 1) return known[0][1] * (1 + 0.05 * (n - known[0][0]));
+    const [a, b] = [known[0], known[known.length - 1]];
+    const slope = Math.max(0, (b[1] - a[1]) / Math.max(1, b[0] - a[0]));
+    return Math.max(known[0][1] * 0.5, a[1] + slope * (n - a[0]));
+  }
+
+  /** Expected tokens per ms of a plan (band sizes in drafter order). */
+  score(plan: number[]): number {
+    let expected = 1, reach = 1, cost = 0, total = 0;
+    plan.forEach((size, d) => {
+      for (let j = 0; j < size; j++) {
+        reach *= this.alpha[d][Math.min(j, MAX_POS - 1)].value;
+        expected += reach;
+      }
+      if (size > 0) cost += (this.callMs[d].value * size) / Math.max(0.5, this.tokensPerCall[d].value);
+      total += size;
+    });
+    return expected / (this.verifyCost(total + 1) + cost);
+  }
+
+  private choosePlan(max: number): number[] {
+    const n = this.cascade.top.drafters.length;
+    let best: number[] = new Array(n).fill(0);
+    let bestScore = this.score(best);
+    const plan = new Array(n).fill(0);
+    const visit = (d: number, left: number): void => {
+      if (d === n) {
+        const sc = this.score(plan);
+        if (sc > bestScore) {
+          bestScore = sc;
+          best = [...plan];
+        }
+        return;
+      }
+      for (let size = 0; size <= Math.min(this.maxBand, left); size++) {
+        plan[d] = size;
+        visit(d + 1, left - size);
+      }
+      plan[d] = 0;
+    };
+    visit(0, Math.min(max, this.maxDraft));
+    if (this.rand() < this.explore) {
+      const d = Math.floor(this.rand() * n);
+      best[d] = Math.max(0, Math.min(this.maxBand, best[d] + (this.rand() < 0.5 ? -1 : 1)));
+      while (best.reduce((a, b) => a + b, 0) > Math.min(max, this.maxDraft)) best[d]--;
+    }
+    return best;
+  }
+
+  async draft(max: number, sampling: NativeSampling): Promise<DraftBlock> {
+    const plan = this.choosePlan(max);
+    const planKey = plan.join('/');
+    this.plans.set(planKey, (this.plans.get(planKey) ?? 0) + 1);
+    if (plan.every((s) => s === 0)) {
+      this.last = [];
+      this.cascade.top.lastSources = [];
+      return { tokens: [] };
+    }
+    const top = this.cascade.top;
+    top.setBands(plan);
+    const block = await top.draft(max, sampling);
+    top.lastCostMs.forEach((ms, d) => {
+      if (top.lastCalls[d] > 0) {
+        this.callMs[d].add(ms / top.lastCalls[d]);
+        const produced = top.lastSources.filter(([src]) => src === d).length;
+        this.tokensPerCall[d].add(produced / top.lastCalls[d]);
+      }
+    });
+    this.last = block.tokens;
+    return block;
+  }
+
+  /** Verification time of a block (called by the decoding loop). */
+  observeVerify(blockLength: number, ms: number): void {
+    if (!this.verifyMs[blockLength]) this.verifyMs[blockLength] = new Ema(ms, 0.2);
+    else this.verifyMs[blockLength].add(ms);
+  }
+
+  accept(emitted: readonly number[]): void {
+    const accepted = Math.min(matchedPrefix(this.last, emitted), this.last.length);
+    this.counters.record(this.last.length, accepted);
+    const sources = this.cascade.top.lastSources;
+    for (let i = 0; i < this.last.length && i <= accepted; i++) {
+      const [d, j] = sources[i];
+      if (j < MAX_POS) this.alpha[d][j].add(i < accepted ? 1 : 0);
+    }
+    this.last = [];
+    this.cascade.accept(emitted);
+  }
+
+  stats(): Record<string, unknown> {
+    return {
+      plans: Object.fromEntries([...this.plans.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8)),
+      alpha: this.alpha.map((row) => row.slice(0, 6).map((e) => +e.value.toFixed(3))),
+      drafterMsPerCall: this.callMs.map((e) => +e.value.toFixed(3)),
+      verifyMs: this.verifyMs.map((e, i) => (e ? [i, +e.value.toFixed(3)] : null)).filter(Boolean),
+    };
+  }
+}
