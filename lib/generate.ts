@@ -83,6 +83,19 @@ export async function runGeneration(
     if (options.signal?.aborted) throw abortError(options.signal);
   };
 
+  /** Cuts `text` before the first stop string in it (searching from what is not yet out). */
+  const cutAtStop = (): boolean => {
+    let cut = -1;
+    for (const s of options.stop) {
+      const at = text.indexOf(s, Math.max(0, emitted - s.length));
+      if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+    }
+    if (cut < 0) return false;
+    text = text.slice(0, cut);
+    finishReason = 'stop';
+    return true;
+  };
+
   const accept = (batch: number[]): void => {
     for (const t of batch) {
       if (tokens.length >= options.maxNewTokens) {
@@ -94,18 +107,17 @@ export async function runGeneration(
         finishReason = 'eos';
         break;
       }
+      // A stop string ends the generation at the token that completes it, however many
+      // tokens the source returned at once (speculative methods return several), so every
+      // method returns the same tokens as plain decoding.
+      if (options.stop.length && batch.length > 1) {
+        text = tokenizer.decode(tokens);
+        if (cutAtStop()) break;
+      }
     }
-    text = tokenizer.decode(tokens);
-    if (options.stop.length) {
-      let cut = -1;
-      for (const s of options.stop) {
-        const at = text.indexOf(s, Math.max(0, emitted - s.length));
-        if (at >= 0 && (cut < 0 || at < cut)) cut = at;
-      }
-      if (cut >= 0) {
-        text = text.slice(0, cut);
-        finishReason = 'stop';
-      }
+    if (finishReason !== 'stop') {
+      text = tokenizer.decode(tokens);
+      if (options.stop.length) cutAtStop();
     }
     if (!finishReason && tokens.length >= options.maxNewTokens) finishReason = 'length';
     // The pending token still fits while the cache (prompt + tokens - 1) is below capacity.

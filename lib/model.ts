@@ -151,16 +151,17 @@ export class Model {
     if (o.method === 'mag') return maxgram();
     if (o.method === 'sd') {
       assertSameVocabulary(this, o.draftModel!);
-      return new ModelDrafter(o.draftModel!, draftContext(o.draftModel!));
+      // The drafter's sampler: seeded from the generation's seed, apart from the target's.
+      return new ModelDrafter(o.draftModel!, draftContext(o.draftModel!), undefined, (o.seed + 1) % 2 ** 53);
     }
     if (o.method === 'csd') {
       const models = o.draftModels;
       for (const name of o.cascade!.drafters) assertSameVocabulary(this, models[name]);
       const contextLength = Math.min(capacity + 64, ...o.cascade!.drafters.map((n) => draftContext(models[n])));
-      if (!o.adaptive) return buildCascade(o.cascade!, models, maxgram(), contextLength);
+      if (!o.adaptive) return buildCascade(o.cascade!, models, maxgram(), contextLength, o.seed);
       // Every drafter is a candidate for the target's draft; the scheduler sizes the bands.
       const K = o.cascade!.K.map((row, r) => (r === 0 ? row.map((v) => Math.max(1, v)) : row));
-      return new AdaptiveScheduler(buildCascade({ ...o.cascade!, K }, models, maxgram(), contextLength), { seed: o.seed });
+      return new AdaptiveScheduler(buildCascade({ ...o.cascade!, K }, models, maxgram(), contextLength, o.seed), { seed: o.seed });
     }
     return undefined;
   }
@@ -174,10 +175,9 @@ export class Model {
     if (cascade instanceof Cascade) for (const l of cascade.levels) passes.push({ passes: l.passes, params: l.model.numParams });
     const draftCost = passes.slice(1).reduce((s, p) => s + p.passes * p.params, 0);
     const verifyPasses = Math.max(1, source.targetForwards - 1); // the prompt pass drafts nothing
-    const byPosition = (source.stats().acceptanceByPosition as number[]) ?? [];
     return {
       swi: swi(tokens, P, passes),
-      ewif: ewif(byPosition, draftCost / verifyPasses / P),
+      ewif: ewif(source.conditionalAcceptance(), draftCost / verifyPasses / P),
       ...(cascade instanceof Cascade ? { levels: cascade.levelStats() } : {}),
     };
   }

@@ -14,6 +14,8 @@ export class SpeculativeSource implements TokenSource {
   private acceptedDrafts = 0;
   private readonly proposedAt: number[] = [];
   private readonly acceptedAt: number[] = [];
+  /** reachedAt[i]: passes that proposed position i with every earlier draft accepted. */
+  private readonly reachedAt: number[] = [];
 
   constructor(
     private readonly target: Sequence,
@@ -50,11 +52,18 @@ export class SpeculativeSource implements TokenSource {
     for (let i = 0; i < block.tokens.length; i++) {
       this.proposedAt[i] = (this.proposedAt[i] ?? 0) + 1;
       this.acceptedAt[i] = (this.acceptedAt[i] ?? 0) + (i < r.accepted ? 1 : 0);
+      if (i <= r.accepted) this.reachedAt[i] = (this.reachedAt[i] ?? 0) + 1;
     }
     this.drafter?.accept(out);
     this.pending = r.next;
     this.emitted += out.length;
     return out;
+  }
+
+  /** Per draft position i: P(accepted | proposed and every earlier draft accepted), the
+   * alpha_i of the EWIF formula (acceptanceByPosition is not conditioned on earlier ones). */
+  conditionalAcceptance(): number[] {
+    return this.reachedAt.map((n, i) => (n ? this.acceptedAt[i] / n : 0));
   }
 
   stats(): Record<string, unknown> {

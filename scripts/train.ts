@@ -19,6 +19,7 @@ import * as path from 'path';
 import { Tokenizer } from '@huggingface/tokenizers';
 
 import { loadNative, type NativeConfig } from '../lib/native';
+import { mulberry32 } from '../lib/prng';
 import { readTexts, type DataFormat } from './train-tokenizer';
 
 export const PROMPT_TEMPLATE = 'Question: {prompt}\nAnswer:';
@@ -102,17 +103,6 @@ export function parseTrainArgs(argv: string[]): Args {
     eval: raw.eval as string | undefined, evalEvery: num('eval-every', 200), checkpointEvery: num('checkpoint-every', 200),
     stateDir: (raw['state-dir'] as string) ?? path.join(out, '..', '.train-state', path.basename(out)),
     resume: raw.resume === true, bf16: raw.fp32 !== true, saveDtype,
-  };
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 

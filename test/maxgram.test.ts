@@ -208,6 +208,22 @@ describe.each(['recent', 'earliest'] as const)('MaxGram %s occurrence vs the bru
     }
   });
 
+  test('draft(max, sampling, prefix): proposes after context + prefix, leaves the context as it was', () => {
+    const rand = mulberry32(occ === 'recent' ? 51 : 52);
+    const sampling = { temperature: 0, topK: 0, topP: 1 };
+    for (let trial = 0; trial < 100; trial++) {
+      const S = randomSeq(rand, 1 + Math.floor(rand() * 25), 3);
+      const prefix = randomSeq(rand, Math.floor(rand() * 6), 3);
+      const m = new MaxGram({ maxN: 5, occurrence: occ });
+      m.begin([...S]);
+      if (rand() < 0.5) m.propose(3); // index built before the tentative tokens
+      const max = 1 + Math.floor(rand() * 8);
+      expect(m.draft(max, sampling, prefix).tokens).toEqual(refPropose([...S, ...prefix], max, 5, occ));
+      expect([...m.context]).toEqual(S);
+      expectAllMax(m, S, 5, occ, undefined, `after a tentative draft, trial ${trial}`);
+    }
+  });
+
   test('truncate(0), truncate to the full length, and out-of-range truncation', () => {
     const m = new MaxGram({ occurrence: occ });
     m.begin([1, 2, 1, 2, 1]);

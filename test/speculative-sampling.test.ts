@@ -141,7 +141,7 @@ describe('helpers', () => {
 // 1. The native rule against the TS reference
 
 describe('native verify: (accepted, next) frequencies match the TS reference of the rule', () => {
-  const DRAWS = 2000;
+  const DRAWS = 1500;
   const T0 = 33; // the pending token
 
   type Kind = 'stochastic' | 'one-hot' | 'excluded';
@@ -157,13 +157,10 @@ describe('native verify: (accepted, next) frequencies match the TS reference of 
   test.each(CONFIGS.map((c, i) => [c.name, c, i] as const))('%s', (_name, cfg, index) => {
     const { sampling, k, kind } = cfg;
     const proc = (l: ArrayLike<number>) => processedDistribution(l, sampling.temperature, sampling.topK, sampling.topP);
-    const rand = mulberry32(1000 + index);
-    const drawFrom = (dist: ArrayLike<number>) => {
-      let u = rand();
-      for (let i = 0; i < dist.length; i++) if (dist[i] > 0 && (u -= dist[i]) < 0) return i;
-      return argmax(dist);
-    };
-    // The drafter (the near model) proposes left to right; its processed rows are q.
+    // The drafter (the near model) proposes left to right; its processed rows are q. The drafts
+    // are chosen (any token with q > 0 is a valid test input) so that both outcomes occur:
+    // stochastic q: the token q over-proposes most (accepted with p/q < 1), or q's mode;
+    // one-hot: the target's mode or its runner-up.
     const dseq = near.createSequence({ contextLength: 16 });
     dseq.forwardSync(CTX);
     let dl = dseq.forwardSync([T0]);
@@ -171,12 +168,16 @@ describe('native verify: (accepted, next) frequencies match the TS reference of 
     const q = new Float32Array(k * V);
     for (let i = 0; i < k; i++) {
       const qi = proc(dl);
-      let x = kind === 'one-hot' ? argmax(qi) : drawFrom(qi);
+      const pl = ref.forward([...CTX, T0, ...drafts])[CTX.length + i];
+      const pi = proc(pl);
+      const byP = pl.map((_, t) => t).sort((a, b) => pl[b] - pl[a]);
+      let x: number;
+      if (kind === 'one-hot') x = byP[i === 1 ? 1 : 0];
+      else if (i % 2 === 0) x = argmax(qi.map((v, t) => (v > 0 ? v - pi[t] : -Infinity)));
+      else x = argmax(qi);
       if (kind === 'excluded' && i === 1) {
         // A token the target's top-5 excludes, made likely under q: q = (q + onehot(x)) / 2.
-        const pl = ref.forward([...CTX, T0, ...drafts])[CTX.length + i];
-        const order = pl.map((_, t) => t).sort((a, b) => pl[b] - pl[a]);
-        x = order[10];
+        x = byP[10];
         for (let t = 0; t < V; t++) qi[t] = (qi[t] + (t === x ? 1 : 0)) / 2;
       }
       q.set(qi, i * V);
@@ -193,20 +194,22 @@ describe('native verify: (accepted, next) frequencies match the TS reference of 
     // The configuration exercises rejections and (but for 'excluded') acceptances.
     expect(byAccepted[0]).toBeGreaterThan(0.02);
     if (kind === 'excluded') expect(byAccepted.slice(2).every((m) => m === 0)).toBe(true);
-    else expect(byAccepted.slice(1).reduce((s, v) => s + v, 0)).toBeGreaterThan(0.1);
+    else expect(byAccepted.slice(1).reduce((s, v) => s + v, 0)).toBeGreaterThan(0.05);
 
     const seq = target.createSequence({ contextLength: 16 });
     seq.forwardSync(CTX);
     seq.reseed(500 + index);
     const counts = new Map<number, number>();
     const block = Int32Array.from([T0, ...drafts]);
+    let badLength = 0;
     for (let draw = 0; draw < DRAWS; draw++) {
       const r = seq.native.verify(block, { sampling, draftProbs: kind === 'one-hot' ? undefined : q });
       const cell = r.accepted * V + r.next;
       counts.set(cell, (counts.get(cell) ?? 0) + 1);
-      expect(seq.length).toBe(CTX.length + 1 + r.accepted); // rolled back to the accepted prefix
+      if (seq.length !== CTX.length + 1 + r.accepted) badLength++; // rolled back to the accepted prefix
       seq.truncate(CTX.length);
     }
+    expect(badLength).toBe(0);
     const fit = goodnessOfFit(counts, exact, DRAWS);
     expect({ impossible: fit.impossible }).toEqual({ impossible: 0 });
     expect(fit.cells).toBeGreaterThan(3);
@@ -278,6 +281,15 @@ describe("end to end: 'sd' and 'mag' sample the first tokens like 'ar'", () => {
     for (const name of ['ar', 'sd', 'mag']) expect(samples[name].every((t) => t.length === 4)).toBe(true);
   });
 
+  test('a seed reproduces a speculative sampled generation', async () => {
+    for (const extra of [{ method: 'sd', draftModel: near }, { method: 'mag' }] as const) {
+      const o = { ...opts, ...extra, maxNewTokens: 12, seed: 4242 };
+      const a = await targetBg.generate(CTX, o);
+      const b = await targetBg.generate(CTX, o);
+      expect(b.tokens).toEqual(a.tokens);
+    }
+  });
+
   const joint = (name: string, i: number) => {
     const m = new Map<string, number>();
     for (const t of samples[name]) m.set(`${t[i]},${t[i + 1]}`, (m.get(`${t[i]},${t[i + 1]}`) ?? 0) + 1);
@@ -285,11 +297,11 @@ describe("end to end: 'sd' and 'mag' sample the first tokens like 'ar'", () => {
   };
 
   test.each([
-    ['sd', 0],
-    ['sd', 1],
-    ['mag', 0],
-    ['mag', 1],
-  ] as const)("homogeneity with 'ar': %s, tokens %i and %i+1", (name, i) => {
+    ['sd', '(t1, t2)', 0],
+    ['mag', '(t1, t2)', 0],
+    ['sd', '(t2, t3)', 1],
+    ['mag', '(t2, t3)', 1],
+  ] as const)("homogeneity of %s with 'ar': joint of %s", (name, _label, i) => {
     const h = homogeneity(joint(name, i), joint('ar', i));
     expect(h.cells).toBeGreaterThan(10);
     expect(h.p).toBeGreaterThan(ALPHA);

@@ -100,10 +100,12 @@ export class ReviewerLevel implements Drafter {
     readonly inner: BandedDrafter,
     readonly lenience: number,
     private readonly contextLength: number,
+    /** Seeds this level's sampler: derived from the generation's seed, apart from the target's. */
+    private readonly seed = 0,
   ) {}
 
   async begin(context: number[]): Promise<void> {
-    this.ctx = new CachedContext(this.model.createSequence({ contextLength: this.contextLength }));
+    this.ctx = new CachedContext(this.model.createSequence({ contextLength: this.contextLength, seed: this.seed }));
     this.committed = [...context];
   }
 
@@ -182,6 +184,7 @@ export function buildCascade(
   models: Record<string, Model>,
   maxgram: MaxGram,
   contextLength: number,
+  seed = 0,
 ): Cascade {
   const m = validateMatrix(matrix);
   const n = m.drafters.length;
@@ -206,7 +209,7 @@ export function buildCascade(
       const name = m.drafters[r - 1];
       const model = models[name];
       if (!model) throw new Error(`cascade: no model loaded for drafter "${name}"`);
-      level = new ReviewerLevel(name, model, bandsOf(r), m.lenience, contextLength);
+      level = new ReviewerLevel(name, model, bandsOf(r), m.lenience, contextLength, (seed + 1 + r) % 2 ** 53);
       levels.set(r, level);
     }
     return level;

@@ -13,6 +13,7 @@ import type { NativeSampling } from '../native';
 import { DrafterCounters, type DraftBlock, type Drafter } from '../drafters/drafter';
 import { matchedPrefix } from '../drafters/drafter';
 import type { Cascade } from './cascade';
+import { mulberry32 } from '../prng';
 
 const MAX_POS = 12;
 
@@ -64,14 +65,7 @@ export class AdaptiveScheduler implements Drafter {
     this.alpha = Array.from({ length: n }, () => Array.from({ length: MAX_POS }, () => new Ema(0.6)));
     this.callMs = Array.from({ length: n }, () => new Ema(0));
     this.tokensPerCall = Array.from({ length: n }, () => new Ema(1));
-    let s = (options.seed ?? 1) >>> 0;
-    this.rand = () => {
-      s = (s + 0x6d2b79f5) >>> 0;
-      let t = s;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
+    this.rand = mulberry32(options.seed ?? 1);
   }
 
   async begin(context: number[]): Promise<void> {

@@ -53,7 +53,7 @@ export async function runBench(
 ): Promise<MethodResult[]> {
   const { target } = family;
   if (methods[0]?.name !== 'ar') methods = [parseArOnly(), ...methods.filter((m) => m.name !== 'ar')];
-  const acc = methods.map(() => ({ tokens: 0, wallMs: 0, forwards: 0, swiCost: 0, mismatches: 0, proposedAt: [] as number[], acceptedAt: [] as number[] }));
+  const acc = methods.map(() => ({ tokens: 0, wallMs: 0, forwards: 0, requests: 0, swiCost: 0, mismatches: 0, proposedAt: [] as number[], acceptedAt: [] as number[] }));
   const gen = (m: MethodSpec, p: string): Promise<GenerationResult> =>
     target.generate(p, { ...m.options, maxNewTokens: options.maxNewTokens, temperature: 0, stopOnEos: true });
   for (const m of methods) for (const p of prompts.slice(0, options.warmup)) await gen(m, p);
@@ -67,6 +67,7 @@ export async function runBench(
       a.tokens += r.tokens.length;
       a.wallMs += r.stats.wallMs;
       a.forwards += r.stats.targetForwards;
+      if (r.tokens.length > 0) a.requests++;
       a.swiCost += r.tokens.length / Math.max(1e-9, Number(r.stats.swi ?? 1));
       const byPos = (r.stats.acceptanceByPosition as number[] | undefined) ?? [];
       if (i === 0) reference = r.tokens;
@@ -90,8 +91,9 @@ export async function runBench(
       tokensPerSecond: tps,
       speedupVsAR: tps / arTps,
       swi: a.tokens / a.swiCost,
-      // Tokens per verification pass (the prompt pass of each request excluded).
-      meanAcceptedLength: a.tokens / Math.max(1, a.forwards),
+      // Tokens per verification pass (the prompt pass of each request, and the first token
+      // it produced, excluded), as SpeculativeSource counts it per generation.
+      meanAcceptedLength: a.forwards > a.requests ? (a.tokens - a.requests) / (a.forwards - a.requests) : 1,
       targetForwards: a.forwards,
       identicalToAR: a.mismatches === 0,
       mismatches: a.mismatches,

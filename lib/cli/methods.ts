@@ -34,6 +34,7 @@ export function parseMethod(spec: string, family: Family, defaults: { k: number;
       return { name: `sd:${draft}@${k}`, options: { method: 'sd', draftModel: model, k }, describe: `draft ${draft}, k ${k}` };
     }
     default: {
+      if (kStr) throw new UsageError(`bad method "${spec}": ${kind} takes no K (the cascade file sets the band sizes)`);
       let cascade = defaults.cascade;
       if (arg) {
         if (!fs.existsSync(arg)) throw new UsageError(`bad method "${spec}": cascade file ${arg} not found`);

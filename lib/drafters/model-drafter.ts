@@ -12,10 +12,17 @@ export class ModelDrafter implements Drafter {
   private committed: number[] = [];
   private last: number[] = [];
 
+  /**
+   * `seed` seeds the draft model's sampler. Sampled drafts verified against their q must be
+   * fresh random draws in every generation: a generation seeded s should pass a seed derived
+   * from s (and different from the target's), or the drafts repeat across seeds and the output
+   * no longer follows the target's distribution.
+   */
   constructor(
     readonly model: Model,
     private readonly contextLength: number,
     name?: string,
+    private readonly seed = 0,
   ) {
     this.name = name ?? `model:${model.dir.split('/').pop()}`;
   }
@@ -26,7 +33,7 @@ export class ModelDrafter implements Drafter {
   }
 
   begin(context: number[]): void {
-    this.ctx = new CachedContext(this.model.createSequence({ contextLength: this.contextLength }));
+    this.ctx = new CachedContext(this.model.createSequence({ contextLength: this.contextLength, seed: this.seed }));
     this.committed = [...context];
     this.last = [];
   }

@@ -1,0 +1,12 @@
+// mulberry32: a tiny seeded PRNG for reproducible choices in TypeScript (data order, exploration).
+// Not the sampler: token sampling happens natively with its own generator.
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -1,0 +1,605 @@
+/**
+ * Cascade Speculative Drafting (method 'csd'): the K matrix and its readable form
+ * (lib/cascade/config.ts), greedy exactness of random cascades (vertical + horizontal,
+ * lenient draft levels, adaptive row-0 bands) against plain AR and the float64 reference
+ * (test/reference/llama.ts), and the cost-model metrics (SWI, EWIF, per-level counters).
+ * Expected values come from the reference, from AR output, from hand computation, or from a
+ * brute-force simulation of the decoding loop — never from the code under test.
+ * The sampling distribution of 'csd' is in cascade-sampling.test.ts (kept apart for time).
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import {
+  CascadeConfigError,
+  describeCascade,
+  matrixToReadable,
+  parseCascade,
+  readableToMatrix,
+  validateMatrix,
+  type CascadeMatrix,
+  type ReadableCascade,
+} from '../lib/cascade/config';
+import { ewif, swi } from '../lib/metrics';
+import { Model } from '../lib/model';
+import type { GenerateOptions } from '../lib/options';
+import { readSafetensors, writeSafetensors } from './helpers/safetensors';
+import { makeTinyModel, mulberry32, type TinyModelConfig } from './helpers/tiny-model';
+import { ReferenceLlama } from './reference/llama';
+
+const V = 260;
+const BOS = 256;
+const EOS = 257;
+
+// ---------------------------------------------------------------------------------------------
+// Independent helpers (no lib/ code).
+
+/** The readable form of K written out from the definition (§5 of cs-drafting.md). */
+function readableOf(drafters: string[], K: number[][], lenience: number): ReadableCascade {
+  const col = (c: number) => (c < drafters.length ? drafters[c] : 'maxgram');
+  const levels = K.map((row, r) => ({
+    reviewer: r === 0 ? 'target' : drafters[r - 1],
+    bands: row.map((size, c) => ({ drafter: col(c), size })).filter((b) => b.size > 0),
+  })).filter((l, r) => r === 0 || l.bands.length > 0);
+  return { drafters: [...drafters], levels, lenience };
+}
+
+/** A random valid K for n drafters: upper triangular, entries 0..maxEntry, row 0 non-zero. */
+function randomK(rand: () => number, n: number, maxEntry: number): number[][] {
+  const K: number[][] = Array.from({ length: n + 1 }, (_, r) => Array.from({ length: n + 1 }, (_, c) => (c < r ? 0 : Math.floor(rand() * (maxEntry + 1)))));
+  while (!K[0].some((v) => v > 0)) K[0][Math.floor(rand() * (n + 1))] = 1 + Math.floor(rand() * maxEntry);
+  return K;
+}
+
+/** Parameter count of a tiny Llama from its config.json (untied, no biases). */
+function paramsOf(c: TinyModelConfig): number {
+  const H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim ?? H / c.num_attention_heads;
+  const attn = c.num_attention_heads * hd * H * 2 + c.num_key_value_heads * hd * H * 2;
+  const layer = 2 * H + attn + 3 * I * H;
+  return c.vocab_size * H * 2 + c.num_hidden_layers * layer + H;
+}
+
+/** Copies a model folder and adds N(0, sigma) noise to its lm_head (a drafter that is often,
+ * not always, right). */
+function perturbedCopy(from: string, to: string, sigma: number, seed: number): void {
+  fs.mkdirSync(to, { recursive: true });
+  for (const f of fs.readdirSync(from)) fs.copyFileSync(path.join(from, f), path.join(to, f));
+  const file = path.join(to, 'model.safetensors');
+  const t = readSafetensors(file);
+  const rand = mulberry32(seed);
+  const w = t['lm_head.weight'].data;
+  for (let i = 0; i < w.length; i++) w[i] += sigma * Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+  writeSafetensors(file, t, { format: 'pt' });
+}
+
+const expectConfigError = (f: () => unknown, message: string | RegExp): void => {
+  let caught: unknown;
+  try {
+    f();
+  } catch (e) {
+    caught = e;
+  }
+  expect(caught).toBeInstanceOf(CascadeConfigError);
+  if (typeof message === 'string') expect((caught as Error).message).toBe(message);
+  else expect((caught as Error).message).toMatch(message);
+};
+
+// ---------------------------------------------------------------------------------------------
+
+describe('config: K matrix and readable form', () => {
+  test('random valid K (0..3 drafters) round-trip matrix -> readable -> matrix, and the readable form is the definition', () => {
+    const rand = mulberry32(2024);
+    const pool = ['alpha', 'beta', 'gamma', 'delta'];
+    for (let i = 0; i < 200; i++) {
+      const n = i % 4;
+      const drafters = pool.slice(0, n);
+      const K = randomK(rand, n, 6);
+      const lenience = [1, 1.5, 2, 3, 10][i % 5];
+      const m: CascadeMatrix = { drafters, K, lenience };
+      const readable = matrixToReadable(m);
+      expect(readable).toEqual(readableOf(drafters, K, lenience));
+      const back = readableToMatrix(readable);
+      expect(back).toEqual({ drafters, K, lenience });
+      // parseCascade takes either form.
+      expect(parseCascade(readable)).toEqual(back);
+      expect(parseCascade(m)).toEqual(back);
+      // Through JSON too (what cascade.json files hold).
+      expect(parseCascade(JSON.parse(JSON.stringify(readable)))).toEqual(back);
+      // Normalisation copies: mutating the input does not change the parsed result.
+      const parsed = validateMatrix(m);
+      K[0][0] += 1;
+      expect(parsed.K[0][0]).toBe(K[0][0] - 1);
+    }
+  });
+
+  test('lenience defaults to 1 in both forms', () => {
+    expect(validateMatrix({ drafters: [], K: [[4]] })).toEqual({ drafters: [], K: [[4]], lenience: 1 });
+    expect(readableToMatrix({ drafters: ['d'], levels: [{ reviewer: 'target', bands: [{ drafter: 'd', size: 2 }] }] })).toEqual({ drafters: ['d'], K: [[2, 0], [0, 0]], lenience: 1 });
+  });
+
+  test("the paper's two configurations parse and read as documented", () => {
+    const t5 = parseCascade({ drafters: ['base', 'small'], K: [[5, 14, 10], [0, 1, 10], [0, 0, 10]], lenience: 2 });
+    expect(t5).toEqual({ drafters: ['base', 'small'], K: [[5, 14, 10], [0, 1, 10], [0, 0, 10]], lenience: 2 });
+    expect(matrixToReadable(t5)).toEqual({
+      drafters: ['base', 'small'],
+      lenience: 2,
+      levels: [
+        { reviewer: 'target', bands: [{ drafter: 'base', size: 5 }, { drafter: 'small', size: 14 }, { drafter: 'maxgram', size: 10 }] },
+        { reviewer: 'base', bands: [{ drafter: 'small', size: 1 }, { drafter: 'maxgram', size: 10 }] },
+        { reviewer: 'small', bands: [{ drafter: 'maxgram', size: 10 }] },
+      ],
+    });
+    expect(describeCascade(t5)).toBe('target[base:5 small:14 maxgram:10] base(l=2)[small:1 maxgram:10] small(l=2)[maxgram:10]');
+
+    const llama = parseCascade({ drafters: ['llama-160m'], K: [[13, 10], [0, 10]], lenience: 3 });
+    expect(llama.K).toEqual([[13, 10], [0, 10]]);
+    expect(llama.lenience).toBe(3);
+    expect(describeCascade(llama)).toBe('target[llama-160m:13 maxgram:10] llama-160m(l=3)[maxgram:10]');
+    // The readable form of the same thing gives the same matrix.
+    expect(
+      parseCascade({
+        drafters: ['llama-160m'],
+        lenience: 3,
+        levels: [
+          { reviewer: 'target', bands: [{ drafter: 'llama-160m', size: 13 }, { drafter: 'maxgram', size: 10 }] },
+          { reviewer: 'llama-160m', bands: [{ drafter: 'maxgram', size: 10 }] },
+        ],
+      }),
+    ).toEqual(llama);
+    // Strict reviews carry no lenience mark; a MaG-only cascade is just the target's row.
+    expect(describeCascade({ drafters: ['d'], K: [[2, 1], [0, 3]], lenience: 1 })).toBe('target[d:2 maxgram:1] d[maxgram:3]');
+    expect(describeCascade({ drafters: [], K: [[4]], lenience: 1 })).toBe('target[maxgram:4]');
+  });
+
+  test('invalid matrices give clear errors', () => {
+    const two = ['mid', 'small'];
+    // Wrong number of rows.
+    expectConfigError(() => validateMatrix({ drafters: two, K: [[1, 1, 1], [0, 1, 1]] }), 'invalid cascade: K must have 3 rows (one per reviewer: target + 2 drafters), got 2');
+    expectConfigError(() => validateMatrix({ drafters: [], K: [[1], [0]] }), /K must have 1 rows .* got 2/);
+    expectConfigError(() => validateMatrix({ drafters: two } as unknown as CascadeMatrix), /K must have 3 rows .* got none/);
+    // Not square.
+    expectConfigError(() => validateMatrix({ drafters: two, K: [[1, 1, 1], [0, 1], [0, 0, 1]] }), 'invalid cascade: K row 1 must have 3 entries');
+    expectConfigError(() => validateMatrix({ drafters: two, K: [[1, 1, 1, 1], [0, 1, 1], [0, 0, 1]] }), 'invalid cascade: K row 0 must have 3 entries');
+    // Below the diagonal: a reviewer using a larger drafter (or itself).
+    expectConfigError(
+      () => validateMatrix({ drafters: two, K: [[1, 1, 1], [2, 1, 1], [0, 0, 1]] }),
+      'invalid cascade: K must be upper triangular: K[1][0] = 2 (a reviewer can only use smaller drafters)',
+    );
+    expectConfigError(() => validateMatrix({ drafters: two, K: [[1, 1, 1], [0, 1, 1], [0, 3, 1]] }), /upper triangular: K\[2\]\[1\] = 3/);
+    // Negative, fractional, non-number, too large.
+    expectConfigError(() => validateMatrix({ drafters: two, K: [[1, -1, 1], [0, 1, 1], [0, 0, 1]] }), 'invalid cascade: K[0][1] must be an integer in [0, 256], got -1');
+    expectConfigError(() => validateMatrix({ drafters: two, K: [[1, 1, 1], [0, 1.5, 1], [0, 0, 1]] }), 'invalid cascade: K[1][1] must be an integer in [0, 256], got 1.5');
+    expectConfigError(() => validateMatrix({ drafters: two, K: [[1, 1, '2' as unknown as number], [0, 1, 1], [0, 0, 1]] }), /K\[0\]\[2\] must be an integer in \[0, 256\], got 2/);
+    expectConfigError(() => validateMatrix({ drafters: two, K: [[1, NaN, 1], [0, 1, 1], [0, 0, 1]] }), /K\[0\]\[1\] must be an integer .* got NaN/);
+    expectConfigError(() => validateMatrix({ drafters: two, K: [[1, 1, 1], [0, 1, 1], [0, 0, 257]] }), /K\[2\]\[2\] must be an integer in \[0, 256\], got 257/);
+    // Row 0 all zeros: nothing to draft.
+    expectConfigError(() => validateMatrix({ drafters: two, K: [[0, 0, 0], [0, 1, 1], [0, 0, 1]] }), "invalid cascade: K row 0 (the target's draft) is all zeros: nothing would be drafted");
+    expectConfigError(() => validateMatrix({ drafters: [], K: [[0]] }), /row 0 .* all zeros/);
+    // Names.
+    expectConfigError(() => validateMatrix({ drafters: ['a', 'a'], K: [[1, 1, 1], [0, 1, 1], [0, 0, 1]] }), 'invalid cascade: drafter names must be unique');
+    expectConfigError(() => validateMatrix({ drafters: ['maxgram'], K: [[1, 1], [0, 1]] }), 'invalid cascade: "maxgram" and "target" are reserved names');
+    expectConfigError(() => validateMatrix({ drafters: ['target'], K: [[1, 1], [0, 1]] }), 'invalid cascade: "maxgram" and "target" are reserved names');
+    expectConfigError(() => validateMatrix({ drafters: [''], K: [[1, 1], [0, 1]] }), 'invalid cascade: drafters must be an array of names');
+    expectConfigError(() => validateMatrix({ drafters: 'mid' as unknown as string[], K: [[1, 1], [0, 1]] }), 'invalid cascade: drafters must be an array of names');
+    // Lenience.
+    expectConfigError(() => validateMatrix({ drafters: [], K: [[1]], lenience: 0.5 }), 'invalid cascade: lenience must be a number >= 1, got 0.5');
+    expectConfigError(() => validateMatrix({ drafters: [], K: [[1]], lenience: 0 }), /lenience must be a number >= 1, got 0/);
+    expectConfigError(() => validateMatrix({ drafters: [], K: [[1]], lenience: NaN }), /lenience must be a number >= 1, got NaN/);
+    expectConfigError(() => validateMatrix({ drafters: [], K: [[1]], lenience: Infinity }), /lenience must be a number >= 1, got Infinity/);
+    expectConfigError(() => validateMatrix({ drafters: [], K: [[1]], lenience: '2' as unknown as number }), /lenience must be a number >= 1, got 2/);
+  });
+
+  test('invalid readable forms give clear errors', () => {
+    const lvl = (reviewer: string, ...bands: Array<[string, number]>) => ({ reviewer, bands: bands.map(([drafter, size]) => ({ drafter, size })) });
+    const drafters = ['mid', 'small'];
+    expectConfigError(() => readableToMatrix({ drafters, levels: [lvl('target', ['tiny', 2])] }), 'invalid cascade: unknown drafter "tiny" in level "target"');
+    expectConfigError(() => readableToMatrix({ drafters, levels: [lvl('target', ['mid', 2]), lvl('huge', ['maxgram', 2])] }), 'invalid cascade: unknown reviewer "huge"');
+    expectConfigError(() => readableToMatrix({ drafters, levels: [lvl('target', ['mid', 2]), lvl('maxgram', ['maxgram', 2])] }), 'invalid cascade: unknown reviewer "maxgram"');
+    // Bands out of order (smaller drafter first), or the same drafter twice.
+    expectConfigError(
+      () => readableToMatrix({ drafters, levels: [lvl('target', ['small', 2], ['mid', 1])] }),
+      'invalid cascade: level "target": bands must go from larger to smaller drafters, each drafter once',
+    );
+    expectConfigError(() => readableToMatrix({ drafters, levels: [lvl('target', ['maxgram', 2], ['small', 1])] }), /level "target": bands must go from larger to smaller/);
+    expectConfigError(() => readableToMatrix({ drafters, levels: [lvl('target', ['mid', 2], ['mid', 1])] }), /level "target": bands must go from larger to smaller drafters, each drafter once/);
+    // A reviewer using a larger drafter, or itself.
+    expectConfigError(
+      () => readableToMatrix({ drafters, levels: [lvl('target', ['mid', 2]), lvl('small', ['mid', 1])] }),
+      'invalid cascade: level "small" cannot use "mid": a reviewer only uses drafters smaller than itself',
+    );
+    expectConfigError(() => readableToMatrix({ drafters, levels: [lvl('target', ['mid', 2]), lvl('mid', ['mid', 1])] }), /level "mid" cannot use "mid"/);
+    // A level configured twice.
+    expectConfigError(() => readableToMatrix({ drafters, levels: [lvl('target', ['mid', 2]), lvl('target', ['small', 1])] }), 'invalid cascade: reviewer "target" configured twice');
+    // No target level, or a target level with nothing in it.
+    expectConfigError(() => readableToMatrix({ drafters, levels: [lvl('mid', ['maxgram', 2])] }), /row 0 .* all zeros/);
+    expectConfigError(() => readableToMatrix({ drafters, levels: [lvl('target')] }), /row 0 .* all zeros/);
+    // Band sizes are checked as K entries.
+    expectConfigError(() => readableToMatrix({ drafters, levels: [lvl('target', ['mid', -2])] }), /K\[0\]\[0\] must be an integer in \[0, 256\], got -2/);
+    // Shape errors.
+    expectConfigError(() => readableToMatrix({ drafters, levels: [{ reviewer: 'target' } as unknown as ReadableCascade['levels'][0]] }), 'invalid cascade: level "target" needs a bands array');
+    expectConfigError(() => parseCascade({ drafters }), 'invalid cascade: expected "K" (matrix form) or "levels" (readable form)');
+    expectConfigError(() => parseCascade(null), 'invalid cascade: expected an object');
+    expectConfigError(() => parseCascade('[[1]]'), 'invalid cascade: expected an object');
+    expectConfigError(() => parseCascade({ levels: [] }), 'invalid cascade: expected { drafters, levels }');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+let tmp: string;
+let target: Model;
+let targetCfg: TinyModelConfig;
+let ref: ReferenceLlama;
+/** Drafters: `same` = the target's weights (always right), `near` = the target with a noisy
+ * head (often right), `w1`/`w2` = other random models (almost always wrong). */
+const drafts: Record<string, Model> = {};
+const draftCfg: Record<string, TinyModelConfig> = {};
+
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-csd-'));
+  const dir = (n: string) => path.join(tmp, n);
+  targetCfg = makeTinyModel(dir('target'), { vocabSize: V, seed: 101 });
+  draftCfg.same = makeTinyModel(dir('same'), { vocabSize: V, seed: 101 });
+  perturbedCopy(dir('target'), dir('near'), 0.25, 7);
+  draftCfg.near = targetCfg;
+  draftCfg.w1 = makeTinyModel(dir('w1'), { vocabSize: V, seed: 202 });
+  draftCfg.w2 = makeTinyModel(dir('w2'), { vocabSize: V, seed: 303, numLayers: 1, intermediateSize: 32 });
+  // The target's weights with a shorter context (64 positions vs the target's 128).
+  draftCfg.short = makeTinyModel(dir('short'), { vocabSize: V, seed: 101, maxPositionEmbeddings: 64 });
+  target = Model.loadSync(dir('target'));
+  for (const n of ['same', 'near', 'w1', 'w2', 'short']) drafts[n] = Model.loadSync(dir(n));
+  ref = ReferenceLlama.load(dir('target'));
+});
+afterAll(() => {
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+const STRINGS = ['Hello', 'abcabcabc', 'the cat and the cat and the', 'x', 'To be or not to be'];
+
+/** Token ids of a string prompt under the tiny byte-level tokenizer: BOS, then one id per byte. */
+const idsOf = (s: string) => [BOS, ...Buffer.from(s, 'utf8')];
+
+describe('greedy exactness of random cascades', () => {
+  interface Case {
+    drafters: string[];
+    K: number[][];
+    lenience: number;
+    prompt: string | number[];
+    maxNewTokens: number;
+    adaptive: boolean;
+    stopOnEos: boolean;
+    readable: boolean;
+  }
+
+  function makeCase(rand: () => number, i: number): Case {
+    const pool = ['same', 'near', 'w1', 'w2'];
+    const depth = 1 + Math.floor(rand() * 2);
+    const drafters: string[] = [];
+    while (drafters.length < depth) {
+      const d = pool[Math.floor(rand() * pool.length)];
+      if (!drafters.includes(d)) drafters.push(d);
+    }
+    let prompt: string | number[];
+    if (i % 2 === 0) prompt = STRINGS[Math.floor(rand() * STRINGS.length)];
+    else {
+      // Token ids, often with a repeated pattern so Max-Gram has something to propose.
+      const unit = Array.from({ length: 1 + Math.floor(rand() * 4) }, () => Math.floor(rand() * V));
+      const reps = 1 + Math.floor(rand() * 3);
+      prompt = [...(rand() < 0.5 ? [BOS] : []), ...Array.from({ length: reps }, () => unit).flat()];
+    }
+    return {
+      drafters,
+      K: randomK(rand, depth, 4),
+      lenience: [1, 1.5, 2, 3, 10][Math.floor(rand() * 5)],
+      prompt,
+      maxNewTokens: 1 + Math.floor(rand() * 40),
+      adaptive: rand() < 0.35,
+      stopOnEos: rand() < 0.3,
+      readable: rand() < 0.3,
+    };
+  }
+
+  const CASES = 64;
+  test(`${CASES} random cascades: csd ids == ar ids == reference greedy (subset)`, async () => {
+    const rand = mulberry32(77);
+    let referenceChecked = 0;
+    let levelPasses = 0;
+    let topAccepted = 0;
+    let topRejected = 0;
+    let adaptiveCases = 0;
+    for (let i = 0; i < CASES; i++) {
+      const c = makeCase(rand, i);
+      const label = JSON.stringify({ i, ...c });
+      const base: GenerateOptions = { maxNewTokens: c.maxNewTokens, stopOnEos: c.stopOnEos, temperature: 0 };
+      const ar = await target.generate(c.prompt, { ...base, method: 'ar' });
+      const cascade = c.readable ? readableOf(c.drafters, c.K, c.lenience) : { drafters: c.drafters, K: c.K, lenience: c.lenience };
+      const draftModels = Object.fromEntries(c.drafters.map((d) => [d, drafts[d]]));
+      const csd = await target.generate(c.prompt, { ...base, method: 'csd', cascade, draftModels, adaptive: c.adaptive, seed: 1000 + i });
+      expect({ label, tokens: csd.tokens }).toEqual({ label, tokens: ar.tokens });
+      expect({ label, text: csd.text, finishReason: csd.finishReason }).toEqual({ label, text: ar.text, finishReason: ar.finishReason });
+      const promptIds = typeof c.prompt === 'string' ? idsOf(c.prompt) : c.prompt;
+      expect(csd.promptTokens).toEqual(promptIds);
+      if (i % 4 === 0) {
+        let want = ref.greedy(promptIds, c.maxNewTokens);
+        if (c.stopOnEos && want.includes(EOS)) want = want.slice(0, want.indexOf(EOS) + 1);
+        expect({ label, tokens: ar.tokens }).toEqual({ label, tokens: want });
+        referenceChecked++;
+      }
+      const levels = (csd.stats.levels as Array<{ passes: number }>) ?? [];
+      levelPasses += levels.reduce((s, l) => s + l.passes, 0);
+      topAccepted += Number(csd.stats.accepted);
+      topRejected += Number(csd.stats.drafted) - Number(csd.stats.accepted);
+      if (c.adaptive) adaptiveCases++;
+    }
+    // The property test exercised what it claims to.
+    expect(referenceChecked).toBe(CASES / 4);
+    expect(adaptiveCases).toBeGreaterThan(5);
+    expect(levelPasses).toBeGreaterThan(0);
+    expect(topAccepted).toBeGreaterThan(0);
+    expect(topRejected).toBeGreaterThan(0);
+  });
+
+  test("the paper's configurations (lenience 2 and 3) on the tiny models equal the reference", async () => {
+    const configs: Array<{ cascade: CascadeMatrix; models: Record<string, Model> }> = [
+      { cascade: { drafters: ['near', 'w1'], K: [[5, 14, 10], [0, 1, 10], [0, 0, 10]], lenience: 2 }, models: { near: drafts.near, w1: drafts.w1 } },
+      { cascade: { drafters: ['near'], K: [[13, 10], [0, 10]], lenience: 3 }, models: { near: drafts.near } },
+    ];
+    const prompt = idsOf('the cat and the cat');
+    const want = ref.greedy(prompt, 40);
+    for (const { cascade, models } of configs) {
+      const r = await target.generate(prompt, { method: 'csd', cascade, draftModels: models, maxNewTokens: 40, stopOnEos: false });
+      expect(r.tokens).toEqual(want);
+    }
+  });
+
+  test('lenience lets a level pass on wrong tokens; the strict top review still rejects them', async () => {
+    // `same` (the target's weights) reviews `near`'s drafts. Strict (l = 1) it hands up only the
+    // target's own greedy tokens, so the target accepts every draft; lenient (l = 10) it also
+    // accepts near's tokens it finds >= 1/10 likely, some of them wrong, which the target
+    // must reject. Either way the output is the reference's.
+    const totals = { strict: { drafted: 0, accepted: 0, levelAccepted: 0 }, lenient: { drafted: 0, accepted: 0, levelAccepted: 0 } };
+    for (const s of STRINGS) {
+      const prompt = idsOf(s);
+      const want = ref.greedy(prompt, 40);
+      for (const [mode, lenience] of [['strict', 1], ['lenient', 10]] as const) {
+        const r = await target.generate(prompt, {
+          method: 'csd', cascade: { drafters: ['same', 'near'], K: [[4, 0, 0], [0, 3, 1], [0, 0, 2]], lenience }, draftModels: { same: drafts.same, near: drafts.near }, maxNewTokens: 40, stopOnEos: false,
+        });
+        expect({ s, mode, tokens: r.tokens }).toEqual({ s, mode, tokens: want });
+        totals[mode].drafted += Number(r.stats.drafted);
+        totals[mode].accepted += Number(r.stats.accepted);
+        totals[mode].levelAccepted += (r.stats.levels as Array<{ level: string; accepted: number }>).find((l) => l.level === 'same')!.accepted;
+      }
+    }
+    expect(totals.strict.accepted).toBe(totals.strict.drafted);
+    expect(totals.lenient.levelAccepted).toBeGreaterThan(totals.strict.levelAccepted);
+    expect(totals.lenient.accepted).toBeLessThan(totals.lenient.drafted);
+  });
+
+  test('stop strings end csd (and mag, sd) at the same token as AR, though they emit several tokens per pass', async () => {
+    const cascade: CascadeMatrix = { drafters: ['same', 'near'], K: [[4, 1, 1], [0, 2, 1], [0, 0, 2]], lenience: 1 };
+    let checked = 0;
+    for (const s of STRINGS) {
+      const full = (await target.generate(s, { maxNewTokens: 40, stopOnEos: false })).text;
+      // Stop strings taken from the output itself at a few places (skipping U+FFFD, the
+      // decoder's placeholder for an incomplete byte sequence).
+      for (const at of [3, 7, 11, 17, 24, 31]) {
+        const stop = full.slice(at, at + 2);
+        if (stop.length < 2 || stop.includes('\ufffd')) continue;
+        const base: GenerateOptions = { maxNewTokens: 40, stopOnEos: false, stop: [stop] };
+        const ar = await target.generate(s, base);
+        expect(ar.finishReason).toBe('stop');
+        expect(ar.text).toBe(full.slice(0, full.indexOf(stop)));
+        for (const opts of [
+          { method: 'csd', cascade, draftModels: { same: drafts.same, near: drafts.near } },
+          { method: 'sd', draftModel: drafts.same, k: 5 },
+          { method: 'mag', k: 6 },
+        ] as GenerateOptions[]) {
+          const r = await target.generate(s, { ...base, ...opts });
+          expect({ s, stop, method: opts.method, tokens: r.tokens, text: r.text, finishReason: r.finishReason }).toEqual({ s, stop, method: opts.method, tokens: ar.tokens, text: ar.text, finishReason: 'stop' });
+        }
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThanOrEqual(4);
+  });
+
+  test('running into the context limit (and a drafter with a shorter context) stays exact', async () => {
+    const rand = mulberry32(9);
+    // 40: the short drafter's context (64) fills up mid-generation; the others: the target's (128).
+    for (const promptLength of [40, 90, 110, 120, 126]) {
+      const prompt = [BOS, ...Array.from({ length: promptLength - 1 }, (_, i) => (i % 7 === 0 ? Math.floor(rand() * V) : 65 + (i % 5)))];
+      const ar = await target.generate(prompt, { maxNewTokens: 60, stopOnEos: false });
+      const finishReason = promptLength + 60 > 128 ? 'context' : 'length';
+      expect(ar.finishReason).toBe(finishReason);
+      // At the limit the cache holds the prompt and every generated token but the last.
+      expect(ar.tokens).toHaveLength(Math.min(60, 128 - promptLength + 1));
+      for (const [drafters, K] of [
+        [['same', 'near'], [[6, 2, 3], [0, 3, 2], [0, 0, 4]]],
+        [['short', 'w1'], [[3, 1, 2], [0, 2, 2], [0, 0, 3]]],
+        [['short'], [[8, 0], [0, 5]]],
+      ] as Array<[string[], number[][]]>) {
+        for (const adaptive of [false, true]) {
+          const r = await target.generate(prompt, {
+            method: 'csd', cascade: { drafters, K, lenience: 2 }, draftModels: Object.fromEntries(drafters.map((d) => [d, drafts[d]])), maxNewTokens: 60, stopOnEos: false, adaptive,
+          });
+          expect({ promptLength, drafters, adaptive, tokens: r.tokens, finishReason: r.finishReason }).toEqual({ promptLength, drafters, adaptive, tokens: ar.tokens, finishReason });
+        }
+      }
+    }
+    // The reference agrees with AR at the limit (one length; the reference is slow).
+    const prompt = [BOS, ...Array.from({ length: 109 }, (_, i) => 65 + (i % 5))];
+    expect((await target.generate(prompt, { maxNewTokens: 60, stopOnEos: false })).tokens).toEqual(ref.greedy(prompt, 19));
+  });
+
+  test('a cascade whose levels are always right drafts the whole block: target passes follow from k', async () => {
+    // `same` reviews Max-Gram proposals and corrects them, so its drafts are the target's own
+    // tokens: every top-level draft is accepted. With row 0 = [k, 0] each verification pass
+    // emits min(k + 1, remaining) tokens.
+    const k = 5;
+    for (const n of [1, 2, 6, 7, 20, 33]) {
+      const r = await target.generate(idsOf('Hello'), {
+        method: 'csd', cascade: { drafters: ['same'], K: [[k, 0], [0, 3]], lenience: 2 }, draftModels: { same: drafts.same }, maxNewTokens: n, stopOnEos: false,
+      });
+      expect(r.tokens).toEqual(ref.greedy(idsOf('Hello'), n));
+      expect(r.stats.targetForwards).toBe(1 + Math.ceil((n - 1) / (k + 1)));
+      expect(r.stats.accepted).toBe(r.stats.drafted);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe('metrics', () => {
+  test('SWI against hand-computed values', () => {
+    // 10 tokens, target 100 params: 4 target passes + 6 drafter passes of 10 params.
+    expect(swi(10, 100, [{ passes: 4, params: 100 }, { passes: 6, params: 10 }])).toBeCloseTo(1000 / 460, 12);
+    // Autoregressive: one target pass per token.
+    expect(swi(7, 50, [{ passes: 7, params: 50 }])).toBe(1);
+    // Perfect drafting with a free drafter: 5 tokens per pass.
+    expect(swi(20, 3, [{ passes: 4, params: 3 }, { passes: 100, params: 0 }])).toBe(5);
+    // Three models.
+    expect(swi(12, 1000, [{ passes: 5, params: 1000 }, { passes: 8, params: 100 }, { passes: 20, params: 10 }])).toBeCloseTo(12000 / 6000, 12);
+    // Nothing run: no improvement measurable.
+    expect(swi(0, 100, [])).toBe(0);
+  });
+
+  test('EWIF for known acceptance vectors', () => {
+    // All accepted, free drafting: k + 1 tokens per pass.
+    for (const k of [0, 1, 4, 9]) expect(ewif(new Array(k).fill(1), 0)).toBe(k + 1);
+    // Nothing accepted: one token per pass, paid 1 + c.
+    for (const c of [0, 0.25, 3]) expect(ewif([0, 0, 0, 0], c)).toBeCloseTo(1 / (1 + c), 12);
+    // i.i.d. acceptance alpha with k drafts at cost c each: (1 - a^(k+1)) / ((1 - a)(1 + k c)).
+    for (const [a, k, c] of [[0.7, 4, 0.1], [0.5, 2, 0], [0.9, 8, 0.05], [0.3, 1, 0.5]] as const)
+      expect(ewif(new Array(k).fill(a), k * c)).toBeCloseTo((1 - a ** (k + 1)) / ((1 - a) * (1 + k * c)), 12);
+    // Position-dependent acceptance: 1 + a1 + a1 a2 + a1 a2 a3.
+    expect(ewif([0.8, 0.5, 0.25], 0.5)).toBeCloseTo((1 + 0.8 + 0.4 + 0.1) / 1.5, 12);
+  });
+
+  test('numParams is the parameter count of the config (the SWI cost unit)', () => {
+    expect(target.numParams).toBe(paramsOf(targetCfg));
+    expect(drafts.w2.numParams).toBe(paramsOf(draftCfg.w2));
+    expect(drafts.w2.numParams).toBeLessThan(target.numParams);
+  });
+
+  test('an always-right autoregressive level: target passes, level passes, SWI and EWIF by hand', async () => {
+    // Row 0 = [3, 0]: the `same` level fills 3 positions; its own row is empty, so it adds one
+    // token per pass (autoregressive). Each target pass accepts all drafts.
+    const n = 21;
+    const r = await target.generate(idsOf('Hello'), {
+      method: 'csd', cascade: { drafters: ['same'], K: [[3, 0], [0, 0]], lenience: 1 }, draftModels: { same: drafts.same }, maxNewTokens: n, stopOnEos: false,
+    });
+    expect(r.tokens).toEqual(ref.greedy(idsOf('Hello'), n));
+    const verifies = Math.ceil((n - 1) / 4); // 5 verification passes of 4 tokens
+    const levelPasses = n - 1 - verifies; // 15 drafted tokens, one level pass each
+    expect(r.stats.targetForwards).toBe(1 + verifies);
+    expect(r.stats.meanAcceptedLength).toBe(4);
+    expect(r.stats.acceptanceByPosition).toEqual([1, 1, 1]);
+    expect(r.stats.levels).toEqual([
+      { level: 'same', passes: levelPasses, produced: levelPasses, proposed: 0, accepted: 0, acceptanceByPosition: [] },
+    ]);
+    // Every pass costs the same (same parameter count): 21 tokens for 6 + 15 passes.
+    expect(r.stats.swi).toBeCloseTo(n / (1 + verifies + levelPasses), 12);
+    // 4 tokens per verification pass, paid with 1 target pass + 3 drafter passes of equal cost.
+    expect(r.stats.ewif).toBeCloseTo(4 / (1 + levelPasses / verifies), 12);
+  });
+
+  test('a partly-right autoregressive level: counters and EWIF match a brute-force simulation of the decoding loop', async () => {
+    // Row 0 = [k, 0] with the `near` model as an autoregressive drafter: the draft after each
+    // verified prefix is near's own greedy continuation (computed here with AR on near), and the
+    // target accepts its longest prefix that agrees with the target's greedy output.
+    const k = 4;
+    for (const [prompt, n] of [[idsOf('the cat and the'), 30], [[BOS, 5, 9, 5, 9], 25], [idsOf('To be or'), 17]] as const) {
+      const want = ref.greedy([...prompt], n);
+      let emitted = 1, verifies = 0, levelPasses = 0;
+      const proposedAt: number[] = [], acceptedAt: number[] = [], reachedAt: number[] = [], condAcceptedAt: number[] = [];
+      while (emitted < n) {
+        const m = Math.min(k, n - emitted - 1);
+        let a = 0;
+        if (m > 0) {
+          const d = await drafts.near.generate([...prompt, ...want.slice(0, emitted)], { maxNewTokens: m, stopOnEos: false });
+          while (a < m && d.tokens[a] === want[emitted + a]) a++;
+          levelPasses += m;
+          for (let j = 0; j < m; j++) {
+            proposedAt[j] = (proposedAt[j] ?? 0) + 1;
+            acceptedAt[j] = (acceptedAt[j] ?? 0) + (j < a ? 1 : 0);
+            if (j <= a) reachedAt[j] = (reachedAt[j] ?? 0) + 1;
+            if (j < a) condAcceptedAt[j] = (condAcceptedAt[j] ?? 0) + 1;
+          }
+        }
+        emitted += a + 1;
+        verifies++;
+      }
+      const accepted = acceptedAt.reduce((s, x) => s + x, 0);
+      // The simulation covers partial acceptance, or this test would not discriminate.
+      expect(accepted).toBeGreaterThan(0);
+      expect(accepted).toBeLessThan(levelPasses);
+
+      const r = await target.generate([...prompt], {
+        method: 'csd', cascade: { drafters: ['near'], K: [[k, 0], [0, 0]], lenience: 1 }, draftModels: { near: drafts.near }, maxNewTokens: n, stopOnEos: false,
+      });
+      expect(r.tokens).toEqual(want);
+      expect(r.stats.targetForwards).toBe(1 + verifies);
+      expect(r.stats.drafted).toBe(levelPasses);
+      expect(r.stats.accepted).toBe(accepted);
+      expect(r.stats.meanAcceptedLength).toBeCloseTo((n - 1) / verifies, 12);
+      const byPos = r.stats.acceptanceByPosition as number[];
+      expect(byPos.length).toBe(proposedAt.length);
+      byPos.forEach((v, j) => expect(v).toBeCloseTo(acceptedAt[j] / proposedAt[j], 12));
+      expect(r.stats.levels).toEqual([
+        { level: 'near', passes: levelPasses, produced: levelPasses, proposed: 0, accepted: 0, acceptanceByPosition: [] },
+      ]);
+      expect(r.stats.swi).toBeCloseTo(n / (1 + verifies + levelPasses), 12);
+      // EWIF (§7): position acceptances alpha_j = P(j accepted | all before accepted), drafting
+      // cost per verification pass = level passes / verification passes (equal parameter counts).
+      const alpha = reachedAt.map((reached, j) => (condAcceptedAt[j] ?? 0) / reached);
+      let expected = 1, reach = 1;
+      for (const a of alpha) expected += reach *= a;
+      expect(r.stats.ewif).toBeCloseTo(expected / (1 + levelPasses / verifies), 12);
+    }
+  });
+
+  test('csd stats: swi, ewif and per-level counters are consistent', async () => {
+    const rand = mulberry32(5);
+    for (let i = 0; i < 10; i++) {
+      const drafters = i % 2 === 0 ? ['near', 'w2'] : ['same', 'w1'];
+      const K = randomK(rand, 2, 4);
+      if (K[0][0] === 0) K[0][0] = 1 + (i % 3); // a neural drafter fills part of the target's draft
+      const n = 10 + i * 3;
+      const r = await target.generate(idsOf(STRINGS[i % STRINGS.length]), {
+        method: 'csd', cascade: { drafters, K, lenience: [1, 2, 3][i % 3] }, draftModels: { [drafters[0]]: drafts[drafters[0]], [drafters[1]]: drafts[drafters[1]] },
+        maxNewTokens: n, stopOnEos: false,
+      });
+      const label = JSON.stringify({ i, drafters, K });
+      const levels = r.stats.levels as Array<{ level: string; passes: number; produced: number; proposed: number; accepted: number; acceptanceByPosition: number[] }>;
+      expect(Array.isArray(levels)).toBe(true);
+      // One entry per neural drafter the cascade reaches; every drafter here is reachable from
+      // row 0 only through column 0 or 1, so at least the first is there.
+      expect(levels.map((l) => l.level)).toContain(drafters[0]);
+      for (const l of levels) {
+        expect({ label, ok: l.accepted <= l.proposed }).toEqual({ label, ok: true });
+        expect({ label, ok: l.passes >= 0 && Number.isInteger(l.passes) }).toEqual({ label, ok: true });
+        // Each review pass produces its accepted drafts plus one correction or bonus token.
+        expect({ label, produced: l.produced }).toEqual({ label, produced: l.accepted + l.passes });
+        for (const a of l.acceptanceByPosition) expect(a >= 0 && a <= 1).toBe(true);
+      }
+      expect({ label, passes: levels.reduce((s, l) => s + l.passes, 0) > 0 }).toEqual({ label, passes: true });
+      // SWI recomputed from the counters and the parameter counts.
+      const cost = Number(r.stats.targetForwards) * target.numParams + levels.reduce((s, l) => s + l.passes * drafts[l.level].numParams, 0);
+      expect(r.stats.swi).toBeCloseTo((r.tokens.length * target.numParams) / cost, 10);
+      expect(Number(r.stats.ewif)).toBeGreaterThan(0);
+      expect(Number(r.stats.accepted)).toBeLessThanOrEqual(Number(r.stats.drafted));
+    }
+  });
+
+  test('ar and mag stats carry swi (1 for ar) and ewif but no levels', async () => {
+    const ar = await target.generate(idsOf('Hello'), { maxNewTokens: 12, stopOnEos: false });
+    expect(ar.stats.swi).toBe(1);
+    expect(ar.stats.levels).toBeUndefined();
+    const mag = await target.generate(idsOf('abcabcabc'), { method: 'mag', maxNewTokens: 12, stopOnEos: false });
+    // Max-Gram is free: SWI = tokens / target passes.
+    expect(mag.stats.swi).toBeCloseTo(12 / Number(mag.stats.targetForwards), 12);
+    expect(mag.stats.levels).toBeUndefined();
+  });
+});

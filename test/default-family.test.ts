@@ -1,0 +1,66 @@
+// The embedded default model family (models/target, models/mid, models/small): it loads, the
+// three share one vocabulary and special tokens, and greedy generation is reproducible across
+// runs and processes.
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { assertSameVocabulary, Model } from '../lib/model';
+
+const root = path.resolve(__dirname, '..');
+const models = path.join(root, 'models');
+const names = ['target', 'mid', 'small'];
+const question = 'A baker makes 12 cakes a day. How many cakes does she make in 5 days?';
+
+describe('default model family', () => {
+  const loaded: Record<string, Model> = {};
+  beforeAll(() => {
+    for (const n of names) loaded[n] = Model.loadSync(path.join(models, n), { contextLength: 256 });
+  });
+
+  test('the three models load as Llama checkpoints within the size budget', () => {
+    for (const n of names) {
+      expect(loaded[n].config.architecture).toBe('LlamaForCausalLM');
+      expect(fs.existsSync(path.join(models, n, 'tokenizer.json'))).toBe(true);
+    }
+    expect(loaded.target.numParams).toBeGreaterThanOrEqual(10_000_000);
+    expect(loaded.target.numParams).toBeGreaterThan(3 * loaded.mid.numParams);
+    expect(loaded.target.numParams).toBeGreaterThan(8 * loaded.small.numParams);
+    const bytes = names.reduce((s, n) => s + fs.readdirSync(path.join(models, n)).reduce((t, f) => t + fs.statSync(path.join(models, n, f)).size, 0), 0);
+    expect(bytes).toBeLessThanOrEqual(80 * 1024 * 1024);
+  });
+
+  test('drafts share the target vocabulary and special tokens', () => {
+    for (const d of ['mid', 'small']) {
+      expect(() => assertSameVocabulary(loaded.target, loaded[d])).not.toThrow();
+      expect(loaded[d].tokenizer.eosIds).toEqual(loaded.target.tokenizer.eosIds);
+      expect(loaded[d].tokenizer.bosId).toBe(loaded.target.tokenizer.bosId);
+      expect(loaded[d].config.vocabSize).toBe(loaded.target.config.vocabSize);
+    }
+    // Token texts: a sample of ids decodes the same everywhere (assertSameVocabulary checks all).
+    for (const id of [0, 5, 100, 1000, 4000]) expect(loaded.mid.tokenizer.tokenText(id)).toBe(loaded.target.tokenizer.tokenText(id));
+  });
+
+  test('the prompt template is the training format and the model answers in GSM8K form', async () => {
+    const tpl = JSON.parse(fs.readFileSync(path.join(models, 'target', 'cascade-spec.json'), 'utf8')).promptTemplate as string;
+    expect(tpl).toBe('Question: {prompt}\nAnswer:');
+    const r = await loaded.target.generate(tpl.replace('{prompt}', question), { maxNewTokens: 160 });
+    // GSM8K solutions end with "#### N"; at this scale arithmetic is often wrong, the form is not.
+    expect(r.text).toMatch(/####\s*-?[\d,.]+/);
+  });
+
+  test('greedy generation is identical across runs and processes', async () => {
+    const prompt = `Question: ${question}\nAnswer:`;
+    const a = await loaded.target.generate(prompt, { maxNewTokens: 48 });
+    const b = await loaded.target.generate(prompt, { maxNewTokens: 48 });
+    expect(b.tokens).toEqual(a.tokens);
+    const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');
+    if (!fs.existsSync(cli)) {
+      console.warn('dist/ not built: skipping the cross-process check (npm ci builds it)');
+      return;
+    }
+    const child = spawnSync(process.execPath, [cli, 'generate', '--model', path.join(models, 'target'), '--raw', '--prompt', prompt, '--max-new-tokens', '48', '--json', '--method', 'ar'], { encoding: 'utf8' });
+    expect(child.status).toBe(0);
+    expect(JSON.parse(child.stdout).tokens).toEqual(a.tokens);
+  });
+});
