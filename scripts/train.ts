@@ -183,6 +183,11 @@ export function main(argv: string[]): void {
   if (a.resume && fs.existsSync(stateFile)) {
     trainer.loadState(stateFile);
     process.stderr.write(`train: resumed at step ${trainer.stepsDone}\n`);
+    // Steps logged after the checkpoint were lost with the interrupted run; they are redone.
+    if (fs.existsSync(logFile)) {
+      const kept = fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l && (JSON.parse(l) as { step: number }).step <= trainer.stepsDone);
+      fs.writeFileSync(logFile, kept.map((l) => l + '\n').join(''));
+    }
   } else if (fs.existsSync(logFile)) fs.rmSync(logFile);
 
   // A fixed held-out sample, so eval losses along the run are comparable.
