@@ -52,31 +52,51 @@ export function perplexity(model: Model, stream: Int32Array, window: number): { 
   return { loss: nll / count, ppl: Math.exp(nll / count), tokens: count };
 }
 
-function decodeMs(model: Model): number {
-  const seq = model.createSequence({ contextLength: 256 });
-  seq.forwardSync(Int32Array.from({ length: 64 }, (_, i) => (i * 31) % model.config.vocabSize));
+/**
+ * Single-token decode cost of each model at cache position 64, measured in interleaved rounds
+ * (every model once per round, median over rounds) so that a busy machine slows all alike.
+ */
+export function decodeMs(models: Model[], rounds = 7, steps = 100): number[] {
+  const seqs = models.map((m) => {
+    const seq = m.createSequence({ contextLength: 256 });
+    seq.forwardSync(Int32Array.from({ length: 64 }, (_, i) => (i * 31) % m.config.vocabSize));
+    return seq;
+  });
   const one = Int32Array.from([5]);
-  for (let i = 0; i < 20; i++) {
-    seq.forwardSync(one);
-    seq.truncate(64);
-  }
-  const t0 = performance.now();
-  const n = 200;
-  for (let i = 0; i < n; i++) {
-    seq.forwardSync(one);
-    seq.truncate(64);
-  }
-  return (performance.now() - t0) / n;
+  const samples: number[][] = models.map(() => []);
+  for (let r = 0; r < rounds; r++)
+    seqs.forEach((seq, i) => {
+      const t0 = performance.now();
+      for (let s = 0; s < steps; s++) {
+        seq.native.forward(one, false);
+        seq.truncate(64);
+      }
+      if (r > 0) samples[i].push((performance.now() - t0) / steps); // round 0 warms up
+    });
+  return samples.map((xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]);
 }
 
 async function main(argv: string[]): Promise<void> {
+  if (argv.includes('--decode-only')) {
+    // Re-measures the cost ratios into an existing report.
+    const out = arg(argv, 'out', 'docs');
+    const file = path.join(out, 'model-family-eval.json');
+    const report = JSON.parse(fs.readFileSync(file, 'utf8'));
+    const names = ['target', 'mid', 'small'];
+    const costs = decodeMs(names.map((n) => Model.loadSync(path.join(arg(argv, 'models', 'models'), n))));
+    names.forEach((n, i) => (report.models[n].decodeMs = costs[i]));
+    for (const d of ['mid', 'small']) report.models[d].costRatio = costs[0] / report.models[d].decodeMs;
+    fs.writeFileSync(file, JSON.stringify(report, null, 2) + '\n');
+    process.stderr.write(`eval: decode ms target ${costs[0].toFixed(3)} mid ${costs[1].toFixed(3)} small ${costs[2].toFixed(3)}\n`);
+    return;
+  }
   const root = arg(argv, 'models', 'models');
   const testFile = arg(argv, 'test', path.resolve(__dirname, '../../../shared/data/gsm8k/test.jsonl'));
   const questions = Number(arg(argv, 'questions', '200'));
   const nTokens = Number(arg(argv, 'tokens', '128'));
   const out = arg(argv, 'out', 'docs');
   const names = ['target', 'mid', 'small'];
-  const models = Object.fromEntries(names.map((n) => [n, Model.loadSync(path.join(root, n), { contextLength: 512 })])) as Record<string, Model>;
+  const models = Object.fromEntries(names.map((n) => [n, Model.loadSync(path.join(root, n))])) as Record<string, Model>;
   const target = models.target;
   const report: Record<string, unknown> = { testFile: path.resolve(testFile), questions, tokens: nTokens, models: {} };
 
@@ -86,13 +106,13 @@ async function main(argv: string[]): Promise<void> {
   const ids: number[] = [eos];
   for (const doc of readTexts([testFile], 'gsm8k')) ids.push(...target.tokenizer.encode(doc, { addBos: false }), eos);
   const stream = Int32Array.from(ids);
-  for (const n of names) {
+  const costs = decodeMs(names.map((n) => models[n]));
+  names.forEach((n, i) => {
     const m = models[n];
     const ppl = perplexity(m, stream, 256);
-    const ms = decodeMs(m);
-    (report.models as Record<string, unknown>)[n] = { params: m.numParams, testLoss: ppl.loss, testPpl: ppl.ppl, testTokens: ppl.tokens, decodeMs: ms };
-    process.stderr.write(`eval: ${n} params ${m.numParams} test loss ${ppl.loss.toFixed(3)} ppl ${ppl.ppl.toFixed(2)} decode ${ms.toFixed(3)} ms\n`);
-  }
+    (report.models as Record<string, unknown>)[n] = { params: m.numParams, testLoss: ppl.loss, testPpl: ppl.ppl, testTokens: ppl.tokens, decodeMs: costs[i] };
+    process.stderr.write(`eval: ${n} params ${m.numParams} test loss ${ppl.loss.toFixed(3)} ppl ${ppl.ppl.toFixed(2)} decode ${costs[i].toFixed(3)} ms\n`);
+  });
 
   // Greedy agreement along the target's own continuation.
   const qs = fs.readFileSync(testFile, 'utf8').split('\n').filter(Boolean).slice(0, questions).map((l) => JSON.parse(l).question as string);
@@ -103,7 +123,7 @@ async function main(argv: string[]): Promise<void> {
     const r = await target.generate(prompt, { maxNewTokens: nTokens, stopOnEos: false, method: 'mag' });
     const cont = r.tokens;
     for (const d of ['mid', 'small']) {
-      const seq = models[d].createSequence({ contextLength: 512 });
+      const seq = models[d].createSequence();
       const logits = seq.forwardSync(Int32Array.from([...prompt, ...cont.slice(0, -1)]), { allLogits: true });
       for (let i = 0; i < cont.length; i++) {
         agree[d].total++;

@@ -16,6 +16,7 @@ import { barChart } from './svg';
 export const BENCH_FLAGS: Record<string, FlagSpec> = {
   dataset: { type: 'string', help: 'prompt file (GSM8K jsonl, MMLU csv, or jsonl with "prompt")' },
   format: { type: 'string', help: 'dataset format', default: 'gsm8k', choices: ['gsm8k', 'mmlu', 'jsonl'] },
+  skip: { type: 'int', help: 'records to skip first (e.g. tune on a slice that bench does not use)', default: 0, min: 0 },
   limit: { type: 'int', help: 'prompts to use', default: 20, min: 1 },
   methods: { type: 'string', help: 'comma-separated: ar, mag[@K], sd[:DRAFT][@K], csd[:FILE], acsd[:FILE] (adaptive bands)', default: 'ar,mag,sd,csd,acsd' },
   'max-new-tokens': { type: 'int', help: 'tokens per prompt', default: 128, min: 1 },
@@ -124,7 +125,7 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
   if (!flags.dataset) throw new UsageError('--dataset FILE is required');
   const family = await loadFamily({ dtype: flags.dtype as Dtype, threads: flags.threads as number, target: flags.model as string | undefined });
   const template = promptTemplate(family.target.dir);
-  const prompts = readPrompts(flags.dataset as string, flags.format as DatasetFormat, flags.limit as number).map((q) => (template ? template.replace('{prompt}', q) : q));
+  const prompts = readPrompts(flags.dataset as string, flags.format as DatasetFormat, flags.limit as number, flags.skip as number).map((q) => (template ? template.replace('{prompt}', q) : q));
   const defaults = { k: flags.k as number, draft: flags.draft as string, cascade: familyCascade() };
   const methods = (flags.methods as string).split(',').filter(Boolean).map((s) => parseMethod(s, family, defaults));
   const total = prompts.length * (methods.some((m) => m.name === 'ar') ? methods.length : methods.length + 1);

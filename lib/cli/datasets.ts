@@ -40,7 +40,7 @@ function csvRecords(text: string): string[][] {
 }
 
 /** The question texts (bare: the model's prompt template is applied by the caller). */
-export function readPrompts(file: string, format: DatasetFormat, limit: number): string[] {
+export function readPrompts(file: string, format: DatasetFormat, limit: number, skip = 0): string[] {
   if (!fs.existsSync(file)) throw new Error(`${file}: dataset file not found`);
   const text = fs.readFileSync(file, 'utf8');
   const prompts: string[] = [];
@@ -51,11 +51,11 @@ export function readPrompts(file: string, format: DatasetFormat, limit: number):
     for (const r of rows) {
       if (r.length < 5) throw new Error(`${file}: malformed MMLU row "${r.join(',').slice(0, 60)}"`);
       prompts.push(`${r[0]}\nA. ${r[1]}\nB. ${r[2]}\nC. ${r[3]}\nD. ${r[4]}`);
-      if (prompts.length >= limit) break;
+      if (prompts.length >= limit + skip) break;
     }
   } else {
     const lines = text.split('\n');
-    for (let i = 0; i < lines.length && prompts.length < limit; i++) {
+    for (let i = 0; i < lines.length && prompts.length < limit + skip; i++) {
       if (!lines[i].trim()) continue;
       let rec: Record<string, unknown>;
       try {
@@ -68,6 +68,7 @@ export function readPrompts(file: string, format: DatasetFormat, limit: number):
       prompts.push(rec[field] as string);
     }
   }
-  if (prompts.length === 0) throw new Error(`${file}: no prompts found`);
+  prompts.splice(0, skip);
+  if (prompts.length === 0) throw new Error(`${file}: no prompts found${skip ? ` after skipping ${skip}` : ''}`);
   return prompts;
 }

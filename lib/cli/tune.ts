@@ -18,6 +18,7 @@ import { promptTemplate } from './defaults';
 export const TUNE_FLAGS: Record<string, FlagSpec> = {
   dataset: { type: 'string', help: 'prompt file (GSM8K jsonl, MMLU csv, or jsonl with "prompt")' },
   format: { type: 'string', help: 'dataset format', default: 'gsm8k', choices: ['gsm8k', 'mmlu', 'jsonl'] },
+  skip: { type: 'int', help: 'records to skip first (e.g. tune on a slice that bench does not use)', default: 0, min: 0 },
   limit: { type: 'int', help: 'prompts per evaluation', default: 6, min: 1 },
   'max-new-tokens': { type: 'int', help: 'tokens per prompt', default: 96, min: 8 },
   budget: { type: 'int', help: 'configurations to evaluate at most', default: 40, min: 1 },
@@ -69,7 +70,7 @@ export async function tuneCommand(argv: string[], out: NodeJS.WritableStream, er
   if (!flags.dataset) throw new UsageError('--dataset FILE is required');
   const family = await loadFamily({ dtype: flags.dtype as Dtype, threads: flags.threads as number });
   const template = promptTemplate(family.target.dir);
-  const prompts = readPrompts(flags.dataset as string, flags.format as DatasetFormat, flags.limit as number).map((q) => (template ? template.replace('{prompt}', q) : q));
+  const prompts = readPrompts(flags.dataset as string, flags.format as DatasetFormat, flags.limit as number, flags.skip as number).map((q) => (template ? template.replace('{prompt}', q) : q));
   const maxNew = flags['max-new-tokens'] as number;
   let best = validateMatrix(flags.restart ? FALLBACK_CASCADE : familyCascade());
   for (const d of best.drafters) if (!family.drafts[d]) throw new Error(`the cascade uses drafter "${d}", which the family lacks`);
