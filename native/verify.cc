@@ -97,11 +97,12 @@ std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests) {
     int64_t row = 0;
     for (size_t s = 0; s < requests.size(); ++s) {
       auto& r = requests[s];
-      const int64_t k = lengths[s] - 1;
+      // As below: row fixed-1+i predicts the token after block[fixed-1+i], drafts start at fixed.
+      const int64_t k = lengths[s] - r.fixed, first = row + r.fixed - 1;
       VerifyResult res;
-      while (res.accepted < k && best[size_t(row + res.accepted)] == r.block[size_t(res.accepted + 1)]) ++res.accepted;
-      res.next = best[size_t(row + res.accepted)];
-      r.seq->truncate(starts[s] + 1 + res.accepted);
+      while (res.accepted < k && best[size_t(first + res.accepted)] == r.block[size_t(r.fixed + res.accepted)]) ++res.accepted;
+      res.next = best[size_t(first + res.accepted)];
+      r.seq->truncate(starts[s] + r.fixed + res.accepted);
       results.push_back(std::move(res));
       row += lengths[s];
     }
