@@ -418,9 +418,10 @@ torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, co
     int64_t row = 0;
     for (size_t s = 0; s < caches.size(); ++s) {
       KVCache& cache = *caches[s];
-      const int64_t start = cache.length(), len = lengths[s], cap = cache.capacity();
-      float* K = cache.keys.data_ptr<float>() + i * nKV * cap * hd;
-      float* Vc = cache.values.data_ptr<float>() + i * nKV * cap * hd;
+      // Per kv head: keys in 16-position blocks [hd][16], values as rows (kernels::attention).
+      const int64_t start = cache.length(), len = lengths[s], slots = cache.keys.size(2);
+      float* K = cache.keys.data_ptr<float>() + i * nKV * slots * hd;
+      float* Vc = cache.values.data_ptr<float>() + i * nKV * slots * hd;
       const float* cos = cache.cos.data_ptr<float>();
       const float* sin = cache.sin.data_ptr<float>();
       for (int64_t t = 0; t < len; ++t) {
@@ -429,11 +430,13 @@ torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, co
         kernels::rope(q, nH, hd, cos + pos * (hd / 2), sin + pos * (hd / 2));
         kernels::rope(q + A, nKV, hd, cos + pos * (hd / 2), sin + pos * (hd / 2));
         for (int64_t h = 0; h < nKV; ++h) {
-          std::memcpy(K + (h * cap + pos) * hd, q + A + h * hd, size_t(hd) * sizeof(float));
-          std::memcpy(Vc + (h * cap + pos) * hd, q + A + (nKV + h) * hd, size_t(hd) * sizeof(float));
+          const float* kr = q + A + h * hd;
+          float* kb = K + h * slots * hd + (pos / 16) * hd * 16 + pos % 16;
+          for (int64_t d = 0; d < hd; ++d) kb[d * 16] = kr[d];
+          std::memcpy(Vc + (h * slots + pos) * hd, q + A + (nKV + h) * hd, size_t(hd) * sizeof(float));
         }
       }
-      kernels::attention(qkv + row * QKV, QKV, len, nH, nKV, hd, K, Vc, cap * hd, start, c.sliding_window,
+      kernels::attention(qkv + row * QKV, QKV, len, nH, nKV, hd, K, Vc, slots * hd, start, c.sliding_window,
                          attn + row * A, A);
       row += len;
     }

@@ -90,8 +90,11 @@ void rms_norm(const float* x, int64_t M, int64_t H, const float* w, float eps, f
 void rope(float* x, int64_t heads, int64_t hd, const float* cos, const float* sin);
 // Causal attention of T queries at positions start..start+T-1 over keys and values at positions
 // 0..start+T-1 (window > 0: only the last `window` positions up to each query, Mistral's sliding
-// window). q: T rows of stride ldq, nH heads of hd; keys / values: nKV heads, head h of q reads
-// kv head h / (nH / nKV), each [positions, hd] at head_stride apart. out: T rows of stride ldo.
+// window). q: T rows of stride ldq, nH heads of hd; head h of q reads kv head h / (nH / nKV).
+// Keys are stored in blocks of 16 positions, each block [hd][16] (position p at block p / 16,
+// lane p % 16), so scores vectorize over positions with contiguous reads; a kv head holds
+// ceil(positions / 16) whole blocks. Values are rows [positions, hd]. Keys and values of kv head
+// g start at g * head_stride. out: T rows of stride ldo.
 void attention(const float* q, int64_t ldq, int64_t T, int64_t nH, int64_t nKV, int64_t hd, const float* keys,
                const float* values, int64_t head_stride, int64_t start, int64_t window, float* out, int64_t ldo);
 

@@ -32,7 +32,10 @@ namespace cascade::kernels::cpu {
 namespace {
 
 // Software prefetch distance, in 64-byte lines of each weight stream.
-constexpr int64_t PF = 16;
+#ifndef CASCADE_KERNELS_PF
+#define CASCADE_KERNELS_PF 16
+#endif
+constexpr int64_t PF = CASCADE_KERNELS_PF;
 
 inline __mmask16 tail_mask(int n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
 
