@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { loadNative, type NativeConfig } from '../lib/native';
+import { loadNative, type NativeConfig } from '../native';
 
 export interface BenchConfig {
   name: string;
