@@ -28,7 +28,7 @@ namespace cascade::kernels::cpu {
 
 namespace {
 
-constexpr int64_t PF = 16;
+constexpr int64_t PF = 32;
 
 // e^x (see exp512 in gemm_avx512.cc); 2^n built in the exponent field, so x is clamped to
 // [-87, 88.7] (results below e^-87 are not needed: they only ever add to sums of larger terms
@@ -116,7 +116,8 @@ using XT = float;
 constexpr int NBMAX = 1, MRMAX = 4, GLU_NB = 2, GLU_MR = 2;
 
 template <int MR, int NB>
-void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile) {
+void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
+           const uint16_t* next) {
   __m256 acc[MR][NB][2];
   for (int m = 0; m < MR; ++m)
     for (int j = 0; j < NB; ++j) acc[m][j][0] = acc[m][j][1] = _mm256_setzero_ps();
@@ -130,7 +131,8 @@ void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int6
         we[j][h] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
         wo[j][h] = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
       }
-      _mm_prefetch(reinterpret_cast<const char*>(q + PF * 32), _MM_HINT_T0);
+      if (next) _mm_prefetch(reinterpret_cast<const char*>(next + j * bstride + p * 32), _MM_HINT_T1);
+      else _mm_prefetch(reinterpret_cast<const char*>(q + PF * 32), _MM_HINT_T0);
     }
     for (int m = 0; m < MR; ++m) {
       const __m256 x0 = _mm256_broadcast_ss(x + m * ldx + 2 * p), x1 = _mm256_broadcast_ss(x + m * ldx + 2 * p + 1);
@@ -156,7 +158,8 @@ using XT = float;
 constexpr int NBMAX = 1, MRMAX = 2, GLU_NB = 2, GLU_MR = 1;
 
 template <int MR, int NB>
-void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile) {
+void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
+           const uint16_t* next) {
   __m256 acc[MR][NB][4];
   for (int m = 0; m < MR; ++m)
     for (int j = 0; j < NB; ++j)
@@ -166,7 +169,8 @@ void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int6
     for (int j = 0; j < NB; ++j) {
       const uint16_t* q = w + j * bstride + p * 32;
       for (int h = 0; h < 4; ++h) wv[j][h] = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(q + 8 * h)));
-      _mm_prefetch(reinterpret_cast<const char*>(q + PF * 32), _MM_HINT_T0);
+      if (next) _mm_prefetch(reinterpret_cast<const char*>(next + j * bstride + p * 32), _MM_HINT_T1);
+      else _mm_prefetch(reinterpret_cast<const char*>(q + PF * 32), _MM_HINT_T0);
     }
     for (int m = 0; m < MR; ++m) {
       double pair;

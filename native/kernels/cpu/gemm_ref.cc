@@ -99,7 +99,8 @@ namespace bf16 {
 using XT = float;
 constexpr int NBMAX = 1, MRMAX = 4, GLU_NB = 2, GLU_MR = 2;
 template <int MR, int NB>
-void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile) {
+void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
+           const uint16_t*) {
   micro_generic<&bf16_value, MR, NB>(x, ldx, w, bstride, np, tile);
 }
 #include "kernels/cpu/driver.inc"
@@ -109,7 +110,8 @@ namespace f16 {
 using XT = float;
 constexpr int NBMAX = 1, MRMAX = 4, GLU_NB = 2, GLU_MR = 2;
 template <int MR, int NB>
-void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile) {
+void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
+           const uint16_t*) {
   micro_generic<&f16_value, MR, NB>(x, ldx, w, bstride, np, tile);
 }
 #include "kernels/cpu/driver.inc"

@@ -11,6 +11,9 @@
 
 #include "kernels/kernels.h"
 
+// v16 values never cross a call boundary (the helpers are always inlined): no ABI concern.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define CASCADE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
