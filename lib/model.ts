@@ -18,8 +18,17 @@ import { Sequence } from './sequence';
 import { TextTokenizer } from './tokenizer';
 
 export interface LoadOptions {
-  /** Compute dtype; weights stored as F32/F16/BF16 are converted at load. Default "float32". */
+  /**
+   * Compute dtype; weights stored as F32/F16/BF16 are converted at load. Default "float32".
+   * "bfloat16" and "float16" hold the linear layers' weights in that type and run them on the
+   * native kernels (fp32 activations and accumulation, AVX-512 / AVX2 / portable by CPU).
+   */
   dtype?: Dtype;
+  /**
+   * With dtype "bfloat16": false runs libtorch's own bfloat16 path instead of the kernels (for
+   * comparison; slower on one core). Default true. float16 needs the kernels.
+   */
+  kernels?: boolean;
   /** CPU threads for this model's passes. Default 1. */
   threads?: number;
   /** Default context length of new sequences. Default min(max_position_embeddings, 4096). */
@@ -71,7 +80,8 @@ export class Model {
     if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('model folder must be a non-empty string');
     if (typeof options !== 'object' || options === null) throw new TypeError('load options must be an object');
     for (const key of Object.keys(options))
-      if (!['dtype', 'threads', 'contextLength'].includes(key)) throw new TypeError(`unknown load option "${key}"`);
+      if (!['dtype', 'threads', 'contextLength', 'kernels'].includes(key)) throw new TypeError(`unknown load option "${key}"`);
+    if (options.kernels !== undefined && typeof options.kernels !== 'boolean') throw new TypeError('kernels must be a boolean');
     const dtype = options.dtype ?? 'float32';
     if (!DTYPES.includes(dtype)) throw new RangeError(`dtype must be one of ${DTYPES.join(', ')}, got ${String(dtype)}`);
     const threads = options.threads ?? 1;
@@ -87,7 +97,7 @@ export class Model {
     const tokenizer = TextTokenizer.load(abs, config);
     const shards = weightFiles(abs);
     const addon = loadNative();
-    const native = new addon.Model(config, shards, { dtype, threads });
+    const native = new addon.Model(config, shards, { dtype, threads, kernels: options.kernels ?? true });
     return new Model(abs, config, tokenizer, native, contextLength);
   }
 
@@ -99,6 +109,10 @@ export class Model {
   }
   get threads(): number {
     return this.native.threads;
+  }
+  /** The kernels' instruction set ("avx512", "avx2", "portable"), or null when libtorch computes. */
+  get kernels(): string | null {
+    return this.native.kernels;
   }
 
   /** A new sequence with its own KV cache of `contextLength` tokens. */

@@ -35,7 +35,38 @@ export interface NativeModel {
   readonly numParams: number;
   readonly vocabSize: number;
   readonly dtype: Dtype;
+  /** The kernels' instruction set, or null when libtorch computes (float32, or kernels: false). */
+  readonly kernels: string | null;
   threads: number;
+}
+
+export type KernelIsa = 'avx512' | 'avx2' | 'portable';
+
+export interface KernelTestOptions {
+  op: 'linear' | 'glu' | 'argmax';
+  type: 'bf16' | 'f16';
+  isa: KernelIsa;
+  threads?: number;
+  x: Float32Array;
+  M: number;
+  K: number;
+  w: Float32Array;
+  N: number;
+  bias?: Float32Array;
+  y0?: Float32Array;
+}
+
+export interface KernelTestResult {
+  /** linear: [M, N]; glu: [M, N / 2]; argmax: the logits from linear(), [M, N]. */
+  y: Float32Array;
+  argmax?: Float64Array;
+  maxLogit?: Float32Array;
+  lse?: Float32Array;
+  /** libtorch fp32 on the unrounded x and w (glu: silu(gate) * up; linear: with bias and y0). */
+  torch: Float32Array;
+  /** The packed weights read back as fp32, [N, K]. */
+  rounded: Float32Array;
+  isa: KernelIsa;
 }
 
 export interface NativeVerifyOptions {
@@ -92,10 +123,18 @@ export interface NativeTrainOptions {
 
 export interface NativeAddon {
   Trainer: new (config: NativeConfig, options: Partial<NativeTrainOptions>) => NativeTrainer;
-  Model: new (config: NativeConfig, shards: string[], options: { dtype: Dtype; threads: number }) => NativeModel;
+  Model: new (config: NativeConfig, shards: string[], options: { dtype: Dtype; threads: number; kernels?: boolean }) => NativeModel;
   Sequence: new (model: NativeModel, contextLength: number, seed?: number) => NativeSequence;
   verifyBatch(requests: Array<NativeVerifyOptions & { sequence: NativeSequence; block: Int32Array }>): Promise<NativeVerifyResult[]>;
   torchInfo(): { version: string; threads: number; parallelInfo: string };
+  /** Direct access to the linear kernels, for tests. */
+  kernelTest: {
+    /** The best instruction set per weight type on this CPU. */
+    info(): { bf16: KernelIsa; f16: KernelIsa };
+    run(options: KernelTestOptions): KernelTestResult;
+    /** Caps the instruction set of every later kernels call (models included); returns the previous cap. */
+    setIsaCap(isa: KernelIsa): KernelIsa;
+  };
 }
 
 let cached: NativeAddon | undefined;

@@ -6,7 +6,7 @@ KVCache::KVCache(const ModelConfig& cfg, const torch::Tensor& inv_freq, int64_t 
                  torch::ScalarType dtype, torch::Device device)
     : capacity_(capacity) {
   auto opts = torch::TensorOptions().dtype(dtype).device(device);
-  keys = torch::zeros({cfg.num_layers, cfg.num_kv_heads, capacity, cfg.head_dim}, opts);
+  keys = torch::zeros({cfg.num_layers, cfg.num_kv_heads, (capacity + 15) / 16 * 16, cfg.head_dim}, opts);
   values = torch::zeros_like(keys);
   // Angles in float64 so that long positions keep their precision before the cast.
   auto pos = torch::arange(capacity, torch::TensorOptions().dtype(torch::kFloat64));

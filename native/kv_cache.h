@@ -16,7 +16,9 @@ class KVCache {
   int64_t length() const { return length_; }
   void set_length(int64_t n);  // only ever shrinks or grows by what forward wrote
 
-  // [num_layers, num_kv_heads, capacity, head_dim]
+  // [num_layers, num_kv_heads, slots, head_dim], slots = capacity rounded up to a multiple of 16
+  // (positions past capacity are never used). A model on the kernels stores each kv head's keys
+  // in blocks of 16 positions, [slots / 16][head_dim][16] (see kernels::attention).
   torch::Tensor keys, values;
   // RoPE tables for every position of this cache, [capacity, head_dim / 2], compute dtype.
   torch::Tensor cos, sin;

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
+#include <cstring>
 #include <map>
 
 #include "safetensors.h"
@@ -79,8 +80,11 @@ LlamaModel::LlamaModel(const ModelConfig& cfg, torch::ScalarType dtype, torch::D
 }
 
 std::shared_ptr<LlamaModel> LlamaModel::load(const ModelConfig& cfg, const std::vector<std::string>& shards,
-                                             torch::ScalarType dtype, torch::Device device) {
+                                             torch::ScalarType dtype, torch::Device device, bool use_kernels) {
+  if (use_kernels && (!device.is_cpu() || (dtype != torch::kBFloat16 && dtype != torch::kFloat16)))
+    throw std::invalid_argument("the kernels need dtype bfloat16 or float16 on the CPU");
   std::shared_ptr<LlamaModel> m(new LlamaModel(cfg, dtype, device));
+  m->kernels_ = use_kernels;
   if (shards.empty()) throw std::invalid_argument("no safetensors files given");
   std::vector<std::unique_ptr<SafetensorsFile>> files;
   std::map<std::string, const SafetensorsFile*> where;
@@ -92,7 +96,10 @@ std::shared_ptr<LlamaModel> LlamaModel::load(const ModelConfig& cfg, const std::
         throw std::runtime_error(path + ": tensor \"" + entry.first + "\" also stored in " + it->second->path());
     }
   }
-  auto get = [&](const std::string& name, std::vector<int64_t> shape) {
+  // With the kernels, norms and biases are float32 (the activations' type) and the matrices
+  // stay in `dtype` until packed.
+  const torch::ScalarType small_dtype = use_kernels ? torch::kFloat32 : dtype;
+  auto get = [&](const std::string& name, std::vector<int64_t> shape, torch::ScalarType as) {
     auto it = where.find(name);
     if (it == where.end())
       throw std::runtime_error(files.front()->path() + (files.size() > 1 ? " (and other shards)" : "") +
@@ -101,29 +108,45 @@ std::shared_ptr<LlamaModel> LlamaModel::load(const ModelConfig& cfg, const std::
     if (entry.shape != shape)
       throw std::runtime_error(it->second->path() + ": tensor \"" + name + "\" has shape " + shape_str(entry.shape) +
                                " but config.json implies " + shape_str(shape));
-    return it->second->load(name, dtype).to(device);
+    return it->second->load(name, as).to(device);
   };
   const auto& c = m->cfg_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t q_rows = c.num_heads * hd, kv_rows = c.num_kv_heads * hd;
-  m->embed = get("model.embed_tokens.weight", {c.vocab_size, H});
-  m->final_norm = get("model.norm.weight", {H});
+  m->embed = get("model.embed_tokens.weight", {c.vocab_size, H}, dtype);
+  m->final_norm = get("model.norm.weight", {H}, small_dtype);
   // A tied checkpoint may still store lm_head.weight; Hugging Face uses the embedding then.
-  m->lm_head = c.tie_word_embeddings ? m->embed : get("lm_head.weight", {c.vocab_size, H});
+  m->lm_head = c.tie_word_embeddings ? m->embed : get("lm_head.weight", {c.vocab_size, H}, dtype);
+  // Packs a [rows, cols] matrix in `dtype` for the kernels.
+  const auto wtype = dtype == torch::kFloat16 ? kernels::WeightType::F16 : kernels::WeightType::BF16;
+  const auto stype = dtype == torch::kFloat16 ? kernels::SourceType::F16 : kernels::SourceType::BF16;
+  auto packed = [&](const torch::Tensor& t, bool glu = false) {
+    auto ct = t.contiguous();
+    return kernels::pack(ct.data_ptr(), stype, ct.size(0), ct.size(1), wtype, glu);
+  };
+  if (use_kernels) {
+    m->khead_ = packed(m->lm_head);
+    if (!c.tie_word_embeddings) m->lm_head = torch::Tensor();  // only the packed copy is used
+  }
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     LayerWeights w;
-    w.attn_norm = get(p + "input_layernorm.weight", {H});
-    w.wqkv = torch::cat({get(p + "self_attn.q_proj.weight", {q_rows, H}), get(p + "self_attn.k_proj.weight", {kv_rows, H}),
-                         get(p + "self_attn.v_proj.weight", {kv_rows, H})});
+    w.attn_norm = get(p + "input_layernorm.weight", {H}, small_dtype);
+    w.wqkv = torch::cat({get(p + "self_attn.q_proj.weight", {q_rows, H}, dtype), get(p + "self_attn.k_proj.weight", {kv_rows, H}, dtype),
+                         get(p + "self_attn.v_proj.weight", {kv_rows, H}, dtype)});
     if (c.attention_bias)
-      w.bqkv = torch::cat({get(p + "self_attn.q_proj.bias", {q_rows}), get(p + "self_attn.k_proj.bias", {kv_rows}),
-                           get(p + "self_attn.v_proj.bias", {kv_rows})});
-    w.wo = get(p + "self_attn.o_proj.weight", {H, q_rows});
-    if (c.output_bias) w.bo = get(p + "self_attn.o_proj.bias", {H});
-    w.mlp_norm = get(p + "post_attention_layernorm.weight", {H});
-    w.w_gate_up = torch::cat({get(p + "mlp.gate_proj.weight", {I, H}), get(p + "mlp.up_proj.weight", {I, H})});
-    w.w_down = get(p + "mlp.down_proj.weight", {H, I});
+      w.bqkv = torch::cat({get(p + "self_attn.q_proj.bias", {q_rows}, small_dtype), get(p + "self_attn.k_proj.bias", {kv_rows}, small_dtype),
+                           get(p + "self_attn.v_proj.bias", {kv_rows}, small_dtype)});
+    w.wo = get(p + "self_attn.o_proj.weight", {H, q_rows}, dtype);
+    if (c.output_bias) w.bo = get(p + "self_attn.o_proj.bias", {H}, small_dtype);
+    w.mlp_norm = get(p + "post_attention_layernorm.weight", {H}, small_dtype);
+    w.w_gate_up = torch::cat({get(p + "mlp.gate_proj.weight", {I, H}, dtype), get(p + "mlp.up_proj.weight", {I, H}, dtype)});
+    w.w_down = get(p + "mlp.down_proj.weight", {H, I}, dtype);
+    if (use_kernels) {
+      // The matrices live on packed only; the layer keeps its norms and biases.
+      m->klayers_.push_back({packed(w.wqkv), packed(w.wo), packed(w.w_gate_up, /*glu=*/true), packed(w.w_down)});
+      w.wqkv = w.wo = w.w_gate_up = w.w_down = torch::Tensor();
+    }
     m->layers_.push_back(std::move(w));
   }
   return m;
@@ -162,11 +185,34 @@ std::shared_ptr<LlamaModel> LlamaModel::init_random(const ModelConfig& cfg, uint
 
 int64_t LlamaModel::num_params() const {
   int64_t n = 0;
+  if (kernels_) {
+    n = embed.numel() + final_norm.numel() + (cfg_.tie_word_embeddings ? 0 : khead_.n * khead_.k);
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      for (const auto& t : {layers_[i].attn_norm, layers_[i].bqkv, layers_[i].bo, layers_[i].mlp_norm})
+        if (t.defined()) n += t.numel();
+      for (const auto* w : {&klayers_[i].wqkv, &klayers_[i].wo, &klayers_[i].gate_up, &klayers_[i].down}) n += w->n * w->k;
+    }
+    return n;
+  }
   for (const auto& t : parameters()) n += t.numel();
   return n;
 }
 
+namespace {
+// A packed weight back as a [n, k] tensor of `dtype` (exact: the packed values are that type's).
+torch::Tensor unpacked(const kernels::PackedWeight& w, torch::ScalarType dtype) {
+  auto v = kernels::unpack(w);
+  return torch::from_blob(v.data(), {w.n, w.k}, torch::kFloat32).to(dtype);
+}
+}  // namespace
+
 std::vector<torch::Tensor> LlamaModel::parameters() const {
+  if (kernels_) {
+    // Unpacked copies (for counting and saving; a kernels model is never trained).
+    std::vector<torch::Tensor> out;
+    for (const auto& nt : named_tensors()) out.push_back(nt.second);
+    return out;
+  }
   std::vector<torch::Tensor> out{embed, final_norm};
   if (!cfg_.tie_word_embeddings) out.push_back(lm_head);
   for (const auto& w : layers_) {
@@ -182,7 +228,14 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaModel::named_tensors() c
   std::vector<std::pair<std::string, torch::Tensor>> out{{"model.embed_tokens.weight", embed}};
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
-    const auto& w = layers_[i];
+    LayerWeights w = layers_[i];
+    if (kernels_) {
+      const auto& k = klayers_[i];
+      w.wqkv = unpacked(k.wqkv, dtype_);
+      w.wo = unpacked(k.wo, dtype_);
+      w.w_gate_up = unpacked(k.gate_up, dtype_);
+      w.w_down = unpacked(k.down, dtype_);
+    }
     out.emplace_back(p + "input_layernorm.weight", w.attn_norm);
     out.emplace_back(p + "self_attn.q_proj.weight", w.wqkv.narrow(0, 0, q_rows));
     out.emplace_back(p + "self_attn.k_proj.weight", w.wqkv.narrow(0, q_rows, kv_rows));
@@ -200,7 +253,7 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaModel::named_tensors() c
     out.emplace_back(p + "mlp.down_proj.weight", w.w_down);
   }
   out.emplace_back("model.norm.weight", final_norm);
-  if (!c.tie_word_embeddings) out.emplace_back("lm_head.weight", lm_head);
+  if (!c.tie_word_embeddings) out.emplace_back("lm_head.weight", kernels_ ? unpacked(khead_, dtype_) : lm_head);
   return out;
 }
 
@@ -277,6 +330,11 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& tokens, KVCache& cache, b
 
 torch::Tensor LlamaModel::forward_packed(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
                                          const std::vector<int64_t>& lengths, bool all_logits) const {
+  if (kernels_) {
+    auto t = tokens.to(torch::kCPU).to(torch::kInt64).contiguous();
+    std::vector<int64_t> ids(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+    return forward_kernels(ids, caches, lengths, all_logits, nullptr);
+  }
   std::vector<Segment> segments;
   std::vector<torch::Tensor> cos_parts, sin_parts;
   std::vector<int64_t> last_rows;
@@ -297,7 +355,122 @@ torch::Tensor LlamaModel::forward_packed(const torch::Tensor& tokens, const std:
   return logits(x);
 }
 
+std::vector<int64_t> LlamaModel::forward_packed_argmax(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
+                                                       const std::vector<int64_t>& lengths, bool all_rows) const {
+  std::vector<int64_t> out;
+  if (kernels_) {
+    auto t = tokens.to(torch::kCPU).to(torch::kInt64).contiguous();
+    std::vector<int64_t> ids(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+    forward_kernels(ids, caches, lengths, all_rows, &out);
+    return out;
+  }
+  auto logits = forward_packed(tokens, caches, lengths, all_rows).to(torch::kCPU).contiguous();
+  const int64_t V = logits.size(1);
+  const float* p = logits.data_ptr<float>();
+  for (int64_t r = 0; r < logits.size(0); ++r) {
+    const float* row = p + r * V;
+    int64_t best = 0;
+    for (int64_t i = 1; i < V; ++i)
+      if (row[i] > row[best]) best = i;
+    out.push_back(best);
+  }
+  return out;
+}
+
+// The kernels' forward. Activations are float32 rows in plain buffers; every matrix product is
+// a kernels call (the q/k/v projection one fused weight, gate/up with SiLU one glu kernel, the
+// residual adds fused into the o and down projections' stores), and the norms, rotary
+// embedding and attention are kernels' row operations on the same buffers, so a pass makes no
+// libtorch calls between the embedding lookup and the output.
+torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
+                                          const std::vector<int64_t>& lengths, bool all_rows,
+                                          std::vector<int64_t>* argmax) const {
+  const auto& c = cfg_;
+  const int64_t N = static_cast<int64_t>(tokens.size()), H = c.hidden_size, hd = c.head_dim, nH = c.num_heads,
+                nKV = c.num_kv_heads, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t A = nH * hd, QKV = (nH + 2 * nKV) * hd;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  thread_local std::vector<float> x_buf, xn_buf, qkv_buf, attn_buf, g_buf;
+  x_buf.resize(size_t(N * H));
+  xn_buf.resize(size_t(N * H));
+  qkv_buf.resize(size_t(N * QKV));
+  attn_buf.resize(size_t(N * A));
+  g_buf.resize(size_t(N * I));
+  float *x = x_buf.data(), *xn = xn_buf.data(), *qkv = qkv_buf.data(), *attn = attn_buf.data(), *g = g_buf.data();
+
+  const auto* E = static_cast<const uint16_t*>(embed.data_ptr());
+  const bool f16 = dtype_ == torch::kFloat16;
+  for (int64_t r = 0; r < N; ++r) {
+    const uint16_t* e = E + tokens[size_t(r)] * H;
+    float* xr = x + r * H;
+    if (f16)
+      for (int64_t i = 0; i < H; ++i) xr[i] = kernels::f16_to_fp32(e[i]);
+    else
+      for (int64_t i = 0; i < H; ++i) xr[i] = kernels::bf16_to_fp32(e[i]);
+  }
+  auto fptr = [](const torch::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
+
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const auto& w = layers_[size_t(i)];
+    const auto& k = klayers_[size_t(i)];
+    kernels::rms_norm(x, N, H, fptr(w.attn_norm), eps, xn);
+    kernels::linear(xn, N, k.wqkv, fptr(w.bqkv), qkv);
+    int64_t row = 0;
+    for (size_t s = 0; s < caches.size(); ++s) {
+      KVCache& cache = *caches[s];
+      // Per kv head: keys in 16-position blocks [hd][16], values as rows (kernels::attention).
+      const int64_t start = cache.length(), len = lengths[s], slots = cache.keys.size(2);
+      float* K = cache.keys.data_ptr<float>() + i * nKV * slots * hd;
+      float* Vc = cache.values.data_ptr<float>() + i * nKV * slots * hd;
+      const float* cos = cache.cos.data_ptr<float>();
+      const float* sin = cache.sin.data_ptr<float>();
+      for (int64_t t = 0; t < len; ++t) {
+        const int64_t pos = start + t;
+        float* q = qkv + (row + t) * QKV;
+        kernels::rope(q, nH, hd, cos + pos * (hd / 2), sin + pos * (hd / 2));
+        kernels::rope(q + A, nKV, hd, cos + pos * (hd / 2), sin + pos * (hd / 2));
+        for (int64_t h = 0; h < nKV; ++h) {
+          const float* kr = q + A + h * hd;
+          float* kb = K + h * slots * hd + (pos / 16) * hd * 16 + pos % 16;
+          for (int64_t d = 0; d < hd; ++d) kb[d * 16] = kr[d];
+          std::memcpy(Vc + (h * slots + pos) * hd, q + A + (nKV + h) * hd, size_t(hd) * sizeof(float));
+        }
+      }
+      kernels::attention(qkv + row * QKV, QKV, len, nH, nKV, hd, K, Vc, slots * hd, start, c.sliding_window,
+                         attn + row * A, A);
+      row += len;
+    }
+    kernels::linear(attn, N, k.wo, fptr(w.bo), x, /*accumulate=*/true);
+    kernels::rms_norm(x, N, H, fptr(w.mlp_norm), eps, xn);
+    kernels::linear_glu(xn, N, k.gate_up, g);
+    kernels::linear(g, N, k.down, nullptr, x, /*accumulate=*/true);
+  }
+  for (size_t s = 0; s < caches.size(); ++s) caches[s]->set_length(caches[s]->length() + lengths[s]);
+
+  // The rows wanted: all, or each sequence's last (moved to the front of x).
+  int64_t R = N;
+  if (!all_rows) {
+    R = 0;
+    int64_t end = 0;
+    for (int64_t len : lengths) {
+      end += len;
+      if (end - 1 != R) std::memmove(x + R * H, x + (end - 1) * H, size_t(H) * sizeof(float));
+      ++R;
+    }
+  }
+  kernels::rms_norm(x, R, H, final_norm.data_ptr<float>(), eps, xn);
+  if (argmax) {
+    argmax->resize(size_t(R));
+    kernels::linear_argmax(xn, R, khead_, argmax->data(), nullptr, nullptr);
+    return torch::Tensor();
+  }
+  auto out = torch::empty({R, V}, torch::kFloat32);
+  kernels::linear(xn, R, khead_, nullptr, out.data_ptr<float>());
+  return out;
+}
+
 torch::Tensor LlamaModel::forward_train(const torch::Tensor& tokens) const {
+  if (kernels_) throw std::logic_error("forward_train: a kernels model is for inference only");
   const int64_t B = tokens.size(0), T = tokens.size(1);
   auto x = torch::embedding(embed, tokens.reshape({B * T}).to(device_));  // [B*T, H]
   auto angles = torch::outer(torch::arange(T, torch::kFloat32), inv_freq_).to(device_);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "config.h"
+#include "kernels/kernels.h"
 #include "kv_cache.h"
 
 namespace cascade {
@@ -24,12 +25,23 @@ struct LayerWeights {
   torch::Tensor w_down;     // [H, I]
 };
 
+// The linear layers' weights packed for native/kernels (bf16 or f16), in a kernels model.
+struct KernelLayerWeights {
+  kernels::PackedWeight wqkv;     // [(nH + 2 nKV) * hd, H]
+  kernels::PackedWeight wo;       // [H, nH * hd]
+  kernels::PackedWeight gate_up;  // [2 I, H], glu-packed: one kernel computes silu(gate) * up
+  kernels::PackedWeight down;     // [H, I]
+};
+
 class LlamaModel {
  public:
   // Loads weights from safetensors shards (names as in Hugging Face checkpoints), checking
   // every tensor's presence and shape against the config. Throws naming the file.
+  // use_kernels (CPU, dtype bfloat16 or float16): the linear layers' weights are held in `dtype`
+  // packed for native/kernels and consumed directly by them; activations, norms, attention and
+  // the KV cache are float32 (see forward_kernels). Otherwise libtorch computes in `dtype`.
   static std::shared_ptr<LlamaModel> load(const ModelConfig& cfg, const std::vector<std::string>& shards,
-                                          torch::ScalarType dtype, torch::Device device);
+                                          torch::ScalarType dtype, torch::Device device, bool use_kernels = false);
   // Fresh weights for training, reproducible from `seed`.
   static std::shared_ptr<LlamaModel> init_random(const ModelConfig& cfg, uint64_t seed,
                                                  torch::ScalarType dtype, torch::Device device);
@@ -39,6 +51,10 @@ class LlamaModel {
   torch::Device device() const { return device_; }
   const torch::Tensor& inv_freq() const { return inv_freq_; }
   int64_t num_params() const;
+  // True when the linear layers run on native/kernels (bf16 / f16 weights, fp32 activations).
+  bool uses_kernels() const { return kernels_; }
+  // The KV cache's dtype: float32 with the kernels, else the compute dtype.
+  torch::ScalarType cache_dtype() const { return kernels_ ? torch::kFloat32 : dtype_; }
 
   // Appends `tokens` (all in range, cache has room: checked by the caller) at the cache's
   // current length and returns float32 logits [T, V], or [1, V] for the last position only.
@@ -50,6 +66,12 @@ class LlamaModel {
   // Returns float32 logits [N, V] (all_logits) or [S, V] (each sequence's last position).
   torch::Tensor forward_packed(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
                                const std::vector<int64_t>& lengths, bool all_logits) const;
+
+  // forward_packed for greedy decisions: the argmax of each row's logits (all rows, or each
+  // sequence's last), the first maximal index. With the kernels the logits are never
+  // materialised (kernels::linear_argmax); otherwise argmax over forward_packed's logits.
+  std::vector<int64_t> forward_packed_argmax(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
+                                             const std::vector<int64_t>& lengths, bool all_rows) const;
 
   // Training forward over a batch of sequences from position 0: tokens [B, T] -> logits [B, T, V].
   torch::Tensor forward_train(const torch::Tensor& tokens) const;
@@ -71,6 +93,10 @@ class LlamaModel {
                       const std::vector<Segment>& segments) const;
   torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& keys, const torch::Tensor& values, int64_t start) const;
   torch::Tensor logits(const torch::Tensor& hidden) const;
+  // The kernels' forward over packed segments: logits [rows, V] float32, or (argmax != null) the
+  // rows' argmaxes into *argmax and an undefined tensor.
+  torch::Tensor forward_kernels(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
+                                const std::vector<int64_t>& lengths, bool all_rows, std::vector<int64_t>* argmax) const;
 
   ModelConfig cfg_;
   torch::ScalarType dtype_;
@@ -79,7 +105,10 @@ class LlamaModel {
   torch::Tensor embed;      // [V, H]
   torch::Tensor final_norm; // [H]
   torch::Tensor lm_head;    // [V, H]; the same tensor as `embed` when tied
-  std::vector<LayerWeights> layers_;
+  std::vector<LayerWeights> layers_;  // with the kernels: norms and biases only (float32)
+  bool kernels_ = false;
+  std::vector<KernelLayerWeights> klayers_;
+  kernels::PackedWeight khead_;  // lm_head (the embedding's values when tied)
 };
 
 }  // namespace cascade

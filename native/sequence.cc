@@ -14,7 +14,7 @@ int64_t checked_capacity(const LlamaModel& m, int64_t capacity) {
 
 Sequence::Sequence(std::shared_ptr<const LlamaModel> model, int64_t capacity, uint64_t seed)
     : model_(std::move(model)),
-      cache_(model_->config(), model_->inv_freq(), checked_capacity(*model_, capacity), model_->dtype(),
+      cache_(model_->config(), model_->inv_freq(), checked_capacity(*model_, capacity), model_->cache_dtype(),
              model_->device()),
       rng_(seed) {}
 
@@ -36,8 +36,15 @@ torch::Tensor Sequence::forward(const std::vector<int64_t>& tokens, bool all_log
   return model_->forward(ids, cache_, all_logits).to(torch::kCPU);
 }
 
+int64_t Sequence::greedy_next(const std::vector<int64_t>& tokens) {
+  auto ids = checked_tokens(tokens);
+  c10::InferenceMode guard;
+  return model_->forward_packed_argmax(ids, {&cache_}, {ids.size(0)}, /*all_rows=*/false)[0];
+}
+
 int64_t Sequence::step(const std::vector<int64_t>& tokens, const SamplingParams& params) {
   params.validate();
+  if (params.greedy()) return greedy_next(tokens);
   auto logits = forward(tokens, /*all_logits=*/false);
   c10::InferenceMode guard;
   return pick_token(logits[0], params, rng_);
@@ -51,6 +58,16 @@ std::vector<int64_t> Sequence::draft(const std::vector<int64_t>& feed, int64_t k
     throw std::length_error("draft of " + std::to_string(k) + " tokens would exceed the context length " +
                             std::to_string(capacity()));
   std::vector<int64_t> out;
+  if (params.greedy()) {
+    // Argmaxes only: with the kernels no logits are materialised.
+    int64_t t = greedy_next(feed);
+    for (int64_t i = 0; i < k; ++i) {
+      out.push_back(t);
+      if (i + 1 < k) t = greedy_next({t});
+    }
+    if (probs) *probs = torch::Tensor();
+    return out;
+  }
   std::vector<torch::Tensor> rows;
   auto logits = forward(feed, /*all_logits=*/false)[0];
   c10::InferenceMode guard;

@@ -39,6 +39,8 @@ class Sequence {
 
  private:
   torch::Tensor checked_tokens(const std::vector<int64_t>& tokens) const;
+  // Appends tokens and returns the argmax of the last position's logits.
+  int64_t greedy_next(const std::vector<int64_t>& tokens);
 
   std::shared_ptr<const LlamaModel> model_;
   KVCache cache_;

@@ -83,12 +83,36 @@ std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests) {
     lengths.push_back(static_cast<int64_t>(r.block.size()));
     starts.push_back(r.seq->length());
   }
+  // Strict greedy review everywhere needs only each row's argmax: the forward returns those
+  // without materialising the logits (with the kernels), and acceptance is a comparison.
+  bool argmax_only = true;
+  for (const auto& r : requests) argmax_only = argmax_only && r.params.greedy() && r.lenience == 1 && !r.return_probs;
+  std::vector<VerifyResult> results;
+  if (argmax_only) {
+    std::vector<int64_t> best;
+    {
+      c10::InferenceMode guard;
+      best = model.forward_packed_argmax(torch::tensor(tokens, torch::kInt64), caches, lengths, /*all_rows=*/true);
+    }
+    int64_t row = 0;
+    for (size_t s = 0; s < requests.size(); ++s) {
+      auto& r = requests[s];
+      // As below: row fixed-1+i predicts the token after block[fixed-1+i], drafts start at fixed.
+      const int64_t k = lengths[s] - r.fixed, first = row + r.fixed - 1;
+      VerifyResult res;
+      while (res.accepted < k && best[size_t(first + res.accepted)] == r.block[size_t(r.fixed + res.accepted)]) ++res.accepted;
+      res.next = best[size_t(first + res.accepted)];
+      r.seq->truncate(starts[s] + r.fixed + res.accepted);
+      results.push_back(std::move(res));
+      row += lengths[s];
+    }
+    return results;
+  }
   torch::Tensor logits;
   {
     c10::InferenceMode guard;
     logits = model.forward_packed(torch::tensor(tokens, torch::kInt64), caches, lengths, /*all_logits=*/true).to(torch::kCPU);
   }
-  std::vector<VerifyResult> results;
   int64_t row = 0;
   for (size_t s = 0; s < requests.size(); ++s) {
     auto& r = requests[s];

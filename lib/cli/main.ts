@@ -3,6 +3,7 @@
 import { types } from 'util';
 
 import { benchCommand } from './bench';
+import { benchKernelsCommand } from './bench-kernels';
 import { generateCommand } from './generate';
 import { tuneCommand } from './tune';
 import { UsageError } from './args';
@@ -13,6 +14,7 @@ Commands:
   generate [PROMPT]   generate text with a model (default: the embedded default family)
   bench               every method on the same prompts: speed, SWI, exactness vs AR
   tune                search the cascade's K matrix on a prompt set; writes models/cascade.json
+  bench-kernels       forward-pass cost per block size, libtorch fp32 vs the native kernels (beta8)
 
 Run \`cascade-spec <command> --help\` for a command's options.
 `;
@@ -28,6 +30,8 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
         return await tuneCommand(rest, out, err);
       case 'bench':
         return await benchCommand(rest, out, err);
+      case 'bench-kernels':
+        return await benchKernelsCommand(rest, out, err);
       case undefined:
       case '--help':
       case 'help':

@@ -2,6 +2,7 @@
 #include <napi.h>
 #include <torch/torch.h>
 
+#include "kernel_test.h"
 #include "model_wrap.h"
 #include "sequence_wrap.h"
 #include "trainer_wrap.h"
@@ -22,6 +23,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Trainer", cascade::binding::TrainerWrap::Init(env));
   exports.Set("verifyBatch", Napi::Function::New(env, cascade::binding::SequenceWrap::VerifyBatch));
   exports.Set("torchInfo", Napi::Function::New(env, TorchInfo));
+  exports.Set("kernelTest", cascade::binding::KernelTestObject(env));
   return exports;
 }
 

@@ -62,6 +62,7 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                                  {InstanceAccessor<&ModelWrap::NumParams>("numParams"),
                                   InstanceAccessor<&ModelWrap::VocabSize>("vocabSize"),
                                   InstanceAccessor<&ModelWrap::Dtype>("dtype"),
+                                  InstanceAccessor<&ModelWrap::Kernels>("kernels"),
                                   InstanceAccessor<&ModelWrap::Threads, &ModelWrap::SetThreads>("threads")});
   constructor_ = new Napi::FunctionReference(Napi::Persistent(f));
   return f;
@@ -86,14 +87,17 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWra
   }
   auto opts = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
   auto dtype = dtype_from_name(env, string_field(opts, "dtype", "float32"));
+  // bfloat16 / float16 run on native/kernels unless { kernels: false } asks for libtorch's own
+  // half-precision path (kept for comparison; bfloat16 only).
+  const bool use_kernels = dtype != torch::kFloat32 && bool_field(opts, "kernels", true);
   // libtorch 1.13's CPU GEMM has no Half kernels: fail at load, not at the first forward.
-  if (dtype == torch::kFloat16)
-    throw Napi::Error::New(env, "dtype \"float16\" cannot compute on the CPU with this libtorch; use \"bfloat16\" or "
-                                "\"float32\" (F16-stored weights load with either)");
+  if (dtype == torch::kFloat16 && !use_kernels)
+    throw Napi::Error::New(env, "dtype \"float16\" cannot compute on the CPU with libtorch alone (kernels: false); use "
+                                "the kernels, \"bfloat16\" or \"float32\"");
   Napi::Value t = opts.Get("threads");
   threads = t.IsUndefined() ? 1 : threads_from_value(env, t);
   apply_threads();
-  model = LlamaModel::load(cfg, shards, dtype, torch::kCPU);
+  model = LlamaModel::load(cfg, shards, dtype, torch::kCPU, use_kernels);
 }
 
 Napi::Value ModelWrap::NumParams(const Napi::CallbackInfo& info) {
@@ -105,6 +109,12 @@ Napi::Value ModelWrap::VocabSize(const Napi::CallbackInfo& info) {
 Napi::Value ModelWrap::Dtype(const Napi::CallbackInfo& info) {
   auto d = model->dtype();
   return Napi::String::New(info.Env(), d == torch::kFloat32 ? "float32" : d == torch::kBFloat16 ? "bfloat16" : "float16");
+}
+// The kernels' instruction set in use ("avx512", "avx2", "portable"), or null for libtorch.
+Napi::Value ModelWrap::Kernels(const Napi::CallbackInfo& info) {
+  if (!model->uses_kernels()) return info.Env().Null();
+  const auto type = model->dtype() == torch::kFloat16 ? kernels::WeightType::F16 : kernels::WeightType::BF16;
+  return Napi::String::New(info.Env(), kernels::isa_name(kernels::active_isa(type)));
 }
 Napi::Value ModelWrap::Threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), threads); }
 void ModelWrap::SetThreads(const Napi::CallbackInfo& info, const Napi::Value& v) { threads = threads_from_value(info.Env(), v); }

@@ -24,6 +24,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value NumParams(const Napi::CallbackInfo& info);
   Napi::Value VocabSize(const Napi::CallbackInfo& info);
   Napi::Value Dtype(const Napi::CallbackInfo& info);
+  Napi::Value Kernels(const Napi::CallbackInfo& info);
   Napi::Value Threads(const Napi::CallbackInfo& info);
   void SetThreads(const Napi::CallbackInfo& info, const Napi::Value& v);
 };

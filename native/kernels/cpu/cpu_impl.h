@@ -1,0 +1,59 @@
+// The CPU kernels' internal interface: one Impl per (instruction set, weight type). Each runs a
+// Call over a range of 16-row weight blocks; the dispatcher (dispatch.cc) prepares the
+// activations once per call and splits the blocks across threads.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace cascade::kernels::cpu {
+
+// Leading dimension of a tile buffer: up to 4 blocks of 16 columns.
+constexpr int TILE_LD = 64;
+
+enum class Epi : int {
+  Store,     // y = acc (+ bias)
+  Add,       // y += acc (+ bias)
+  Glu,       // y[:, c] = silu(gate acc) * up acc, tiles hold gate/up block pairs
+  Argmax,    // per row: running max, first argmax, sum of exp(v - max)
+};
+
+// Running statistics of one row's logits over a range of columns.
+struct RowStat {
+  float max;
+  int64_t arg;
+  float sum;  // sum of exp(v - max) over the columns seen (when lse is wanted)
+};
+
+struct Call {
+  const void* x;   // prepared activations, M rows of stride ldx elements (bf16 or fp32, per Impl)
+  int64_t ldx;
+  int64_t M;
+  const uint16_t* w;  // packed weight
+  int64_t np;         // column pairs (kp / 2)
+  int64_t n;          // valid output columns (glu: I)
+  Epi epi;
+  const float* bias;  // [n] or null (Store / Add)
+  float* y;           // [M, ldy]
+  int64_t ldy;
+  bool lse;           // Argmax: also accumulate sums of exponentials
+};
+
+struct Impl {
+  const char* name;
+  size_t x_elem;  // bytes per prepared activation element: 2 (bf16) or 4 (fp32)
+  // x [M, k] fp32 -> out [M, kp] in the Impl's activation type, zero padded.
+  void (*prepare)(const float* x, int64_t M, int64_t k, int64_t kp, void* out);
+  // Blocks [b0, b1) of the weight (for Glu: b0, b1 even). stats: [M] for Argmax, initialised by
+  // the caller to {-inf, 0, 0}.
+  void (*run)(const Call& c, int64_t b0, int64_t b1, RowStat* stats);
+};
+
+// nullptr where the build cannot produce them (not x86-64, or a compiler without the targets).
+const Impl* avx512_bf16_impl();  // bf16 weights: avx512f/bw/vl + avx512_bf16
+const Impl* avx512_f16_impl();   // f16 weights: avx512f (vcvtph2ps)
+const Impl* avx2_bf16_impl();    // avx2 + fma
+const Impl* avx2_f16_impl();     // avx2 + fma + f16c
+const Impl* portable_bf16_impl();
+const Impl* portable_f16_impl();
+
+}  // namespace cascade::kernels::cpu

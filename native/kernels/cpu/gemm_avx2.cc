@@ -1,0 +1,216 @@
+// AVX2 + FMA + F16C kernels, for x86-64 CPUs without avx512_bf16. x stays fp32.
+// bf16 weights: a 32-byte half line holds 8 rows x 2 columns as bf16 pairs; shifting each
+// 32-bit lane left by 16 gives the even column in fp32, masking the low half gives the odd one,
+// and two FMAs against the broadcast x[2p], x[2p+1] accumulate 8 rows.
+// f16 weights: vcvtph2ps widens 4 rows x 2 columns to fp32, FMAs against the broadcast pair
+// (x[2p], x[2p+1]); the parities are summed at the end.
+#include "kernels/cpu/cpu_impl.h"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define CASCADE_HAVE_AVX2 1
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#endif
+
+namespace cascade::kernels::cpu {
+
+#if CASCADE_HAVE_AVX2
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+namespace {
+
+constexpr int64_t PF = 32;
+
+// e^x (see exp512 in gemm_avx512.cc); 2^n built in the exponent field, so x is clamped to
+// [-87, 88.7] (results below e^-87 are not needed: they only ever add to sums of larger terms
+// or multiply a silu input that is already tiny).
+inline __m256 exp256(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.7f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
+  __m256 p = _mm256_set1_ps(1.f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  // n in [-126, 128]: split the scale in two factors so 2^128 does not overflow the exponent field.
+  const __m256i ni = _mm256_cvtps_epi32(n);
+  const __m256i half = _mm256_srai_epi32(ni, 1);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
+  return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+void epi_store(float* y, const float* t, const float* bias, int cnt, bool add) {
+  int i = 0;
+  for (; i + 8 <= cnt; i += 8) {
+    __m256 v = _mm256_load_ps(t + i);
+    if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + i));
+    if (add) v = _mm256_add_ps(_mm256_loadu_ps(y + i), v);
+    _mm256_storeu_ps(y + i, v);
+  }
+  for (; i < cnt; ++i) {
+    float v = t[i];
+    if (bias) v += bias[i];
+    y[i] = add ? y[i] + v : v;
+  }
+}
+
+void epi_glu(float* y, const float* gate, const float* up, int cnt) {
+  alignas(32) float out[16];
+  for (int i = 0; i < 16; i += 8) {
+    const __m256 g = _mm256_load_ps(gate + i), u = _mm256_load_ps(up + i);
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    _mm256_store_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.f), e)), u));
+  }
+  std::memcpy(y, out, size_t(cnt) * sizeof(float));
+}
+
+void epi_stat(RowStat& s, const float* t, int cnt, int64_t col0, bool lse) {
+  float tmax = -std::numeric_limits<float>::infinity();
+  int at = 0;
+  for (int i = 0; i < cnt; ++i)
+    if (t[i] > tmax) tmax = t[i], at = i;
+  const float newmax = tmax > s.max ? tmax : s.max;
+  if (lse) {
+    if (s.sum > 0 && newmax > s.max) s.sum *= std::exp(s.max - newmax);
+    alignas(32) float buf[TILE_LD];
+    const __m256 nm = _mm256_set1_ps(newmax);
+    for (int i = 0; i < cnt; i += 8) _mm256_store_ps(buf + i, exp256(_mm256_sub_ps(_mm256_load_ps(t + i), nm)));
+    float sum = 0;
+    for (int i = 0; i < cnt; ++i) sum += buf[i];
+    s.sum += sum;
+  }
+  if (tmax > s.max) {
+    s.arg = col0 + at;
+    s.max = tmax;
+  }
+}
+
+void prepare(const float* x, int64_t M, int64_t k, int64_t kp, void* out) {
+  float* o = static_cast<float*>(out);
+  for (int64_t m = 0; m < M; ++m) {
+    std::memcpy(o + m * kp, x + m * k, size_t(k) * sizeof(float));
+    for (int64_t i = k; i < kp; ++i) o[m * kp + i] = 0;
+  }
+}
+
+}  // namespace
+
+namespace bf16 {
+namespace {
+using XT = float;
+constexpr int NBMAX = 1, MRMAX = 4, GLU_NB = 2, GLU_MR = 2;
+
+template <int MR, int NB>
+void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
+           const uint16_t* next) {
+  __m256 acc[MR][NB][2];
+  for (int m = 0; m < MR; ++m)
+    for (int j = 0; j < NB; ++j) acc[m][j][0] = acc[m][j][1] = _mm256_setzero_ps();
+  const __m256i hi = _mm256_set1_epi32(int32_t(0xFFFF0000u));
+  for (int64_t p = 0; p < np; ++p) {
+    __m256 we[NB][2], wo[NB][2];
+    for (int j = 0; j < NB; ++j) {
+      const uint16_t* q = w + j * bstride + p * 32;
+      for (int h = 0; h < 2; ++h) {
+        const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 16 * h));
+        we[j][h] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+        wo[j][h] = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
+      }
+      if (next) _mm_prefetch(reinterpret_cast<const char*>(next + j * bstride + p * 32), _MM_HINT_T1);
+      else _mm_prefetch(reinterpret_cast<const char*>(q + PF * 32), _MM_HINT_T0);
+    }
+    for (int m = 0; m < MR; ++m) {
+      const __m256 x0 = _mm256_broadcast_ss(x + m * ldx + 2 * p), x1 = _mm256_broadcast_ss(x + m * ldx + 2 * p + 1);
+      for (int j = 0; j < NB; ++j)
+        for (int h = 0; h < 2; ++h) {
+          acc[m][j][h] = _mm256_fmadd_ps(we[j][h], x0, acc[m][j][h]);
+          acc[m][j][h] = _mm256_fmadd_ps(wo[j][h], x1, acc[m][j][h]);
+        }
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int j = 0; j < NB; ++j)
+      for (int h = 0; h < 2; ++h) _mm256_store_ps(tile + m * TILE_LD + 16 * j + 8 * h, acc[m][j][h]);
+}
+
+#include "kernels/cpu/driver.inc"
+}  // namespace
+}  // namespace bf16
+
+namespace f16 {
+namespace {
+using XT = float;
+constexpr int NBMAX = 1, MRMAX = 2, GLU_NB = 2, GLU_MR = 1;
+
+template <int MR, int NB>
+void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
+           const uint16_t* next) {
+  __m256 acc[MR][NB][4];
+  for (int m = 0; m < MR; ++m)
+    for (int j = 0; j < NB; ++j)
+      for (int h = 0; h < 4; ++h) acc[m][j][h] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < np; ++p) {
+    __m256 wv[NB][4];
+    for (int j = 0; j < NB; ++j) {
+      const uint16_t* q = w + j * bstride + p * 32;
+      for (int h = 0; h < 4; ++h) wv[j][h] = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(q + 8 * h)));
+      if (next) _mm_prefetch(reinterpret_cast<const char*>(next + j * bstride + p * 32), _MM_HINT_T1);
+      else _mm_prefetch(reinterpret_cast<const char*>(q + PF * 32), _MM_HINT_T0);
+    }
+    for (int m = 0; m < MR; ++m) {
+      double pair;
+      std::memcpy(&pair, x + m * ldx + 2 * p, sizeof pair);
+      const __m256 xv = _mm256_castpd_ps(_mm256_set1_pd(pair));
+      for (int j = 0; j < NB; ++j)
+        for (int h = 0; h < 4; ++h) acc[m][j][h] = _mm256_fmadd_ps(wv[j][h], xv, acc[m][j][h]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int j = 0; j < NB; ++j)
+      for (int h = 0; h < 4; ++h) {
+        alignas(32) float v[8];
+        _mm256_store_ps(v, acc[m][j][h]);
+        for (int r = 0; r < 4; ++r) tile[m * TILE_LD + 16 * j + 4 * h + r] = v[2 * r] + v[2 * r + 1];
+      }
+}
+
+#include "kernels/cpu/driver.inc"
+}  // namespace
+}  // namespace f16
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+const Impl* avx2_bf16_impl() {
+  static const Impl impl{"avx2-bf16", 4, &prepare, &bf16::run_blocks};
+  return &impl;
+}
+const Impl* avx2_f16_impl() {
+  static const Impl impl{"avx2-f16", 4, &prepare, &f16::run_blocks};
+  return &impl;
+}
+
+#else
+const Impl* avx2_bf16_impl() { return nullptr; }
+const Impl* avx2_f16_impl() { return nullptr; }
+#endif
+
+}  // namespace cascade::kernels::cpu
