@@ -104,9 +104,14 @@ describe('speculative option errors', () => {
 });
 
 describe('load dtype', () => {
-  test("dtype 'float16' is refused at load, pointing at bfloat16", () => {
-    expect(() => Model.loadSync(targetDir, { dtype: 'float16' })).toThrow(/float16/);
-    expect(() => Model.loadSync(targetDir, { dtype: 'float16' })).toThrow(/bfloat16/);
+  test("dtype 'float16' runs on the kernels; without them it is refused, pointing at bfloat16", async () => {
+    const m = Model.loadSync(targetDir, { dtype: 'float16' });
+    expect(m.dtype).toBe('float16');
+    expect(m.kernels).not.toBeNull();
+    const r = await m.generate('Hi', { maxNewTokens: 3, stopOnEos: false });
+    expect(r.tokens).toHaveLength(3);
+    expect(() => Model.loadSync(targetDir, { dtype: 'float16', kernels: false })).toThrow(/float16/);
+    expect(() => Model.loadSync(targetDir, { dtype: 'float16', kernels: false })).toThrow(/bfloat16/);
   });
 
   test("dtype 'bfloat16' loads and generates", async () => {
