@@ -104,9 +104,11 @@ describe('speculative option errors', () => {
 });
 
 describe('load dtype', () => {
-  test("dtype 'float16' is refused at load, pointing at bfloat16", () => {
-    expect(() => Model.loadSync(targetDir, { dtype: 'float16' })).toThrow(/float16/);
-    expect(() => Model.loadSync(targetDir, { dtype: 'float16' })).toThrow(/bfloat16/);
+  test("dtype 'float16' computes on the half-precision kernels", async () => {
+    const m = Model.loadSync(targetDir, { dtype: 'float16' });
+    expect(m.dtype).toBe('float16');
+    const r = await m.generate([1, 2, 3], { maxNewTokens: 4 });
+    expect(r.tokens).toHaveLength(4);
   });
 
   test("dtype 'bfloat16' loads and generates", async () => {
