@@ -124,7 +124,8 @@ const cpu::Impl* impl_for(Isa isa, WeightType type) {
 
 }  // namespace
 
-Isa best_isa(WeightType type) {
+namespace {
+Isa detect_best_isa(WeightType type) {
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -136,6 +137,12 @@ Isa best_isa(WeightType type) {
   if (avx2 && impl_for(Isa::Avx2, type)) return Isa::Avx2;
 #endif
   return Isa::Portable;
+}
+}  // namespace
+
+Isa best_isa(WeightType type) {
+  static const Isa bf16 = detect_best_isa(WeightType::BF16), f16 = detect_best_isa(WeightType::F16);
+  return type == WeightType::BF16 ? bf16 : f16;
 }
 
 Isa active_isa(WeightType type) { return std::min(best_isa(type), cap()); }

@@ -113,7 +113,7 @@ void prepare(const float* x, int64_t M, int64_t k, int64_t kp, void* out) {
 namespace bf16 {
 namespace {
 using XT = float;
-constexpr int NBMAX = 1, MRMAX = 4, GLU_NB = 2, GLU_MR = 2;
+constexpr int NBMAX = 1, MRMAX = 4, GLU_NB = 2, GLU_MR = 2, GLU_NB_WIDE = 2, GLU_MR_WIDE = 2;
 
 template <int MR, int NB>
 void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
@@ -155,7 +155,7 @@ void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int6
 namespace f16 {
 namespace {
 using XT = float;
-constexpr int NBMAX = 1, MRMAX = 2, GLU_NB = 2, GLU_MR = 1;
+constexpr int NBMAX = 1, MRMAX = 2, GLU_NB = 2, GLU_MR = 1, GLU_NB_WIDE = 2, GLU_MR_WIDE = 1;
 
 template <int MR, int NB>
 void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,

@@ -111,7 +111,7 @@ void epi_stat(RowStat& s, const float* t, int cnt, int64_t col0, bool lse) {
 namespace f16 {
 namespace {
 using XT = float;
-constexpr int NBMAX = 2, MRMAX = 6, GLU_NB = 2, GLU_MR = 6;
+constexpr int NBMAX = 2, MRMAX = 6, GLU_NB = 2, GLU_MR = 6, GLU_NB_WIDE = 2, GLU_MR_WIDE = 6;
 
 template <int MR, int NB>
 void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
@@ -177,7 +177,7 @@ void prepare(const float* x, int64_t M, int64_t k, int64_t kp, void* out) {
 namespace bf16 {
 namespace {
 using XT = uint16_t;
-constexpr int NBMAX = 3, MRMAX = 8, GLU_NB = 2, GLU_MR = 12;
+constexpr int NBMAX = 3, MRMAX = 8, GLU_NB = 2, GLU_MR = 12, GLU_NB_WIDE = 4, GLU_MR_WIDE = 4;
 
 template <int MR, int NB>
 void micro(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
