@@ -12,7 +12,7 @@ import * as path from 'path';
 import { Bench } from 'tinybench';
 
 import { loadNative, type Dtype } from '../lib/native';
-import { BENCH_CONFIGS, nativeConfig, randomWeights } from './configs';
+import { BENCH_CONFIGS, nativeConfig, randomWeights } from '../lib/bench/configs';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);

@@ -115,13 +115,15 @@ export async function runGeneration(
         if (cutAtStop()) break;
       }
     }
-    if (finishReason !== 'stop') {
-      text = tokenizer.decode(tokens);
-      if (options.stop.length) cutAtStop();
-    }
     if (!finishReason && tokens.length >= options.maxNewTokens) finishReason = 'length';
     // The pending token still fits while the cache (prompt + tokens - 1) is below capacity.
     if (!finishReason && promptTokens.length + tokens.length > capacity) finishReason = 'context';
+    // Text is needed along the way only to stream it or to find stop strings; decoding every
+    // step costs more than a small model's forward pass, so otherwise it waits for the end.
+    if (finishReason !== 'stop' && (onText || options.stop.length || finishReason)) {
+      text = tokenizer.decode(tokens);
+      if (options.stop.length && cutAtStop()) finishReason = 'stop';
+    }
     // Hold back an incomplete UTF-8 character and anything that may start a stop string.
     let safe = text.length;
     if (!finishReason) {

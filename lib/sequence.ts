@@ -67,6 +67,20 @@ export class Sequence {
     return this.native.verifyAsync(Int32Array.from(block), options);
   }
 
+  /**
+   * verify() on the calling thread. The decoding loop uses it: a pass of a small model takes
+   * well under a millisecond on the bf16 kernels, less than handing work to the libuv pool and
+   * back costs; the loop yields to the event loop once per step instead.
+   */
+  verifySync(
+    block: number[],
+    options: { sampling: NativeSampling; draftProbs?: Float32Array; lenience?: number; returnProbs?: boolean; fixed?: number },
+  ): NativeVerifyResult {
+    const r = this.native.verify(Int32Array.from(block), options);
+    this.forwards++;
+    return r;
+  }
+
   /** Rolls the cache back to its first n tokens. */
   truncate(n: number): void {
     this.native.truncate(n);

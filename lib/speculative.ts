@@ -37,13 +37,16 @@ export class SpeculativeSource implements TokenSource {
   }
 
   async next(): Promise<number[]> {
+    // One step runs its native calls on this thread (see Sequence.verifySync), then lets the
+    // event loop run: a step blocks for about one target pass plus its drafts.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     // Draft no further than the cache has room for and the caller will take.
     const room = this.target.capacity - this.target.length - 1;
     const wanted = this.maxNewTokens - this.emitted - 1;
     const max = Math.max(0, Math.min(this.k, room, wanted));
     const block = this.drafter && max > 0 ? await this.drafter.draft(max, this.sampling) : { tokens: [] as number[], probs: undefined };
     const t0 = performance.now();
-    const r = await this.target.verify([this.pending, ...block.tokens], { sampling: this.sampling, draftProbs: block.probs });
+    const r = this.target.verifySync([this.pending, ...block.tokens], { sampling: this.sampling, draftProbs: block.probs });
     this.drafter?.observeVerify?.(block.tokens.length + 1, performance.now() - t0);
     const out = [...block.tokens.slice(0, r.accepted), r.next];
     this.passes++;

@@ -118,7 +118,7 @@ export class ReviewerLevel implements Drafter {
     if (max < 1 || room < 0) return { tokens: [] };
     const budget = Math.min(this.inner.size, max - 1, room);
     const proposal = budget > 0 ? await this.inner.draft(budget, sampling, prefix) : { tokens: [] as number[] };
-    const r = await ctx.seq.verify([...fixed, ...proposal.tokens], { sampling, fixed: fixed.length, lenience: this.lenience });
+    const r = ctx.seq.verifySync([...fixed, ...proposal.tokens], { sampling, fixed: fixed.length, lenience: this.lenience });
     const tokens = [...proposal.tokens.slice(0, r.accepted), r.next];
     ctx.appended([...fixed, ...proposal.tokens.slice(0, r.accepted)]);
     this.passes++;

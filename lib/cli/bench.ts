@@ -21,7 +21,7 @@ export const BENCH_FLAGS: Record<string, FlagSpec> = {
   methods: { type: 'string', help: 'comma-separated: ar, mag[@K], sd[:DRAFT][@K], csd[:FILE], acsd[:FILE] (adaptive bands)', default: 'ar,mag,sd,csd,acsd' },
   'max-new-tokens': { type: 'int', help: 'tokens per prompt', default: 128, min: 1 },
   threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
-  dtype: { type: 'string', help: 'compute dtype', default: 'float32', choices: ['float32', 'bfloat16'] },
+  dtype: { type: 'string', help: 'compute dtype (bfloat16 runs the bf16 kernels)', default: 'bfloat16', choices: ['float32', 'bfloat16'] },
   k: { type: 'int', help: 'default draft length for mag / sd', default: 4, min: 1, max: 64 },
   draft: { type: 'string', help: 'default draft name for sd', default: 'mid' },
   model: { type: 'string', help: 'target model folder (default: the embedded family)' },

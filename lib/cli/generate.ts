@@ -21,7 +21,7 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   seed: { type: 'int', help: 'sampler seed (default: random, printed in stats)', min: 0 },
   stop: { type: 'list', help: 'stop string (repeatable)' },
   threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
-  dtype: { type: 'string', help: 'compute dtype: float32 | bfloat16 | float16', default: 'float32', choices: ['float32', 'bfloat16', 'float16'] },
+  dtype: { type: 'string', help: 'compute dtype: float32 | bfloat16 | float16 (default: bfloat16 on the default family, whose weights are bf16 and run on the bf16 kernels; float32 with --model)', choices: ['float32', 'bfloat16', 'float16'] },
   method: { type: 'string', help: 'decoding method: ar (autoregressive) | mag (Max-Gram drafts) | sd (draft model) | csd (cascade). Default: csd on the default family, else ar', choices: ['ar', 'mag', 'sd', 'csd'] },
   cascade: { type: 'string', help: 'cascade for --method csd: a JSON file or inline JSON (K matrix or readable form); default: the family\'s tuned models/cascade.json' },
   adaptive: { type: 'boolean', help: 'with csd: size the target\'s bands online from measured acceptance and costs' },
@@ -68,6 +68,7 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
   if (!fs.existsSync(dir) && flags.model === undefined)
     throw new Error(`no default model family is installed (${path.resolve(dir)} is missing); pass --model DIR`);
 
+  flags.dtype = (flags.dtype as Dtype | undefined) ?? (flags.model === undefined ? 'bfloat16' : 'float32');
   const model = await Model.load(dir, { dtype: flags.dtype as Dtype, threads: flags.threads as number });
   const onFamily = flags.model === undefined;
   const method = (flags.method as Method | undefined) ?? (onFamily ? 'csd' : 'ar');

@@ -23,7 +23,7 @@ export const TUNE_FLAGS: Record<string, FlagSpec> = {
   'max-new-tokens': { type: 'int', help: 'tokens per prompt', default: 96, min: 8 },
   budget: { type: 'int', help: 'configurations to evaluate at most', default: 40, min: 1 },
   threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
-  dtype: { type: 'string', help: 'compute dtype', default: 'float32', choices: ['float32', 'bfloat16'] },
+  dtype: { type: 'string', help: 'compute dtype (bfloat16 runs the bf16 kernels)', default: 'bfloat16', choices: ['float32', 'bfloat16'] },
   margin: { type: 'number', help: 'relative improvement needed to move', default: 0.01, min: 0 },
   restart: { type: 'boolean', help: 'start from the fallback configuration instead of the saved one' },
   'dry-run': { type: 'boolean', help: 'do not write models/cascade.json' },
