@@ -8,13 +8,12 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Writable } from 'stream';
 
 import { UsageError } from '../lib/cli/args';
 import { formatTable, runBench, type MethodResult } from '../lib/cli/bench';
 import { readPrompts } from '../lib/cli/datasets';
 import { FALLBACK_CASCADE, familyCascade, type Family } from '../lib/cli/family';
-import { main } from '../lib/cli/main';
+import { cli } from './helpers/cli';
 import { parseMethod, type MethodSpec } from '../lib/cli/methods';
 import { tokensPerSecond } from '../lib/cli/tune';
 import { CascadeConfigError, type CascadeMatrix } from '../lib/cascade/config';
@@ -26,20 +25,6 @@ const ROOT = path.resolve(__dirname, '..');
 const V = 260;
 const EOS = 257;
 
-class Capture extends Writable {
-  text = '';
-  _write(chunk: Buffer | string, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
-    this.text += chunk.toString();
-    done();
-  }
-}
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out = new Capture();
-  const err = new Capture();
-  const code = await main(argv, out, err);
-  return { code, out: out.text, err: err.text };
-}
 
 /** Copies a model folder and adds N(0, sigma) noise to its lm_head. */
 function perturbedCopy(from: string, to: string, sigma: number, seed: number): void {

@@ -4,24 +4,9 @@
  * shape. The timings themselves are not checked (machine-dependent); beta8 is checked against
  * the row's own T(1) and T(8), which is its definition.
  */
-import { Writable } from 'stream';
 
-import { main } from '../lib/cli/main';
+import { cli } from './helpers/cli';
 
-class Capture extends Writable {
-  text = '';
-  _write(chunk: Buffer | string, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
-    this.text += chunk.toString();
-    done();
-  }
-}
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out = new Capture();
-  const err = new Capture();
-  const code = await main(argv, out, err);
-  return { code, out: out.text, err: err.text };
-}
 
 test('help lists the flags; the top-level usage lists the command', async () => {
   const h = await cli('bench-kernels', '--help');

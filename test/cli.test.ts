@@ -6,10 +6,9 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Writable } from 'stream';
 
 import { GENERATE_FLAGS } from '../lib/cli/generate';
-import { main } from '../lib/cli/main';
+import { cli } from './helpers/cli';
 import { Model } from '../lib/model';
 import { makeTinyModel } from './helpers/tiny-model';
 
@@ -18,20 +17,6 @@ const DIST_MAIN = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 const DEFAULT_MODEL = path.join(ROOT, 'models', 'target');
 const PROMPT = 'hello';
 
-class Capture extends Writable {
-  text = '';
-  _write(chunk: Buffer | string, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
-    this.text += chunk.toString();
-    done();
-  }
-}
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out = new Capture();
-  const err = new Capture();
-  const code = await main(argv, out, err);
-  return { code, out: out.text, err: err.text };
-}
 
 interface JsonResult {
   text: string;
