@@ -151,12 +151,25 @@ export class Model {
     const promptTokens = this.encodePrompt(prompt, resolved.addBos);
     const capacity = Math.min(this.contextLength, promptTokens.length + resolved.maxNewTokens);
     const seq = this.createSequence({ contextLength: capacity, seed: resolved.seed });
-    const drafter = this.drafterFor(resolved, capacity);
-    const k = drafter instanceof AdaptiveScheduler ? drafter.maxDraft : drafter instanceof Cascade ? drafter.top.size : resolved.k;
-    const source = new SpeculativeSource(seq, drafter, k, resolved, resolved.maxNewTokens);
-    const result = await runGeneration(source, this.tokenizer, promptTokens, capacity, resolved, onText);
-    Object.assign(result.stats, this.costMetrics(source, drafter, result.tokens.length));
-    return result;
+    let drafter: Drafter | undefined;
+    try {
+      drafter = this.drafterFor(resolved, capacity);
+      const k = drafter instanceof AdaptiveScheduler ? drafter.maxDraft : drafter instanceof Cascade ? drafter.top.size : resolved.k;
+      const source = new SpeculativeSource(seq, drafter, k, resolved, resolved.maxNewTokens);
+      const result = await runGeneration(source, this.tokenizer, promptTokens, capacity, resolved, onText);
+      Object.assign(result.stats, this.costMetrics(source, drafter, result.tokens.length));
+      return result;
+    } finally {
+      // The caches go back to their models now, for the next generation to reuse.
+      // (A call still in flight, which only an error path can leave, keeps its sequence busy:
+      // that one is left to the garbage collector rather than masking the error.)
+      for (const release of [() => seq.dispose(), () => drafter?.dispose?.()])
+        try {
+          release();
+        } catch {
+          /* busy: freed at garbage collection */
+        }
+    }
   }
 
   private drafterFor(o: ResolvedGenerateOptions, capacity: number): Drafter | undefined {

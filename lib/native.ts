@@ -99,6 +99,8 @@ export interface NativeSequence {
   stepAsync(tokens: Int32Array | number[], sampling?: NativeSampling): Promise<number>;
   truncate(n: number): void;
   reseed(seed: number): void;
+  /** Frees the KV cache now (its buffers are reused by the model's next sequence). */
+  dispose(): void;
 }
 
 export interface NativeTrainer {

@@ -89,4 +89,12 @@ export class Sequence {
   reseed(seed: number): void {
     this.native.reseed(seed);
   }
+
+  /**
+   * Frees the KV cache now instead of at garbage collection; its buffers go back to the model
+   * for its next sequence. Any later call on this sequence throws. Safe to call twice.
+   */
+  dispose(): void {
+    this.native.dispose();
+  }
 }

@@ -2,17 +2,55 @@
 
 namespace cascade {
 
-KVCache::KVCache(const ModelConfig& cfg, const torch::Tensor& inv_freq, int64_t capacity,
-                 torch::ScalarType dtype, torch::Device device)
-    : capacity_(capacity) {
+torch::Tensor KVBufferPool::acquire(int64_t numel, const torch::TensorOptions& options) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    size_t best = kept_.size();
+    for (size_t i = 0; i < kept_.size(); ++i) {
+      const auto& t = kept_[i];
+      if (t.numel() >= numel && t.numel() <= 2 * numel && t.dtype() == options.dtype() && t.device() == options.device() &&
+          (best == kept_.size() || t.numel() < kept_[best].numel()))
+        best = i;
+    }
+    if (best < kept_.size()) {
+      torch::Tensor t = std::move(kept_[best]);
+      kept_.erase(kept_.begin() + static_cast<std::ptrdiff_t>(best));
+      return t;
+    }
+  }
+  return torch::empty({numel}, options);
+}
+
+void KVBufferPool::release(torch::Tensor buffer) {
+  if (!buffer.defined() || buffer.use_count() != 1 || buffer.storage().use_count() != 1) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (kept_.size() < kMaxKept) kept_.push_back(std::move(buffer));
+}
+
+KVCache::KVCache(const ModelConfig& cfg, const torch::Tensor& cos_table, const torch::Tensor& sin_table,
+                 int64_t capacity, torch::ScalarType dtype, torch::Device device,
+                 std::shared_ptr<KVBufferPool> pool)
+    : capacity_(capacity), pool_(std::move(pool)) {
+  if (cos_table.size(0) < capacity || sin_table.size(0) < capacity)
+    throw std::logic_error("KVCache: RoPE tables shorter than the capacity");
   auto opts = torch::TensorOptions().dtype(dtype).device(device);
-  keys = torch::zeros({cfg.num_layers, cfg.num_kv_heads, (capacity + 15) / 16 * 16, cfg.head_dim}, opts);
-  values = torch::zeros_like(keys);
-  // Angles in float64 so that long positions keep their precision before the cast.
-  auto pos = torch::arange(capacity, torch::TensorOptions().dtype(torch::kFloat64));
-  auto angles = torch::outer(pos, inv_freq.to(torch::kFloat64));
-  cos = angles.cos().to(opts);
-  sin = angles.sin().to(opts);
+  const std::vector<int64_t> shape{cfg.num_layers, cfg.num_kv_heads, (capacity + 15) / 16 * 16, cfg.head_dim};
+  const int64_t numel = shape[0] * shape[1] * shape[2] * shape[3];
+  key_buffer_ = pool_->acquire(numel, opts);
+  value_buffer_ = pool_->acquire(numel, opts);
+  // Zeroed: a pass may read (and discard) the unwritten positions of a 16-position key block.
+  keys = key_buffer_.narrow(0, 0, numel).view(shape).zero_();
+  values = value_buffer_.narrow(0, 0, numel).view(shape).zero_();
+  cos = cos_table.narrow(0, 0, capacity);
+  sin = sin_table.narrow(0, 0, capacity);
+}
+
+KVCache::~KVCache() {
+  // The views first, so that a buffer nobody else holds goes back (a caller may keep a view).
+  keys = torch::Tensor();
+  values = torch::Tensor();
+  pool_->release(std::move(key_buffer_));
+  pool_->release(std::move(value_buffer_));
 }
 
 void KVCache::set_length(int64_t n) {

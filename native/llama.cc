@@ -79,6 +79,21 @@ LlamaModel::LlamaModel(const ModelConfig& cfg, torch::ScalarType dtype, torch::D
   inv_freq_ = make_inv_freq(cfg_);
 }
 
+std::pair<torch::Tensor, torch::Tensor> LlamaModel::rope_tables(int64_t positions) const {
+  std::lock_guard<std::mutex> lock(rope_mutex_);
+  if (!rope_cos_.defined() || rope_cos_.size(0) < positions) {
+    // Grown to a multiple of 256 positions so that caches of nearby sizes share one table.
+    const int64_t rows = (positions + 255) / 256 * 256;
+    auto opts = torch::TensorOptions().dtype(cache_dtype()).device(device_);
+    // Angles in float64 so that long positions keep their precision before the cast.
+    auto pos = torch::arange(rows, torch::TensorOptions().dtype(torch::kFloat64));
+    auto angles = torch::outer(pos, inv_freq_.to(torch::kFloat64));
+    rope_cos_ = angles.cos().to(opts);
+    rope_sin_ = angles.sin().to(opts);
+  }
+  return {rope_cos_, rope_sin_};
+}
+
 std::shared_ptr<LlamaModel> LlamaModel::load(const ModelConfig& cfg, const std::vector<std::string>& shards,
                                              torch::ScalarType dtype, torch::Device device, bool use_kernels) {
   if (use_kernels && (!device.is_cpu() || (dtype != torch::kBFloat16 && dtype != torch::kFloat16)))

@@ -4,6 +4,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <mutex>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +52,12 @@ class LlamaModel {
   torch::ScalarType dtype() const { return dtype_; }
   torch::Device device() const { return device_; }
   const torch::Tensor& inv_freq() const { return inv_freq_; }
+  // RoPE cos / sin tables [rows >= positions, head_dim / 2] in the cache dtype, computed once
+  // and shared by every cache of this model (a sequence used to spend more time building its
+  // own than a decode step takes). Grown on demand; earlier tables stay valid for their users.
+  std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t positions) const;
+  // Where this model's KV caches take their buffers from and return them to.
+  const std::shared_ptr<KVBufferPool>& cache_pool() const { return cache_pool_; }
   int64_t num_params() const;
   // True when the linear layers run on native/kernels (bf16 / f16 weights, fp32 activations).
   bool uses_kernels() const { return kernels_; }
@@ -102,6 +110,9 @@ class LlamaModel {
   torch::ScalarType dtype_;
   torch::Device device_;
   torch::Tensor inv_freq_;  // [hd / 2], float32
+  mutable std::mutex rope_mutex_;
+  std::shared_ptr<KVBufferPool> cache_pool_ = std::make_shared<KVBufferPool>();
+  mutable torch::Tensor rope_cos_, rope_sin_;
   torch::Tensor embed;      // [V, H]
   torch::Tensor final_norm; // [H]
   torch::Tensor lm_head;    // [V, H]; the same tensor as `embed` when tied

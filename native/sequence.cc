@@ -10,12 +10,17 @@ int64_t checked_capacity(const LlamaModel& m, int64_t capacity) {
                                 std::to_string(max) + "] (max_position_embeddings)");
   return capacity;
 }
+
+KVCache make_cache(const LlamaModel& m, int64_t capacity) {
+  capacity = checked_capacity(m, capacity);
+  auto [cos, sin] = m.rope_tables(capacity);
+  return KVCache(m.config(), cos, sin, capacity, m.cache_dtype(), m.device(), m.cache_pool());
+}
 }  // namespace
 
 Sequence::Sequence(std::shared_ptr<const LlamaModel> model, int64_t capacity, uint64_t seed)
     : model_(std::move(model)),
-      cache_(model_->config(), model_->inv_freq(), checked_capacity(*model_, capacity), model_->cache_dtype(),
-             model_->device()),
+      cache_(make_cache(*model_, capacity)),
       rng_(seed) {}
 
 torch::Tensor Sequence::checked_tokens(const std::vector<int64_t>& tokens) const {

@@ -200,6 +200,26 @@ describe.each(VARIANTS.map((v) => [v.name, v] as const))('%s', (_name, variant) 
     expect(maxAbsDiff(out, flat(ref.forward(again)))).toBeLessThanOrEqual(TOL_F32);
     expect(() => seq.forwardSync([0])).toThrow(/context length/);
   });
+
+  test('dispose: later calls throw; a new sequence reusing the freed cache starts clean', () => {
+    // Fill a cache with other tokens, dispose it, and create sequences of nearby capacities:
+    // they take the freed buffers (the pool hands back buffers up to 2x the size asked) and
+    // must compute exactly what a sequence on fresh memory does.
+    const dirty = model.createSequence({ contextLength: 16 });
+    dirty.forwardSync(randomTokens(16, V, 99), { allLogits: true });
+    dirty.dispose();
+    dirty.dispose(); // twice is a no-op
+    expect(() => dirty.forwardSync([0])).toThrow(/disposed/);
+    expect(() => dirty.truncate(0)).toThrow(/disposed/);
+    expect(dirty.length).toBe(0);
+    for (const cap of [T, 16]) {
+      const seq = model.createSequence({ contextLength: cap });
+      const steps: number[] = [];
+      for (const t of tokens) steps.push(...seq.forwardSync([t]));
+      expect(maxAbsDiff(steps, refLogits)).toBeLessThanOrEqual(TOL_F32);
+      seq.dispose();
+    }
+  });
 });
 
 /**
@@ -250,6 +270,13 @@ describe('bfloat16 compute dtype', () => {
     const steps: number[] = [];
     for (const t of tokens) steps.push(...seq.forwardSync([t]));
     expect(bf16Check(steps, want).max).toBeLessThanOrEqual(BF16_MAX_REL * e.scale);
+    // A sequence on the kernels' cache layout, reusing the buffers `seq` filled, computes the
+    // same as `seq` did on fresh ones (bit for bit: same kernels, same order).
+    seq.dispose();
+    const reused = m.createSequence();
+    const again: number[] = [];
+    for (const t of tokens) again.push(...reused.forwardSync([t]));
+    expect(again).toEqual(steps);
   });
 });
 

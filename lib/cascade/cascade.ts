@@ -130,6 +130,10 @@ export class ReviewerLevel implements Drafter {
   accept(emitted: readonly number[]): void {
     for (const t of emitted) this.committed.push(t);
   }
+
+  dispose(): void {
+    this.ctx?.dispose();
+  }
 }
 
 /** A whole cascade as the one drafter the target reviews (row 0 of K). */
@@ -160,6 +164,10 @@ export class Cascade implements Drafter {
     this.maxgram.accept(emitted);
     for (const l of this.levels) l.accept(emitted);
     for (const b of this.bands) b.accept(emitted);
+  }
+
+  dispose(): void {
+    for (const l of this.levels) l.dispose();
   }
 
   /** Per-level counters for the stats. */

@@ -168,6 +168,10 @@ export class AdaptiveScheduler implements Drafter {
     this.cascade.accept(emitted);
   }
 
+  dispose(): void {
+    this.cascade.dispose();
+  }
+
   stats(): Record<string, unknown> {
     return {
       plans: Object.fromEntries([...this.plans.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8)),

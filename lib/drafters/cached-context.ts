@@ -31,4 +31,8 @@ export class CachedContext {
   get length(): number {
     return this.inCache.length;
   }
+
+  dispose(): void {
+    this.seq.dispose();
+  }
 }

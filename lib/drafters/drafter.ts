@@ -64,5 +64,6 @@ export interface Drafter {
   observeVerify?(blockLength: number, ms: number): void;
   /** Drafter-specific statistics for the result. */
   stats?(): Record<string, unknown>;
+  /** Releases native resources (sequences' KV caches) now rather than at garbage collection. */
   dispose?(): void;
 }

@@ -52,6 +52,10 @@ export class ModelDrafter implements Drafter {
     return { tokens, probs: r.probs };
   }
 
+  dispose(): void {
+    this.ctx?.dispose();
+  }
+
   accept(emitted: readonly number[]): void {
     this.counters.record(this.last.length, matchedPrefix(this.last, emitted));
     for (const t of emitted) this.committed.push(t);

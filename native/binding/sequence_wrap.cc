@@ -52,6 +52,7 @@ Napi::Function SequenceWrap::Init(Napi::Env env) {
                       InstanceMethod<&SequenceWrap::StepAsync>("stepAsync"),
                       InstanceMethod<&SequenceWrap::Truncate>("truncate"),
                       InstanceMethod<&SequenceWrap::Reseed>("reseed"),
+                      InstanceMethod<&SequenceWrap::Dispose>("dispose"),
                       InstanceAccessor<&SequenceWrap::Length>("length"),
                       InstanceAccessor<&SequenceWrap::Capacity>("capacity")});
   constructor_ = new Napi::FunctionReference(Napi::Persistent(f));
@@ -72,6 +73,15 @@ SequenceWrap::SequenceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Se
 
 void SequenceWrap::check_idle(Napi::Env env) const {
   if (busy_) throw Napi::Error::New(env, "sequence is busy with another call; await it first");
+  if (!seq_) throw Napi::Error::New(env, "sequence is disposed");
+}
+
+// Frees the KV cache now (its buffers go back to the model for the next sequence) instead of
+// whenever the garbage collector gets to this object. Disposing twice is a no-op.
+Napi::Value SequenceWrap::Dispose(const Napi::CallbackInfo& info) {
+  if (busy_) throw Napi::Error::New(info.Env(), "sequence is busy with another call; await it first");
+  seq_.reset();
+  return info.Env().Undefined();
 }
 
 Napi::Value SequenceWrap::Forward(const Napi::CallbackInfo& info) {
@@ -302,9 +312,11 @@ Napi::Value SequenceWrap::Reseed(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value SequenceWrap::Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(seq_->length())); }
+Napi::Value SequenceWrap::Length(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), seq_ ? double(seq_->length()) : 0.0);
+}
 Napi::Value SequenceWrap::Capacity(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), double(seq_->capacity()));
+  return Napi::Number::New(info.Env(), seq_ ? double(seq_->capacity()) : 0.0);
 }
 
 }  // namespace cascade::binding

@@ -31,6 +31,7 @@ class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
   Napi::Value DraftAsync(const Napi::CallbackInfo& info);
   Napi::Value Truncate(const Napi::CallbackInfo& info);
   Napi::Value Reseed(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Length(const Napi::CallbackInfo& info);
   Napi::Value Capacity(const Napi::CallbackInfo& info);
 
