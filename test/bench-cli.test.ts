@@ -15,7 +15,8 @@ import { readPrompts } from '../lib/cli/datasets';
 import { FALLBACK_CASCADE, familyCascade, type Family } from '../lib/cli/family';
 import { cli } from './helpers/cli';
 import { parseMethod, type MethodSpec } from '../lib/cli/methods';
-import { tokensPerSecond } from '../lib/cli/tune';
+import { measureSpeedup, seedConfigurations } from '../lib/cli/tune';
+import { describeCascade, validateMatrix } from '../lib/cascade/config';
 import { CascadeConfigError, type CascadeMatrix } from '../lib/cascade/config';
 import { Model } from '../lib/model';
 import { readSafetensors, writeSafetensors } from './helpers/safetensors';
@@ -257,10 +258,37 @@ describe('familyCascade: the cascade.json that tune writes', () => {
 });
 
 describe('tune on a tiny family', () => {
-  test('tokensPerSecond of a cascade (what tune maximises) is a positive rate', async () => {
-    const tps = await tokensPerSecond(family, CASCADE, PROMPTS.slice(0, 2), 12);
-    expect(tps).toBeGreaterThan(0);
-    expect(Number.isFinite(tps)).toBe(true);
+  test('measureSpeedup (what tune maximises): AR and the cascade back to back, positive rates that agree', async () => {
+    const m = await measureSpeedup(family, CASCADE, PROMPTS.slice(0, 2), 12);
+    for (const v of [m.speedup, m.tokensPerSecond, m.arTokensPerSecond]) {
+      expect(Number.isFinite(v)).toBe(true);
+      expect(v).toBeGreaterThan(0);
+    }
+    expect(m.speedup).toBeCloseTo(m.tokensPerSecond / m.arTokensPerSecond, 9);
+  });
+
+  test('measureSpeedup fails loudly when the cascade does not reproduce AR', async () => {
+    // A target whose csd output differs from its AR output: the check must name the config.
+    const liar = {
+      generate: async (p: string, o: { method?: string }) => {
+        const r = await family.target.generate(p, { maxNewTokens: 4, temperature: 0 });
+        return o.method === 'csd' ? { ...r, tokens: r.tokens.map((t) => (t + 1) % V) } : r;
+      },
+    };
+    await expect(measureSpeedup({ target: liar as unknown as Model, drafts: family.drafts }, CASCADE, PROMPTS.slice(0, 1), 4)).rejects.toThrow(
+      `tune: ${describeCascade(CASCADE)} produced other tokens than AR`,
+    );
+  });
+
+  test('seed configurations: valid, distinct, and include every drafter alone and Max-Gram alone', () => {
+    const seeds = seedConfigurations(['mid', 'small']);
+    for (const m of seeds) expect(() => validateMatrix(m)).not.toThrow();
+    const described = seeds.map(describeCascade);
+    expect(new Set(described).size).toBe(described.length);
+    expect(described).toContain('target[maxgram:2]');
+    expect(described).toContain('target[mid:3]');
+    expect(described).toContain('target[small:3]');
+    expect(described).toContain('target[mid:3] mid[small:2] small[maxgram:1]');
   });
 });
 

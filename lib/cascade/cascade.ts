@@ -116,6 +116,7 @@ export class ReviewerLevel implements Drafter {
     const fixed = ctx.sync(prefix.length ? [...this.committed, ...prefix] : this.committed);
     const room = ctx.seq.capacity - ctx.length - fixed.length;
     if (max < 1 || room < 0) return { tokens: [] };
+    if (this.inner.size === 0) return this.draftAlone(fixed, Math.min(max, room + 1), sampling);
     const budget = Math.min(this.inner.size, max - 1, room);
     const proposal = budget > 0 ? await this.inner.draft(budget, sampling, prefix) : { tokens: [] as number[] };
     const r = ctx.seq.verifySync([...fixed, ...proposal.tokens], { sampling, fixed: fixed.length, lenience: this.lenience });
@@ -124,6 +125,23 @@ export class ReviewerLevel implements Drafter {
     this.passes++;
     this.produced += tokens.length;
     this.counters.record(proposal.tokens.length, r.accepted);
+    return { tokens };
+  }
+
+  /**
+   * A level with nothing below it (an all-zero row of K) has no block to review: it drafts k
+   * tokens alone, in one native call as a plain draft model does (a call per token would cost
+   * more than the tokens). Handed up as a deterministic block like every other level's output;
+   * the exact rule above it holds whatever distribution the tokens were drawn from.
+   */
+  private draftAlone(feed: number[], k: number, sampling: NativeSampling): DraftBlock {
+    const ctx = this.ctx!;
+    const r = ctx.seq.native.draft(Int32Array.from(feed), k, sampling);
+    const tokens = Array.from(r.tokens);
+    ctx.seq.forwards += k;
+    ctx.appended([...feed, ...tokens.slice(0, -1)]);
+    this.passes += k;
+    this.produced += tokens.length;
     return { tokens };
   }
 
