@@ -10,7 +10,7 @@ import type { Drafter } from './drafters/drafter';
 import { GenerationStream, runGeneration, type GenerationResult } from './generate';
 import { SpeculativeSource } from './speculative';
 import { buildCascade, Cascade } from './cascade/cascade';
-import { AdaptiveScheduler } from './cascade/scheduler';
+import { AdaptiveScheduler, SchedulerState } from './cascade/scheduler';
 import { ewif, swi } from './metrics';
 import { loadNative, type Dtype, type NativeModel } from './native';
 import { resolveGenerateOptions, type GenerateOptions, type ResolvedGenerateOptions } from './options';
@@ -188,7 +188,12 @@ export class Model {
       if (!o.adaptive) return buildCascade(o.cascade!, models, maxgram(), contextLength, o.seed);
       // Every drafter is a candidate for the target's draft; the scheduler sizes the bands.
       const K = o.cascade!.K.map((row, r) => (r === 0 ? row.map((v) => Math.max(1, v)) : row));
-      return new AdaptiveScheduler(buildCascade({ ...o.cascade!, K }, models, maxgram(), contextLength, o.seed), { seed: o.seed });
+      const cascade = buildCascade({ ...o.cascade!, K }, models, maxgram(), contextLength, o.seed);
+      // What earlier generations with these drafters measured is where this one starts.
+      const stateKey = [JSON.stringify(K), ...o.cascade!.drafters.map((n) => models[n].dir)].join('|');
+      let state = this.schedulerStates.get(stateKey);
+      if (!state) this.schedulerStates.set(stateKey, (state = new SchedulerState(cascade.top.drafters.length)));
+      return new AdaptiveScheduler(cascade, { seed: o.seed, state });
     }
     return undefined;
   }
@@ -208,6 +213,9 @@ export class Model {
       ...(cascade instanceof Cascade ? { levels: cascade.levelStats() } : {}),
     };
   }
+
+  /** Adaptive schedulers' measurements, per cascade and drafters, kept between generations. */
+  private readonly schedulerStates = new Map<string, SchedulerState>();
 
   private bigram: Int32Array | null | undefined;
   /** The Max-Gram fallback table stored beside the weights (maxgram-bigram.i32), if any. */

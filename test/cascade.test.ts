@@ -340,6 +340,64 @@ describe('greedy exactness of random cascades', () => {
     expect(topRejected).toBeGreaterThan(0);
   });
 
+  test('a level with an empty K row drafts its band alone in one call per draft; output equals the reference', async () => {
+    // target[near:4] with near's row empty: near drafts 4 tokens per native call (4 passes),
+    // like a plain draft model, instead of one reviewed token per call.
+    const cascade = { drafters: ['near'], K: [[4, 0], [0, 0]], lenience: 1 };
+    const prompt = idsOf('the cat and the cat');
+    // Count the level's native calls: wrap the sequence its model creates.
+    const calls = { draft: 0, verify: 0 };
+    const create = drafts.near.createSequence.bind(drafts.near);
+    const spy = jest.spyOn(drafts.near, 'createSequence').mockImplementation((o) => {
+      const seq = create(o);
+      const native = seq.native;
+      (seq as { native: unknown }).native = new Proxy(native, {
+        get: (t, p) => {
+          const v = (t as unknown as Record<string | symbol, unknown>)[p];
+          if (p === 'draft' || p === 'verify') calls[p]++;
+          return typeof v === 'function' ? v.bind(t) : v;
+        },
+      });
+      return seq;
+    });
+    try {
+      const r = await target.generate(prompt, { method: 'csd', cascade, draftModels: { near: drafts.near }, maxNewTokens: 30, stopOnEos: false });
+      expect(r.tokens).toEqual(ref.greedy(prompt, 30));
+      const [level] = r.stats.levels as Array<{ passes: number; produced: number; proposed: number }>;
+      expect(level.proposed).toBe(0); // it reviewed nothing
+      expect(level.produced).toBe(Number(r.stats.drafted));
+      expect(level.passes).toBe(level.produced); // one forward per drafted token
+      expect(calls.verify).toBe(0);
+      // One call per target pass after the prompt's (but the last, when nothing is left to draft).
+      expect(calls.draft).toBeGreaterThanOrEqual(r.stats.targetForwards - 2);
+      expect(calls.draft).toBeLessThanOrEqual(r.stats.targetForwards - 1);
+      expect(Number(r.stats.drafted)).toBeGreaterThan(3 * calls.draft); // up to 4 tokens each
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  test('adaptive bands: measurements carry over to the next generation with the same cascade', async () => {
+    const cascade = { drafters: ['near', 'w1'], K: [[2, 1, 1], [0, 0, 1], [0, 0, 1]], lenience: 1 };
+    const models = { near: drafts.near, w1: drafts.w1 };
+    const states = (target as unknown as { schedulerStates: Map<string, { verifyMs: unknown[]; alpha: Array<Array<{ value: number }>> }> }).schedulerStates;
+    states.clear();
+    const prompt = idsOf('the cat and the cat');
+    const first = await target.generate(prompt, { method: 'csd', cascade, draftModels: models, adaptive: true, maxNewTokens: 30, stopOnEos: false });
+    expect(states.size).toBe(1);
+    const [state] = states.values();
+    expect(state.verifyMs.length).toBeGreaterThan(0);
+    const learnt = state.alpha.map((row) => row.map((e) => e.value));
+    expect(learnt.flat().some((v) => v !== 0.6)).toBe(true); // moved off the optimistic start
+    const second = await target.generate(prompt, { method: 'csd', cascade, draftModels: models, adaptive: true, maxNewTokens: 30, stopOnEos: false });
+    expect(second.tokens).toEqual(first.tokens);
+    expect(states.size).toBe(1);
+    expect([...states.values()][0]).toBe(state); // the same measurements, updated in place
+    // Another cascade gets its own.
+    await target.generate(prompt, { method: 'csd', cascade: { ...cascade, K: [[1, 1, 1], [0, 0, 1], [0, 0, 1]] }, draftModels: models, adaptive: true, maxNewTokens: 5 });
+    expect(states.size).toBe(2);
+  });
+
   test("the paper's configurations (lenience 2 and 3) on the tiny models equal the reference", async () => {
     const configs: Array<{ cascade: CascadeMatrix; models: Record<string, Model> }> = [
       { cascade: { drafters: ['near', 'w1'], K: [[5, 14, 10], [0, 1, 10], [0, 0, 10]], lenience: 2 }, models: { near: drafts.near, w1: drafts.w1 } },

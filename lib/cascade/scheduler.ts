@@ -27,6 +27,26 @@ class Ema {
   }
 }
 
+/**
+ * What the scheduler has measured: per drafter and position, acceptance; per drafter, cost and
+ * tokens per call; the target's verification cost by block length. Kept by the model between
+ * generations with the same cascade, so a new generation starts from what earlier ones learnt
+ * instead of exploring from scratch (a 128-token generation is only ~50 target passes).
+ */
+export class SchedulerState {
+  readonly alpha: Ema[][];
+  readonly callMs: Ema[];
+  readonly tokensPerCall: Ema[];
+  readonly verifyMs: Ema[] = [];
+
+  constructor(readonly drafters: number) {
+    // Optimistic start (acceptance 0.6, cheap drafting) so every option gets tried early.
+    this.alpha = Array.from({ length: drafters }, () => Array.from({ length: MAX_POS }, () => new Ema(0.6)));
+    this.callMs = Array.from({ length: drafters }, () => new Ema(0));
+    this.tokensPerCall = Array.from({ length: drafters }, () => new Ema(1));
+  }
+}
+
 export interface SchedulerOptions {
   /** Largest band per drafter. Default 8. */
   maxBand?: number;
@@ -36,15 +56,20 @@ export interface SchedulerOptions {
   explore?: number;
   /** Seed of the exploration choices (not of the sampling). */
   seed?: number;
+  /** Measurements to start from and keep updating (shared between generations). */
+  state?: SchedulerState;
 }
 
 export class AdaptiveScheduler implements Drafter {
   readonly name = 'adaptive-cascade';
   readonly counters = new DrafterCounters();
+  readonly state: SchedulerState;
   private readonly alpha: Ema[][];
   private readonly callMs: Ema[];
   private readonly tokensPerCall: Ema[];
-  private readonly verifyMs: Ema[] = [];
+  private readonly verifyMs: Ema[];
+  /** verifyCost(n) for the current draft's choice, n = 0.. (computed once per draft). */
+  private verifyTable: number[] = [];
   private last: number[] = [];
   private rand: () => number;
   readonly maxBand: number;
@@ -61,10 +86,9 @@ export class AdaptiveScheduler implements Drafter {
     this.maxBand = options.maxBand ?? 8;
     this.maxDraft = options.maxDraft ?? 12;
     this.explore = options.explore ?? 0.05;
-    // Optimistic start (acceptance 0.6, cheap drafting) so every option gets tried early.
-    this.alpha = Array.from({ length: n }, () => Array.from({ length: MAX_POS }, () => new Ema(0.6)));
-    this.callMs = Array.from({ length: n }, () => new Ema(0));
-    this.tokensPerCall = Array.from({ length: n }, () => new Ema(1));
+    if (options.state && options.state.drafters !== n) throw new RangeError(`scheduler state is for ${options.state.drafters} drafters, the cascade has ${n}`);
+    this.state = options.state ?? new SchedulerState(n);
+    ({ alpha: this.alpha, callMs: this.callMs, tokensPerCall: this.tokensPerCall, verifyMs: this.verifyMs } = this.state);
     this.rand = mulberry32(options.seed ?? 1);
   }
 
@@ -95,11 +119,13 @@ export class AdaptiveScheduler implements Drafter {
       if (size > 0) cost += (this.callMs[d].value * size) / Math.max(0.5, this.tokensPerCall[d].value);
       total += size;
     });
-    return expected / (this.verifyCost(total + 1) + cost);
+    return expected / ((this.verifyTable[total + 1] ?? this.verifyCost(total + 1)) + cost);
   }
 
   private choosePlan(max: number): number[] {
     const n = this.cascade.top.drafters.length;
+    const limit = Math.min(max, this.maxDraft);
+    this.verifyTable = Array.from({ length: limit + 2 }, (_, i) => this.verifyCost(i));
     let best: number[] = new Array(n).fill(0);
     let bestScore = this.score(best);
     const plan = new Array(n).fill(0);
