@@ -257,6 +257,14 @@ describe.each(['recent', 'earliest'] as const)('MaxGram %s occurrence vs the bru
     m.begin(S2);
     expect(refPropose(S2, 2, 12, occ)).toEqual([11, 999]);
     expect(m.propose(2)).toEqual([11, 999]);
+    // The same contexts split into committed tokens and a tentative prefix at every point:
+    // matches and collisions then straddle the indexed part and the compared tail.
+    const sampling = { temperature: 0, topK: 0, topP: 1 };
+    for (const [seq, max] of [[S, 3], [S2, 2]] as const)
+      for (let cut = 1; cut <= seq.length; cut++) {
+        m.begin(seq.slice(0, cut));
+        expect(m.draft(max, sampling, seq.slice(cut)).tokens).toEqual(refPropose([...seq], max, 12, occ));
+      }
   });
 });
 

@@ -113,7 +113,7 @@ export class ReviewerLevel implements Drafter {
    * accepted tokens plus its own correction/bonus token form the draft handed up. */
   async draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): Promise<DraftBlock> {
     const ctx = this.ctx!;
-    const fixed = ctx.sync(prefix.length ? [...this.committed, ...prefix] : this.committed);
+    const fixed = ctx.sync(this.committed, prefix);
     const room = ctx.seq.capacity - ctx.length - fixed.length;
     if (max < 1 || room < 0) return { tokens: [] };
     if (this.inner.size === 0) return this.draftAlone(fixed, Math.min(max, room + 1), sampling);

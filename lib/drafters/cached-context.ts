@@ -2,7 +2,6 @@
 // cache is cut back to the longest common prefix and the rest is fed with the next pass, so a
 // drafter or a cascade level never needs to be told about rollbacks explicitly.
 import type { Sequence } from '../sequence';
-import { matchedPrefix } from './drafter';
 
 export class CachedContext {
   /** The tokens whose keys and values are in the cache, in order. */
@@ -11,16 +10,23 @@ export class CachedContext {
   constructor(readonly seq: Sequence) {}
 
   /**
-   * Cuts the cache back to what it shares with `desired` and returns the tokens of `desired`
-   * still to be fed: at least the last one, whose logits the next pass needs.
+   * Cuts the cache back to what it shares with `desired` (= `base` followed by `extra`, not
+   * concatenated: `base` is the whole context) and returns the tokens of `desired` still to be
+   * fed: at least the last one, whose logits the next pass needs.
    */
-  sync(desired: readonly number[]): number[] {
-    const keep = Math.min(matchedPrefix(this.inCache, desired), desired.length - 1);
-    if (keep < this.inCache.length) {
+  sync(base: readonly number[], extra: readonly number[] = []): number[] {
+    const B = base.length, total = B + extra.length;
+    const cached = this.inCache;
+    const limit = Math.min(cached.length, total - 1);
+    let keep = 0;
+    while (keep < limit && cached[keep] === (keep < B ? base[keep] : extra[keep - B])) keep++;
+    if (keep < cached.length) {
       this.seq.truncate(keep);
-      this.inCache.length = keep;
+      cached.length = keep;
     }
-    return desired.slice(keep);
+    const feed: number[] = [];
+    for (let i = keep; i < total; i++) feed.push(i < B ? base[i] : extra[i - B]);
+    return feed;
   }
 
   /** Records tokens the last native call left in the cache. */

@@ -103,47 +103,63 @@ export class MaxGram implements Drafter {
     }
   }
 
-  private sameGram(endA: number, endB: number, n: number): boolean {
-    for (let i = 0; i < n; i++) if (this.seq[endA - i] !== this.seq[endB - i]) return false;
-    return true;
-  }
-
-  /** End of the chosen earlier occurrence of the context's last n tokens, by a linear scan. */
-  private scan(n: number): number | undefined {
-    const L = this.seq.length;
-    if (this.occurrence === 'recent') {
-      for (let e = L - 2; e >= n - 1; e--) if (this.sameGram(e, L - 1, n)) return e;
-    } else {
-      for (let e = n - 1; e <= L - 2; e++) if (this.sameGram(e, L - 1, n)) return e;
-    }
-    return undefined;
-  }
-
   /** Proposes up to `max` tokens: suffix-match continuation, then bigram fallback. */
   propose(max: number): number[] {
+    return this.proposeAfter([], max);
+  }
+
+  /**
+   * propose() for the context followed by `tail` (tentative tokens a cascade drafted). The tail
+   * is not indexed: occurrences ending in it (at most tail.length + 1 ends) are found by
+   * comparing tokens, the rest through the index, which gives exactly the proposal of the
+   * context with the tail pushed, without building and undoing index entries per call.
+   */
+  private proposeAfter(tail: readonly number[], max: number): number[] {
     this.catchUp();
-    const L = this.seq.length;
+    const seq = this.seq;
+    const L0 = seq.length, L = L0 + tail.length;
     const out: number[] = [];
     if (max <= 0 || L === 0) return out;
+    const at = (i: number): number => (i < L0 ? seq[i] : tail[i - L0]);
+    const same = (endA: number, endB: number, n: number): boolean => {
+      for (let i = 0; i < n; i++) if (at(endA - i) !== at(endB - i)) return false;
+      return true;
+    };
+    // Indexed occurrence ends are < indexed; ends indexed..L-2 are compared directly.
+    const indexed = this.indexedUpTo;
+    const recent = this.occurrence === 'recent';
+    /** The chosen end among ends in [lo, hi] of the context's last n tokens, by a linear scan. */
+    const scan = (n: number, lo: number, hi: number): number | undefined => {
+      lo = Math.max(lo, n - 1);
+      if (recent) {
+        for (let e = hi; e >= lo; e--) if (same(e, L - 1, n)) return e;
+      } else {
+        for (let e = lo; e <= hi; e++) if (same(e, L - 1, n)) return e;
+      }
+      return undefined;
+    };
+    const fromIndex = (n: number, key: number): number | undefined => {
+      const end = this.index[n - 1].get(key);
+      // A key collision (another n-gram with the same hash holds the slot): find the n-gram's
+      // own chosen occurrence by a scan (rare; O(L n)).
+      return end === undefined || same(end, L - 1, n) ? end : scan(n, 0, indexed - 1);
+    };
     // Longest suffix with an earlier occurrence: grow n while the n-gram keeps occurring.
     let matchEnd = -1;
     let key = 0;
     for (let n = 1; n <= this.maxN && L - n >= 0; n++) {
-      key = (key * MUL + this.seq[L - n] + 1) % MOD;
-      let end = this.index[n - 1].get(key);
-      // A key collision (another n-gram with the same hash holds the slot): find the n-gram's
-      // own chosen occurrence by a scan (rare; O(L n)).
-      if (end !== undefined && !this.sameGram(end, L - 1, n)) end = this.scan(n);
+      key = (key * MUL + at(L - n) + 1) % MOD;
+      const end = recent ? (scan(n, indexed, L - 2) ?? fromIndex(n, key)) : (fromIndex(n, key) ?? scan(n, indexed, L - 2));
       if (end === undefined) break;
       matchEnd = end;
     }
     // Continue from the occurrence; past the end of the context it reads its own proposal,
     // which extends periodic patterns.
     if (matchEnd >= 0) {
-      for (let i = matchEnd + 1; out.length < max; i++) out.push(i < L ? this.seq[i] : out[i - L]);
+      for (let i = matchEnd + 1; out.length < max; i++) out.push(i < L ? at(i) : out[i - L]);
     }
     if (this.bigram) {
-      let last = out.length ? out[out.length - 1] : this.seq[L - 1];
+      let last = out.length ? out[out.length - 1] : at(L - 1);
       while (out.length < max) {
         const next = last >= 0 && last < this.bigram.length ? this.bigram[last] : -1;
         if (next < 0) break;
@@ -159,12 +175,7 @@ export class MaxGram implements Drafter {
       this.lastProposal = this.propose(max);
       return { tokens: this.lastProposal };
     }
-    // Tentative tokens: index them, propose, then undo (the undo log makes this exact).
-    const committed = this.seq.length;
-    this.push(prefix);
-    const tokens = this.propose(max);
-    this.truncate(committed);
-    return { tokens };
+    return { tokens: this.proposeAfter(prefix, max) };
   }
 
   accept(emitted: readonly number[]): void {

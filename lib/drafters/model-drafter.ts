@@ -40,7 +40,7 @@ export class ModelDrafter implements Drafter {
 
   async draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): Promise<DraftBlock> {
     const ctx = this.ctx!;
-    const feed = ctx.sync(prefix.length ? [...this.committed, ...prefix] : this.committed);
+    const feed = ctx.sync(this.committed, prefix);
     // Room for the feed and the proposals that get appended (all but the last).
     const k = Math.min(max, ctx.seq.capacity - ctx.length - feed.length + 1);
     if (k < 1) return { tokens: [] };
