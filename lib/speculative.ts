@@ -12,6 +12,11 @@ export class SpeculativeSource implements TokenSource {
   private passes = 0;
   private drafted = 0;
   private acceptedDrafts = 0;
+  /** Wall time of the drafter's calls and of the target's verification calls, ms. */
+  private draftMs = 0;
+  private verifyMs = 0;
+  /** Wall time of whole steps (yield to the event loop excluded), ms. */
+  private stepMs = 0;
   private readonly proposedAt: number[] = [];
   private readonly acceptedAt: number[] = [];
   /** reachedAt[i]: passes that proposed position i with every earlier draft accepted. */
@@ -44,10 +49,14 @@ export class SpeculativeSource implements TokenSource {
     const room = this.target.capacity - this.target.length - 1;
     const wanted = this.maxNewTokens - this.emitted - 1;
     const max = Math.max(0, Math.min(this.k, room, wanted));
-    const block = this.drafter && max > 0 ? await this.drafter.draft(max, this.sampling) : { tokens: [] as number[], probs: undefined };
     const t0 = performance.now();
+    const block = this.drafter && max > 0 ? await this.drafter.draft(max, this.sampling) : { tokens: [] as number[], probs: undefined };
+    const t1 = performance.now();
     const r = this.target.verifySync([this.pending, ...block.tokens], { sampling: this.sampling, draftProbs: block.probs });
-    this.drafter?.observeVerify?.(block.tokens.length + 1, performance.now() - t0);
+    const t2 = performance.now();
+    this.draftMs += t1 - t0;
+    this.verifyMs += t2 - t1;
+    this.drafter?.observeVerify?.(block.tokens.length + 1, t2 - t1);
     const out = [...block.tokens.slice(0, r.accepted), r.next];
     this.passes++;
     this.drafted += block.tokens.length;
@@ -60,6 +69,7 @@ export class SpeculativeSource implements TokenSource {
     this.drafter?.accept(out);
     this.pending = r.next;
     this.emitted += out.length;
+    this.stepMs += performance.now() - t0;
     return out;
   }
 
@@ -76,6 +86,9 @@ export class SpeculativeSource implements TokenSource {
       // Tokens emitted per verification pass (accepted drafts + the correction/bonus token).
       meanAcceptedLength: this.passes ? (this.acceptedDrafts + this.passes) / this.passes : 1,
       acceptanceByPosition: this.proposedAt.map((p, i) => (p ? this.acceptedAt[i] / p : 0)),
+      // Where the time of the verification steps went (the prompt's pass excluded): drafting,
+      // and the target's fused verification calls; the rest of a step is bookkeeping.
+      timing: { steps: this.passes, stepMs: this.stepMs, draftMs: this.draftMs, verifyMs: this.verifyMs },
       ...(this.drafter?.stats ? { drafter: this.drafter.stats() } : {}),
     };
   }

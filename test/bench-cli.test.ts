@@ -95,6 +95,15 @@ describe('runBench on a tiny family', () => {
       expect(r.targetForwards).toBeGreaterThanOrEqual(PROMPTS.length);
       expect(r.targetForwards).toBeLessThanOrEqual(r.tokens);
       for (const a of r.acceptanceByPosition) expect(a >= 0 && a <= 1).toBe(true);
+      // The step breakdown: drafting and verification are parts of a step; the decode steps and
+      // the prompt passes are parts of the wall time.
+      expect(r.verifyMsPerStep).toBeGreaterThan(0);
+      expect(r.draftMsPerStep).toBeGreaterThanOrEqual(0);
+      expect(r.draftMsPerStep + r.verifyMsPerStep).toBeLessThanOrEqual(r.msPerStep + 1e-9);
+      expect(r.promptMs).toBeGreaterThan(0);
+      expect(r.promptMs + r.msPerStep * (r.targetForwards - PROMPTS.length)).toBeLessThanOrEqual(r.wallMs + 1e-6);
+      if (r.name === 'ar') expect(r.draftMsPerStep).toBeLessThan(0.01); // no drafter: only the bare call's time
+      else expect(r.draftMsPerStep).toBeGreaterThan(0);
     }
     const ar = rows[0];
     expect(ar.speedupVsAR).toBe(1);
@@ -110,7 +119,7 @@ describe('runBench on a tiny family', () => {
     const lines = table.trimEnd().split('\n');
     expect(table.endsWith('\n')).toBe(true);
     expect(lines).toHaveLength(2 + rows.length);
-    for (const h of ['method', 'tok/s', 'speedup', 'SWI', 'tok/pass', 'identical', 'config']) expect(lines[0]).toContain(h);
+    for (const h of ['method', 'tok/s', 'speedup', 'SWI', 'tok/pass', 'ms/step', 'draft', 'verify', 'identical', 'config']) expect(lines[0]).toContain(h);
     expect(lines[1]).toMatch(/^[- ]+$/);
     rows.forEach((r, i) => {
       const line = lines[2 + i];

@@ -44,6 +44,13 @@ export interface MethodResult {
   identicalToAR: boolean;
   mismatches: number;
   acceptanceByPosition: number[];
+  /** Per verification step (target pass after the prompt's): wall ms, and of it the drafting
+   * and the target's verification calls (the rest is bookkeeping and stop checks). */
+  msPerStep: number;
+  draftMsPerStep: number;
+  verifyMsPerStep: number;
+  /** Time to the first token (prompt passes of the target and, in a cascade, nothing else). */
+  promptMs: number;
 }
 
 export async function runBench(
@@ -54,7 +61,7 @@ export async function runBench(
 ): Promise<MethodResult[]> {
   const { target } = family;
   if (methods[0]?.name !== 'ar') methods = [parseArOnly(), ...methods.filter((m) => m.name !== 'ar')];
-  const acc = methods.map(() => ({ tokens: 0, wallMs: 0, forwards: 0, requests: 0, swiCost: 0, mismatches: 0, proposedAt: [] as number[], acceptedAt: [] as number[] }));
+  const acc = methods.map(() => ({ tokens: 0, wallMs: 0, forwards: 0, requests: 0, swiCost: 0, mismatches: 0, proposedAt: [] as number[], acceptedAt: [] as number[], steps: 0, stepMs: 0, draftMs: 0, verifyMs: 0, promptMs: 0 }));
   const gen = (m: MethodSpec, p: string): Promise<GenerationResult> =>
     target.generate(p, { ...m.options, maxNewTokens: options.maxNewTokens, temperature: 0, stopOnEos: true });
   for (const m of methods) for (const p of prompts.slice(0, options.warmup)) await gen(m, p);
@@ -70,6 +77,14 @@ export async function runBench(
       a.forwards += r.stats.targetForwards;
       if (r.tokens.length > 0) a.requests++;
       a.swiCost += r.tokens.length / Math.max(1e-9, Number(r.stats.swi ?? 1));
+      const timing = r.stats.timing as { steps: number; stepMs: number; draftMs: number; verifyMs: number } | undefined;
+      if (timing) {
+        a.steps += timing.steps;
+        a.stepMs += timing.stepMs;
+        a.draftMs += timing.draftMs;
+        a.verifyMs += timing.verifyMs;
+      }
+      a.promptMs += r.stats.promptMs;
       const byPos = (r.stats.acceptanceByPosition as number[] | undefined) ?? [];
       if (i === 0) reference = r.tokens;
       else if (reference!.length !== r.tokens.length || reference!.some((t, j) => t !== r.tokens[j])) a.mismatches++;
@@ -99,6 +114,10 @@ export async function runBench(
       identicalToAR: a.mismatches === 0,
       mismatches: a.mismatches,
       acceptanceByPosition: a.proposedAt.map((n, j) => a.acceptedAt[j] / n),
+      msPerStep: a.steps ? a.stepMs / a.steps : 0,
+      draftMsPerStep: a.steps ? a.draftMs / a.steps : 0,
+      verifyMsPerStep: a.steps ? a.verifyMs / a.steps : 0,
+      promptMs: a.promptMs,
     };
   });
 }
@@ -108,8 +127,11 @@ function parseArOnly(): MethodSpec {
 }
 
 export function formatTable(rows: MethodResult[]): string {
-  const head = ['method', 'tok/s', 'speedup', 'SWI', 'tok/pass', 'identical', 'config'];
-  const body = rows.map((r) => [r.name, r.tokensPerSecond.toFixed(1), `${r.speedupVsAR.toFixed(2)}x`, r.swi.toFixed(2), r.meanAcceptedLength.toFixed(2), r.identicalToAR ? 'yes' : `NO (${r.mismatches})`, r.describe]);
+  const head = ['method', 'tok/s', 'speedup', 'SWI', 'tok/pass', 'ms/step', 'draft', 'verify', 'identical', 'config'];
+  const body = rows.map((r) => [
+    r.name, r.tokensPerSecond.toFixed(1), `${r.speedupVsAR.toFixed(2)}x`, r.swi.toFixed(2), r.meanAcceptedLength.toFixed(2),
+    r.msPerStep.toFixed(3), r.draftMsPerStep.toFixed(3), r.verifyMsPerStep.toFixed(3), r.identicalToAR ? 'yes' : `NO (${r.mismatches})`, r.describe,
+  ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join('  ');
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n') + '\n';
