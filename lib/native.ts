@@ -109,6 +109,9 @@ export interface NativeTrainer {
   step(tokens: Int32Array, batch: number, lr: number): number;
   evalLoss(tokens: Int32Array, batch: number): number;
   saveWeights(path: string, dtype: 'F32' | 'F16' | 'BF16'): void;
+  /** Replaces the weights by a Hugging Face checkpoint's (safetensors file or shards); throws
+   *  naming the file and tensor on any mismatch, leaving the weights unchanged. */
+  loadWeights(files: string | string[]): void;
   saveState(path: string): void;
   loadState(path: string): void;
 }

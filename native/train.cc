@@ -4,6 +4,9 @@
 
 #include "safetensors.h"
 
+#include <map>
+#include <set>
+
 namespace cascade {
 
 Trainer::Trainer(const ModelConfig& cfg, const TrainOptions& opts) : opts_(opts) {
@@ -64,6 +67,49 @@ double Trainer::eval_loss(const torch::Tensor& tokens) {
 
 void Trainer::save_weights(const std::string& path, const std::string& dtype) const {
   write_safetensors(path, model_->named_tensors(), dtype);
+}
+
+namespace {
+std::string shape_string(at::IntArrayRef shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+}  // namespace
+
+void Trainer::load_weights(const std::vector<std::string>& paths) {
+  if (paths.empty()) throw std::invalid_argument("loadWeights: no safetensors files given");
+  std::vector<std::unique_ptr<SafetensorsFile>> files;
+  std::map<std::string, const SafetensorsFile*> where;
+  for (const auto& path : paths) {
+    files.push_back(std::make_unique<SafetensorsFile>(path));  // throws naming the file
+    for (const auto& entry : files.back()->tensors()) {
+      auto [it, fresh] = where.emplace(entry.first, files.back().get());
+      if (!fresh) throw std::runtime_error(path + ": tensor \"" + entry.first + "\" also stored in " + it->second->path());
+    }
+  }
+  const std::string all = files.size() > 1 ? files.front()->path() + " (and " + std::to_string(files.size() - 1) + " other file(s))"
+                                           : files.front()->path();
+  auto named = model_->named_tensors();
+  std::set<std::string> expected;
+  std::vector<torch::Tensor> loaded;
+  for (const auto& [name, param] : named) {
+    expected.insert(name);
+    auto it = where.find(name);
+    if (it == where.end()) throw std::runtime_error(all + ": missing tensor \"" + name + "\"");
+    const auto& entry = it->second->tensors().at(name);
+    if (!param.sizes().equals(entry.shape))
+      throw std::runtime_error(it->second->path() + ": tensor \"" + name + "\" has shape " + shape_string(entry.shape) +
+                               " but this model configuration needs " + shape_string(param.sizes()));
+    loaded.push_back(it->second->load(name, torch::kFloat32));  // errors name the file and tensor
+  }
+  for (const auto& [name, file] : where) {
+    // A tied checkpoint may still store lm_head.weight (Hugging Face then uses the embedding).
+    if (expected.count(name) || (name == "lm_head.weight" && model_->config().tie_word_embeddings)) continue;
+    throw std::runtime_error(file->path() + ": unexpected tensor \"" + name + "\" (not in this model configuration)");
+  }
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < named.size(); ++i) named[i].second.copy_(loaded[i]);
 }
 
 void Trainer::save_state(const std::string& path) const {

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "llama.h"
 
@@ -31,6 +32,12 @@ class Trainer {
   const LlamaModel& model() const { return *model_; }
 
   void save_weights(const std::string& path, const std::string& dtype) const;
+  // Replaces the weights by those of a Hugging Face checkpoint's safetensors files (any stored
+  // float dtype, converted to the fp32 masters). Every file is read and every tensor checked
+  // (present, one shape as this configuration's, no tensor the configuration lacks) before any
+  // weight changes; a mismatch throws std::runtime_error naming the file and the tensor. The
+  // optimizer state and step count are left as they are (a fresh trainer: zero moments, step 0).
+  void load_weights(const std::vector<std::string>& files);
   void save_state(const std::string& path) const;
   void load_state(const std::string& path);
 

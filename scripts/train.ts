@@ -6,18 +6,25 @@
  *        [--hidden N --layers N --heads N --kv-heads N --intermediate N] [--context 256]
  *        [--steps N] [--batch 8] [--lr 2e-3] [--warmup 100] [--seed 0] [--threads 1]
  *        [--format gsm8k|text] [--eval FILE] [--eval-every 200] [--checkpoint-every 200]
- *        [--state-dir DIR] [--resume] [--fp32] [--save-dtype BF16|F16|F32]
+ *        [--state-dir DIR] [--resume] [--fp32] [--save-dtype BF16|F16|F32] [--init DIR]
  *
  * Data: GSM8K jsonl records become "Question: {q}\nAnswer: {a}" + EOS, exactly the format the
  * CLI's prompt template produces at inference; --format text trains on raw text files.
  * Batches are windows of context+1 tokens drawn from the concatenated token stream by a PRNG
  * seeded with (seed, step), so a resumed run sees the same batches as an uninterrupted one.
+ * --data takes comma-separated files (their records are concatenated).
+ *
+ * --init DIR starts from that Hugging Face model folder's weights instead of random ones (e.g. to
+ * fine-tune a draft on distillation data, scripts/distill-data.ts); its config.json must describe
+ * the chosen shape. The schedule is the same (warm-up from 0 to --lr, then cosine to 0.1 --lr).
+ * With --resume and a saved state, the state wins.
  */
 import * as fs from 'fs';
 import * as path from 'path';
 
 import { Tokenizer } from '@huggingface/tokenizers';
 
+import { weightFiles } from '../lib/files';
 import { loadNative, type NativeConfig } from '../lib/native';
 import { mulberry32 } from '../lib/prng';
 import { readTexts, type DataFormat } from './train-tokenizer';
@@ -54,6 +61,7 @@ interface Args {
   resume: boolean;
   bf16: boolean;
   saveDtype: 'BF16' | 'F16' | 'F32';
+  init?: string;
 }
 
 function fail(msg: string): never {
@@ -73,7 +81,7 @@ export function parseTrainArgs(argv: string[]): Args {
     else fail(`--${name} needs a value`);
   }
   const known = new Set(['data', 'format', 'tokenizer', 'out', 'preset', 'hidden', 'layers', 'heads', 'kv-heads', 'intermediate', 'context',
-    'steps', 'batch', 'lr', 'warmup', 'seed', 'threads', 'eval', 'eval-every', 'checkpoint-every', 'state-dir', 'resume', 'fp32', 'save-dtype']);
+    'steps', 'batch', 'lr', 'warmup', 'seed', 'threads', 'eval', 'eval-every', 'checkpoint-every', 'state-dir', 'resume', 'fp32', 'save-dtype', 'init']);
   for (const k of Object.keys(raw)) if (!known.has(k)) fail(`unknown option --${k}`);
   const preset = PRESETS[(raw.preset as string) ?? 'target'];
   if (!preset) fail(`unknown --preset ${String(raw.preset)} (target, mid, small)`);
@@ -94,6 +102,7 @@ export function parseTrainArgs(argv: string[]): Args {
   const saveDtype = ((raw['save-dtype'] as string) ?? 'BF16') as Args['saveDtype'];
   if (!['BF16', 'F16', 'F32'].includes(saveDtype)) fail('--save-dtype must be BF16, F16 or F32');
   const out = raw.out as string;
+  if (raw.init !== undefined && !fs.existsSync(path.join(raw.init as string, 'config.json'))) fail(`--init ${String(raw.init)}: no config.json there`);
   return {
     data, format, tokenizer: raw.tokenizer as string, out,
     hidden: num('hidden', preset.hidden), layers: num('layers', preset.layers), heads: num('heads', preset.heads),
@@ -102,7 +111,7 @@ export function parseTrainArgs(argv: string[]): Args {
     warmup: num('warmup', 100, true, 0), seed: num('seed', 0, true, 0), threads: num('threads', 1),
     eval: raw.eval as string | undefined, evalEvery: num('eval-every', 200), checkpointEvery: num('checkpoint-every', 200),
     stateDir: (raw['state-dir'] as string) ?? path.join(out, '..', '.train-state', path.basename(out)),
-    resume: raw.resume === true, bf16: raw.fp32 !== true, saveDtype,
+    resume: raw.resume === true, bf16: raw.fp32 !== true, saveDtype, init: raw.init as string | undefined,
   };
 }
 
@@ -136,6 +145,27 @@ function learningRate(a: Args, step: number): number {
   if (step < a.warmup) return (a.lr * (step + 1)) / a.warmup;
   const progress = (step - a.warmup) / Math.max(1, a.steps - a.warmup);
   return a.lr * (0.1 + 0.9 * 0.5 * (1 + Math.cos(Math.PI * Math.min(1, progress))));
+}
+
+/**
+ * The differences between a model folder's config.json and the shape being trained (empty when
+ * they agree), as "field: folder value vs this run's value".
+ */
+export function initConfigMismatches(dir: string, cfg: NativeConfig): string[] {
+  const hf = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const heads = Number(hf.num_attention_heads);
+  const want: Array<[string, unknown, unknown]> = [
+    ['vocab_size', hf.vocab_size, cfg.vocabSize],
+    ['hidden_size', hf.hidden_size, cfg.hiddenSize],
+    ['intermediate_size', hf.intermediate_size, cfg.intermediateSize],
+    ['num_hidden_layers', hf.num_hidden_layers, cfg.numLayers],
+    ['num_attention_heads', hf.num_attention_heads, cfg.numHeads],
+    ['num_key_value_heads', hf.num_key_value_heads ?? hf.num_attention_heads, cfg.numKvHeads],
+    ['head_dim', hf.head_dim ?? Number(hf.hidden_size) / heads, cfg.headDim],
+    ['tie_word_embeddings', hf.tie_word_embeddings ?? true, cfg.tieWordEmbeddings],
+    ['attention_bias', hf.attention_bias ?? false, cfg.attentionBias],
+  ];
+  return want.filter(([, a, b]) => a !== b).map(([k, a, b]) => `${k}: ${String(a)} vs ${String(b)}`);
 }
 
 function writeModelFolder(a: Args, cfg: NativeConfig, trainer: { saveWeights(p: string, d: 'BF16' | 'F16' | 'F32'): void }, vocab: number, eos: number): void {
@@ -188,7 +218,19 @@ export function main(argv: string[]): void {
       const kept = fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l && (JSON.parse(l) as { step: number }).step <= trainer.stepsDone);
       fs.writeFileSync(logFile, kept.map((l) => l + '\n').join(''));
     }
-  } else if (fs.existsSync(logFile)) fs.rmSync(logFile);
+  } else {
+    if (fs.existsSync(logFile)) fs.rmSync(logFile);
+    if (a.init) {
+      const diff = initConfigMismatches(a.init, cfg);
+      if (diff.length) fail(`--init ${a.init}: its config.json does not match the chosen shape (${diff.join('; ')}); pick the matching --preset or shape options`);
+      try {
+        trainer.loadWeights(weightFiles(a.init));
+      } catch (e) {
+        fail(`--init ${a.init}: ${(e as Error).message}`);
+      }
+      process.stderr.write(`train: starting from the weights of ${a.init}\n`);
+    }
+  }
 
   // A fixed held-out sample, so eval losses along the run are comparable.
   const evalBatch = evalStream ? sampleBatch(evalStream, 16, a.context, mulberry32(12345)) : undefined;

@@ -9,6 +9,7 @@ Napi::Function TrainerWrap::Init(Napi::Env env) {
   return DefineClass(env, "Trainer",
                      {InstanceMethod<&TrainerWrap::Step>("step"), InstanceMethod<&TrainerWrap::EvalLoss>("evalLoss"),
                       InstanceMethod<&TrainerWrap::SaveWeights>("saveWeights"),
+                      InstanceMethod<&TrainerWrap::LoadWeights>("loadWeights"),
                       InstanceMethod<&TrainerWrap::SaveState>("saveState"),
                       InstanceMethod<&TrainerWrap::LoadState>("loadState"),
                       InstanceAccessor<&TrainerWrap::StepsDone>("stepsDone"),
@@ -70,6 +71,25 @@ Napi::Value TrainerWrap::SaveWeights(const Napi::CallbackInfo& info) {
   std::string dtype = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "F32";
   trainer_->save_weights(path_arg(info, 0), dtype);
   return info.Env().Undefined();
+}
+// loadWeights(files: string | string[]): a Hugging Face checkpoint's safetensors file(s).
+Napi::Value TrainerWrap::LoadWeights(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<std::string> files;
+  if (info.Length() > 0 && info[0].IsString()) {
+    files.push_back(info[0].As<Napi::String>().Utf8Value());
+  } else if (info.Length() > 0 && info[0].IsArray()) {
+    auto arr = info[0].As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      if (!arr.Get(i).IsString()) throw Napi::TypeError::New(env, "loadWeights: file paths must be strings");
+      files.push_back(arr.Get(i).As<Napi::String>().Utf8Value());
+    }
+  } else {
+    throw Napi::TypeError::New(env, "loadWeights(files): files must be a path or an array of paths");
+  }
+  if (files.empty()) throw Napi::TypeError::New(env, "loadWeights: no files given");
+  trainer_->load_weights(files);
+  return env.Undefined();
 }
 Napi::Value TrainerWrap::SaveState(const Napi::CallbackInfo& info) {
   trainer_->save_state(path_arg(info, 0));
