@@ -287,6 +287,10 @@ describe('models on the kernels', () => {
     ['GQA, head_dim 10', {}],
     ['sliding window 5', { architecture: 'MistralForCausalLM', slidingWindow: 5 }],
     ['head_dim 64 (vector paths), qwen2 biases', { hiddenSize: 128, numHeads: 2, numKvHeads: 1, attentionBias: true }],
+    // Attention tails: a 16-dimension chunk plus 8 scalar dimensions, three query heads per kv
+    // head, a window that starts mid-block and spans two blocks.
+    ['group 3, head_dim 24, sliding window 21', { hiddenSize: 72, numHeads: 3, numKvHeads: 1, architecture: 'MistralForCausalLM', slidingWindow: 21 }],
+    ['group 6, head_dim 48', { hiddenSize: 288, numHeads: 6, numKvHeads: 1 }],
   ] as Array<[string, Record<string, unknown>]>)('%s: 37 positions over several 16-position key blocks, in uneven chunks', (name, extra) => {
     const d = path.join(tmp, 'long_' + name.replace(/[^a-z0-9]+/gi, '_'));
     makeTinyModel(d, { hiddenSize: 40, intermediateSize: 37, numHeads: 4, numKvHeads: 2, numLayers: 2, vocabSize: 301, seed: 9, ...extra });

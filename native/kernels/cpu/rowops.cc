@@ -46,27 +46,6 @@ __attribute__((always_inline)) inline float dot(const float* a, const float* b, 
   return r[0] + s;
 }
 
-// e^x, x <= 0 expected (softmax after subtracting the max): 2^n p(r) as in the linear kernels,
-// written so that loops over it vectorize (rounding by the 1.5 * 2^23 trick).
-__attribute__((always_inline)) inline float exp_approx(float x) {
-  x = x < -87.f ? -87.f : x;
-  x = x > 88.f ? 88.f : x;
-  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
-  float r = x - n * 0.693145751953125f;
-  r = r - n * 1.428606765330187045e-06f;
-  float p = 1.f / 720;
-  p = p * r + 1.f / 120;
-  p = p * r + 1.f / 24;
-  p = p * r + 1.f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.f;
-  p = p * r + 1.f;
-  const int32_t bits = (int32_t(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-
 }  // namespace
 
 CASCADE_CLONES
@@ -93,9 +72,317 @@ void rope(float* x, int64_t heads, int64_t hd, const float* cos, const float* si
   }
 }
 
-CASCADE_CLONES
-void attention(const float* q, int64_t ldq, int64_t T, int64_t nH, int64_t nKV, int64_t hd, const float* keys,
-               const float* values, int64_t head_stride, int64_t start, int64_t window, float* out, int64_t ldo) {
+// ---- attention ----
+// All query rows that read one kv head (the group's heads x the block's T tokens) are processed
+// together, so that each key / value vector loaded feeds several rows' FMAs: scores for a tile of
+// rows x 16-position key blocks, softmax per row, then the weighted value sum for a tile of rows x
+// 16-dimension chunks. Each row's arithmetic is fixed by its position alone -- a score is one
+// FMA chain over the dimensions in order, the softmax sums over the row's own key blocks, the
+// value sum one chain per output element over the positions in order, where positions outside
+// the row's range weigh exactly 0 -- so a row's result does not depend on T, on the rows tiled
+// with it, or on the thread count (attention is not split across threads). Scores of lanes past
+// the last query position (unwritten cache slots) are computed and replaced by -inf with a
+// select, so whatever they hold never reaches a result; values are read only up to that position.
+namespace {
+
+typedef int32_t vi16 __attribute__((vector_size(64)));
+
+__attribute__((always_inline)) inline v16 splat(float x) { return v16{} + x; }
+
+// e^x on 16 lanes, x <= 0 expected (softmax after subtracting the max): 2^n p(r) as in the
+// linear kernels (rounding by the 1.5 * 2^23 trick).
+__attribute__((always_inline)) inline v16 exp16(v16 x) {
+  const v16 lo = splat(-87.f), hi = splat(88.f);
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const v16 n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  v16 r = x - n * 0.693145751953125f;
+  r = r - n * 1.428606765330187045e-06f;
+  v16 p = splat(1.f / 720);
+  p = p * r + 1.f / 120;
+  p = p * r + 1.f / 24;
+  p = p * r + 1.f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const vi16 bits = (__builtin_convertvector(n, vi16) + 127) << 23;
+  v16 scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+__attribute__((always_inline)) inline float hsum(v16 v) {
+  float r[16];
+  store16(r, v);
+  for (int w = 8; w >= 1; w >>= 1)
+    for (int j = 0; j < w; ++j) r[j] += r[j + w];
+  return r[0];
+}
+
+// Scores of RT rows for BT consecutive key blocks ([hd][16] each, kb the first): P[r][16 b + l] =
+// scale * sum_d q_r[d] k[d][l], one chain per score over d in order.
+template <int RT, int BT>
+__attribute__((always_inline)) inline void score_tile(const float* const* qr, int64_t hd, const float* kb, float scale,
+                                                      float* P, int64_t ldp) {
+  v16 acc[RT][BT];
+#pragma GCC unroll 16
+  for (int r = 0; r < RT; ++r)
+#pragma GCC unroll 16
+    for (int b = 0; b < BT; ++b) acc[r][b] = v16{};
+  for (int64_t d = 0; d < hd; ++d) {
+    v16 kv[BT];
+#pragma GCC unroll 16
+    for (int b = 0; b < BT; ++b) kv[b] = load16(kb + b * hd * 16 + d * 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < RT; ++r) {
+      const float qv = qr[r][d];
+#pragma GCC unroll 16
+      for (int b = 0; b < BT; ++b) acc[r][b] += qv * kv[b];
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < RT; ++r)
+#pragma GCC unroll 16
+    for (int b = 0; b < BT; ++b) store16(P + r * ldp + b * 16, acc[r][b] * scale);
+}
+
+// out_r[c0 + 16 c + i] = inv_r * sum_{j in [ja, jb]} P[r][j] V[j][c0 + 16 c + i] for RT rows and CT
+// 16-dimension chunks at c0 (P and V indexed by position relative to the same base), one chain
+// per output element over the positions in order.
+template <int RT, int CT>
+__attribute__((always_inline)) inline void pv_tile(const float* P, int64_t ldp, const float* V, int64_t hd, int64_t c0,
+                                                   int64_t ja, int64_t jb, float* const* outr, const float* inv) {
+  v16 acc[RT][CT];
+#pragma GCC unroll 16
+  for (int r = 0; r < RT; ++r)
+#pragma GCC unroll 16
+    for (int c = 0; c < CT; ++c) acc[r][c] = v16{};
+  for (int64_t j = ja; j <= jb; ++j) {
+    const float* vr = V + j * hd + c0;
+    v16 vv[CT];
+#pragma GCC unroll 16
+    for (int c = 0; c < CT; ++c) vv[c] = load16(vr + c * 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < RT; ++r) {
+      const float w = P[r * ldp + j];
+#pragma GCC unroll 16
+      for (int c = 0; c < CT; ++c) acc[r][c] += w * vv[c];
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < RT; ++r)
+#pragma GCC unroll 16
+    for (int c = 0; c < CT; ++c) store16(outr[r] + c0 + c * 16, acc[r][c] * inv[r]);
+}
+
+// Register tilings: Tiles::SR rows x SB key blocks for the scores, up to Tiles::ACC accumulators
+// (rows x 16-dimension chunks) for the value sums, sized for 32 vector registers of 16 floats
+// (AVX-512). Tilings do not change any result (see above).
+template <int SR_, int SB_, int ACC_>
+struct Tiles {
+  static constexpr int SR = SR_, SB = SB_, ACC = ACC_;
+};
+using WideTiles = Tiles<4, 4, 24>;
+constexpr int kRowTile = 64;  // rows per pass over a kv head's keys and values
+
+// score_tile<RT, BT> with BT = nb (1 <= nb <= B), by recursion on B.
+template <int RT, int B>
+__attribute__((always_inline)) inline void score_blocks_rem(const float* const* qr, int64_t hd, const float* kb,
+                                                            int64_t nb, float scale, float* P, int64_t ldp) {
+  if (nb == B)
+    score_tile<RT, B>(qr, hd, kb, scale, P, ldp);
+  else if constexpr (B > 1)
+    score_blocks_rem<RT, B - 1>(qr, hd, kb, nb, scale, P, ldp);
+}
+
+template <class TL, int RT>
+__attribute__((always_inline)) inline void score_rows(const float* const* qr, int64_t hd, const float* kb, int64_t nb,
+                                                      float scale, float* P, int64_t ldp) {
+  int64_t b = 0;
+  for (; b + TL::SB <= nb; b += TL::SB) score_tile<RT, TL::SB>(qr, hd, kb + b * hd * 16, scale, P + b * 16, ldp);
+  if (nb > b) score_blocks_rem<RT, TL::SB - 1 >= 1 ? TL::SB - 1 : 1>(qr, hd, kb + b * hd * 16, nb - b, scale, P + b * 16, ldp);
+}
+
+// score_rows<RT = m> (1 <= m <= R), by recursion on R.
+template <class TL, int R>
+__attribute__((always_inline)) inline void score_rows_rem(int64_t m, const float* const* qr, int64_t hd, const float* kb,
+                                                          int64_t nb, float scale, float* P, int64_t ldp) {
+  if (m == R)
+    score_rows<TL, R>(qr, hd, kb, nb, scale, P, ldp);
+  else if constexpr (R > 1)
+    score_rows_rem<TL, R - 1>(m, qr, hd, kb, nb, scale, P, ldp);
+}
+
+// pv_tile<RT = m, CT> (1 <= m <= R) over the positions the m rows need, by recursion on R.
+template <int R, int CT>
+__attribute__((always_inline)) inline void pv_rows_rem(int64_t m, const float* P, int64_t ldp, const float* V,
+                                                       int64_t hd, int64_t c0, const int64_t* ja, const int64_t* jb,
+                                                       float* const* outr, const float* inv) {
+  if (m == R)
+    pv_tile<R, CT>(P, ldp, V, hd, c0, ja[0], jb[R - 1], outr, inv);
+  else if constexpr (R > 1)
+    pv_rows_rem<R - 1, CT>(m, P, ldp, V, hd, c0, ja, jb, outr, inv);
+}
+
+// The n rows of a tile, CT chunks at c0: tiles of up to TL::ACC accumulators.
+template <class TL, int CT>
+__attribute__((always_inline)) inline void pv_rows(const float* P, int64_t ldp, const float* V, int64_t hd, int64_t c0,
+                                                   const int64_t* ja, const int64_t* jb, float* const* outr,
+                                                   const float* inv, int64_t n) {
+  constexpr int RMAX = TL::ACC / CT < 1 ? 1 : TL::ACC / CT > 8 ? 8 : TL::ACC / CT;
+  int64_t r = 0;
+  for (; r + RMAX <= n; r += RMAX)
+    pv_tile<RMAX, CT>(P + r * ldp, ldp, V, hd, c0, ja[r], jb[r + RMAX - 1], outr + r, inv + r);
+  if (n > r) pv_rows_rem<RMAX, CT>(n - r, P + r * ldp, ldp, V, hd, c0, ja + r, jb + r, outr + r, inv + r);
+}
+
+template <class TL>
+__attribute__((always_inline)) inline void attention_impl(const float* q, int64_t ldq, int64_t T, int64_t nH,
+                                                          int64_t nKV, int64_t hd, const float* keys,
+                                                          const float* values, int64_t head_stride, int64_t start,
+                                                          int64_t window, float* out, int64_t ldo) {
+  const int64_t group = nH / nKV, R = group * T;
+  const float scale = 1.f / std::sqrt(float(hd));
+  const float ninf = -std::numeric_limits<float>::infinity();
+  // Row r of a kv head: token t = r / group, query head g * group + r % group. Rows are ordered by
+  // token, so a row's key range [lo, qpos] never starts or ends before the previous row's.
+  auto lo_of = [&](int64_t t) {
+    const int64_t qpos = start + t;
+    return window > 0 && qpos - window + 1 > 0 ? qpos - window + 1 : int64_t(0);
+  };
+  const int64_t tile = R < kRowTile ? R : kRowTile;
+  const int64_t maxb = ((start + T - 1) >> 4) + 1;
+  thread_local std::vector<float> pbuf, invb;
+  thread_local std::vector<int64_t> jab, jbb;
+  thread_local std::vector<const float*> qptr;
+  thread_local std::vector<float*> optr;
+  if (int64_t(pbuf.size()) < tile * maxb * 16) pbuf.resize(size_t(tile * maxb * 16));
+  if (int64_t(invb.size()) < tile) {
+    invb.resize(size_t(tile));
+    jab.resize(size_t(tile));
+    jbb.resize(size_t(tile));
+    qptr.resize(size_t(tile));
+    optr.resize(size_t(tile));
+  }
+  const v16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const int64_t C = hd / 16, tail = hd - C * 16;
+
+  for (int64_t g = 0; g < nKV; ++g) {
+    const float* K = keys + g * head_stride;
+    const float* V = values + g * head_stride;
+    for (int64_t r0 = 0; r0 < R; r0 += tile) {
+      const int64_t n = R - r0 < tile ? R - r0 : tile;
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t t = (r0 + i) / group, h = g * group + (r0 + i) % group;
+        qptr[size_t(i)] = q + t * ldq + h * hd;
+        optr[size_t(i)] = out + t * ldo + h * hd;
+        jab[size_t(i)] = lo_of(t);
+        jbb[size_t(i)] = start + t;
+      }
+      // Key blocks b0..b1 cover every row of the tile; P[i][16 (b - b0) + l] <-> position 16 b + l.
+      const int64_t b0 = jab[0] >> 4, b1 = jbb[size_t(n - 1)] >> 4, nb = b1 - b0 + 1, ldp = nb * 16;
+      const int64_t base = b0 * 16;
+      float* P = pbuf.data();
+      const float* kb = K + b0 * hd * 16;
+      {
+        int64_t i = 0;
+        for (; i + TL::SR <= n; i += TL::SR) score_rows<TL, TL::SR>(qptr.data() + i, hd, kb, nb, scale, P + i * ldp, ldp);
+        if (n > i) score_rows_rem<TL, TL::SR>(n - i, qptr.data() + i, hd, kb, nb, scale, P + i * ldp, ldp);
+      }
+      // Softmax per row over its own blocks; every other block of the tile weighs 0.
+      for (int64_t i = 0; i < n; ++i) {
+        float* p = P + i * ldp;
+        const int64_t lo = jab[size_t(i)], hi = jbb[size_t(i)];
+        const int64_t rb0 = (lo >> 4) - b0, rb1 = (hi >> 4) - b0;
+        for (int64_t b = 0; b < rb0; ++b) store16(p + b * 16, v16{});
+        for (int64_t b = rb1 + 1; b < nb; ++b) store16(p + b * 16, v16{});
+        // Lanes before lo (first block) and after hi (last block) are set to -inf. Float lane
+        // indices: compares on float vectors stay vector operations in every clone.
+        {
+          const float flo = float(lo - (base + rb0 * 16)), fhi = float(hi - (base + rb1 * 16));
+          v16 s = load16(p + rb0 * 16);
+          s = lane < flo ? splat(ninf) : s;
+          store16(p + rb0 * 16, s);
+          s = load16(p + rb1 * 16);
+          s = lane > fhi ? splat(ninf) : s;
+          store16(p + rb1 * 16, s);
+        }
+        v16 vmax = splat(ninf);
+        for (int64_t b = rb0; b <= rb1; ++b) {
+          const v16 s = load16(p + b * 16);
+          vmax = s > vmax ? s : vmax;
+        }
+        float mr[16];
+        store16(mr, vmax);
+        float mx = mr[0];
+        for (int l = 1; l < 16; ++l) mx = mr[l] > mx ? mr[l] : mx;
+        v16 vsum = {};
+        for (int64_t b = rb0; b <= rb1; ++b) {
+          const v16 s = load16(p + b * 16);
+          const v16 e = s == splat(ninf) ? v16{} : exp16(s - mx);
+          store16(p + b * 16, e);
+          vsum += e;
+        }
+        invb[size_t(i)] = 1.f / hsum(vsum);
+        jab[size_t(i)] -= base;  // positions relative to the tile's first block from here on
+        jbb[size_t(i)] -= base;
+      }
+      const float* Vb = V + base * hd;
+      int64_t c0 = 0;
+      for (; c0 + 4 <= C; c0 += 4)
+        pv_rows<TL, 4>(P, ldp, Vb, hd, c0 * 16, jab.data(), jbb.data(), optr.data(), invb.data(), n);
+      switch (C - c0) {
+        case 3: pv_rows<TL, 3>(P, ldp, Vb, hd, c0 * 16, jab.data(), jbb.data(), optr.data(), invb.data(), n); break;
+        case 2: pv_rows<TL, 2>(P, ldp, Vb, hd, c0 * 16, jab.data(), jbb.data(), optr.data(), invb.data(), n); break;
+        case 1: pv_rows<TL, 1>(P, ldp, Vb, hd, c0 * 16, jab.data(), jbb.data(), optr.data(), invb.data(), n); break;
+        default: break;
+      }
+      if (tail > 0) {
+        // The last hd % 16 dimensions: per row, one chain per element over its positions.
+        for (int64_t i = 0; i < n; ++i) {
+          const float* p = P + i * ldp;
+          float acc[16] = {};
+          for (int64_t j = jab[size_t(i)]; j <= jbb[size_t(i)]; ++j) {
+            const float w = p[j];
+            const float* vr = Vb + j * hd + C * 16;
+            for (int64_t d = 0; d < tail; ++d) acc[d] += w * vr[d];
+          }
+          for (int64_t d = 0; d < tail; ++d) optr[size_t(i)][C * 16 + d] = acc[d] * invb[size_t(i)];
+        }
+      }
+    }
+  }
+}
+
+// The per-row loop: each (query token, head) on its own, one broadcast per FMA. Used where the
+// CPU lacks AVX-512: there GCC keeps the 64-byte vector arrays of the tiled kernel above on the
+// stack (each v16 is two ymm of 16), which made it about 2x slower than this loop with
+// -march=x86-64-v3. Each row is computed the same way whatever T, like the tiled kernel.
+// e^x, x <= 0 expected (softmax after subtracting the max): 2^n p(r) as in the linear kernels,
+// written so that loops over it vectorize (rounding by the 1.5 * 2^23 trick).
+__attribute__((always_inline)) inline float exp_approx(float x) {
+  x = x < -87.f ? -87.f : x;
+  x = x > 88.f ? 88.f : x;
+  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  float r = x - n * 0.693145751953125f;
+  r = r - n * 1.428606765330187045e-06f;
+  float p = 1.f / 720;
+  p = p * r + 1.f / 120;
+  p = p * r + 1.f / 24;
+  p = p * r + 1.f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const int32_t bits = (int32_t(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+__attribute__((always_inline)) inline void attention_rows(const float* q, int64_t ldq, int64_t T, int64_t nH,
+                                                          int64_t nKV, int64_t hd, const float* keys,
+                                                          const float* values, int64_t head_stride, int64_t start,
+                                                          int64_t window, float* out, int64_t ldo) {
   const int64_t group = nH / nKV;
   const float scale = 1.f / std::sqrt(float(hd));
   thread_local std::vector<float> buf;
@@ -178,6 +465,23 @@ void attention(const float* q, int64_t ldq, int64_t T, int64_t nH, int64_t nKV, 
       }
     }
   }
+}
+
+}  // namespace
+
+CASCADE_CLONES
+void attention(const float* q, int64_t ldq, int64_t T, int64_t nH, int64_t nKV, int64_t hd, const float* keys,
+               const float* values, int64_t head_stride, int64_t start, int64_t window, float* out, int64_t ldo) {
+  // The tiled kernel where the CPU has AVX-512 (the x86-64-v4 clone), the per-row loop otherwise.
+#if defined(__GNUC__) && defined(__x86_64__)
+  const bool wide = __builtin_cpu_supports("avx512f");
+#else
+  const bool wide = false;
+#endif
+  if (wide)
+    attention_impl<WideTiles>(q, ldq, T, nH, nKV, hd, keys, values, head_stride, start, window, out, ldo);
+  else
+    attention_rows(q, ldq, T, nH, nKV, hd, keys, values, head_stride, start, window, out, ldo);
 }
 
 }  // namespace cascade::kernels
