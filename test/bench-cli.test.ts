@@ -15,7 +15,7 @@ import { readPrompts } from '../lib/cli/datasets';
 import { FALLBACK_CASCADE, familyCascade, type Family } from '../lib/cli/family';
 import { cli } from './helpers/cli';
 import { parseMethod, type MethodSpec } from '../lib/cli/methods';
-import { measureSpeedup, seedConfigurations } from '../lib/cli/tune';
+import { canonicalCascade, measureSpeedup, seedConfigurations } from '../lib/cli/tune';
 import { describeCascade, validateMatrix } from '../lib/cascade/config';
 import { CascadeConfigError, type CascadeMatrix } from '../lib/cascade/config';
 import { Model } from '../lib/model';
@@ -286,6 +286,21 @@ describe('tune on a tiny family', () => {
     };
     await expect(measureSpeedup({ target: liar as unknown as Model, drafts: family.drafts }, CASCADE, PROMPTS.slice(0, 1), 4)).rejects.toThrow(
       `tune: ${describeCascade(CASCADE)} produced other tokens than AR`,
+    );
+  });
+
+  test('canonicalCascade: unused levels zeroed, lenience 1 without reviews below the target', () => {
+    const d = ['mid', 'small'];
+    // mid is unused (row 0 gives it no band): its row goes; small reviews Max-Gram, lenience stays.
+    expect(canonicalCascade({ drafters: d, K: [[0, 3, 1], [0, 2, 1], [0, 0, 1]], lenience: 2 })).toEqual({ drafters: d, K: [[0, 3, 1], [0, 0, 0], [0, 0, 1]], lenience: 2 });
+    // Nothing below the target reviews: lenience cannot matter.
+    expect(canonicalCascade({ drafters: d, K: [[0, 4, 0], [0, 1, 0], [0, 0, 0]], lenience: 3 })).toEqual({ drafters: d, K: [[0, 4, 0], [0, 0, 0], [0, 0, 0]], lenience: 1 });
+    // Used through a level below the target: small is reached through mid's row.
+    const deep = { drafters: d, K: [[2, 0, 0], [0, 2, 0], [0, 0, 1]], lenience: 3 };
+    expect(canonicalCascade(deep)).toEqual(deep);
+    // The same run, the same description.
+    expect(describeCascade(canonicalCascade({ drafters: d, K: [[0, 3, 1], [0, 2, 1], [0, 0, 1]], lenience: 2 }))).toBe(
+      describeCascade({ drafters: d, K: [[0, 3, 1], [0, 9, 9], [0, 0, 1]], lenience: 2 }).replace(/ mid\S*\[[^\]]*\]/, ''),
     );
   });
 

@@ -26,13 +26,33 @@ export const TUNE_FLAGS: Record<string, FlagSpec> = {
   budget: { type: 'int', help: 'configurations to evaluate at most', default: 40, min: 1 },
   threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
   dtype: { type: 'string', help: 'compute dtype (bfloat16 runs the bf16 kernels)', default: 'bfloat16', choices: ['float32', 'bfloat16'] },
-  margin: { type: 'number', help: 'relative improvement needed to move', default: 0.01, min: 0 },
+  margin: { type: 'number', help: 'relative improvement needed to move', default: 0.02, min: 0 },
+  confirm: { type: 'int', help: 'best configurations measured a second time before choosing', default: 3, min: 1 },
   restart: { type: 'boolean', help: 'start from the fallback configuration instead of the saved one' },
   'dry-run': { type: 'boolean', help: 'do not write models/cascade.json' },
   help: { type: 'boolean', help: 'show this help' },
 };
 
-const key = (m: CascadeMatrix) => JSON.stringify([m.K, m.lenience]);
+/**
+ * The same cascade with the rows of levels nothing uses zeroed, and lenience 1 when no level
+ * below the target reviews anything (it would change nothing): configurations that run the
+ * same way get the same key, so tune measures each once.
+ */
+export function canonicalCascade(m: CascadeMatrix): CascadeMatrix {
+  const n = m.K.length;
+  const used = new Array<boolean>(n).fill(false);
+  used[0] = true;
+  // Level r (drafter r) is used when a used row gives column r - 1 a band; rows only point right.
+  for (let r = 0; r < n; r++) if (used[r]) for (let c = 0; c < n - 1; c++) if (m.K[r][c] > 0) used[c + 1] = true;
+  const K = m.K.map((row, r) => (used[r] ? [...row] : row.map(() => 0)));
+  const reviews = K.some((row, r) => r > 0 && row.some((v) => v > 0));
+  return { ...m, K, lenience: reviews ? m.lenience : 1 };
+}
+
+const key = (m: CascadeMatrix) => {
+  const c = canonicalCascade(m);
+  return JSON.stringify([c.K, c.lenience]);
+};
 
 function neighbours(m: CascadeMatrix): CascadeMatrix[] {
   const out: CascadeMatrix[] = [];
@@ -48,7 +68,7 @@ function neighbours(m: CascadeMatrix): CascadeMatrix[] {
         out.push({ ...m, K });
       }
   for (const l of [1, 2, 3]) if (l !== m.lenience) out.push({ ...m, lenience: l });
-  return out;
+  return out.map(canonicalCascade);
 }
 
 /**
@@ -118,13 +138,16 @@ export async function tuneCommand(argv: string[], out: NodeJS.WritableStream, er
   const template = promptTemplate(family.target.dir);
   const prompts = readPrompts(flags.dataset as string, flags.format as DatasetFormat, flags.limit as number, flags.skip as number).map((q) => (template ? template.replace('{prompt}', q) : q));
   const maxNew = flags['max-new-tokens'] as number;
-  let best = validateMatrix(flags.restart ? FALLBACK_CASCADE : familyCascade());
+  let best = canonicalCascade(validateMatrix(flags.restart ? FALLBACK_CASCADE : familyCascade()));
   for (const d of best.drafters) if (!family.drafts[d]) throw new Error(`the cascade uses drafter "${d}", which the family lacks`);
   await family.target.generate(prompts[0], { maxNewTokens: 8 }); // warm-up
   const seen = new Map<string, Awaited<ReturnType<typeof measureSpeedup>>>();
+  const candidates = new Map<string, CascadeMatrix>();
   const evaluate = async (m: CascadeMatrix): Promise<number> => {
+    m = canonicalCascade(m);
     const k = key(m);
     if (!seen.has(k)) {
+      candidates.set(k, m);
       seen.set(k, await measureSpeedup(family, m, prompts, maxNew));
       err.write(`tune: ${String(seen.size).padStart(3)} ${seen.get(k)!.speedup.toFixed(3)}x AR  ${describeCascade(m)}\n`);
     }
@@ -136,7 +159,7 @@ export async function tuneCommand(argv: string[], out: NodeJS.WritableStream, er
     if (seen.size >= budget) break;
     const v = await evaluate(seed);
     if (v > bestSpeedup) {
-      best = seed;
+      best = canonicalCascade(seed);
       bestSpeedup = v;
     }
   }
@@ -157,7 +180,24 @@ export async function tuneCommand(argv: string[], out: NodeJS.WritableStream, er
       improved = true;
     }
   }
-  const m = seen.get(key(best))!;
+  // Measurements differ by a few per cent from run to run; the few best configurations are
+  // measured again and the best on the sum of both runs is kept.
+  const finalists = [...seen.entries()].sort((a, b) => b[1].speedup - a[1].speedup).slice(0, flags.confirm as number);
+  let m = seen.get(key(best))!;
+  if (finalists.length > 1) {
+    let bestScore = -Infinity;
+    for (const [k, first] of finalists) {
+      const cand = candidates.get(k)!;
+      const again = await measureSpeedup(family, cand, prompts, maxNew);
+      const score = first.speedup + again.speedup;
+      err.write(`tune: confirm ${again.speedup.toFixed(3)}x AR (mean ${(score / 2).toFixed(3)}x)  ${describeCascade(cand)}\n`);
+      if (score > bestScore) {
+        bestScore = score;
+        best = cand;
+        m = { speedup: score / 2, tokensPerSecond: (first.tokensPerSecond + again.tokensPerSecond) / 2, arTokensPerSecond: (first.arTokensPerSecond + again.arTokensPerSecond) / 2 };
+      }
+    }
+  }
   const result = {
     cascade: { ...best, readable: matrixToReadable(best) },
     measured: { tokensPerSecond: m.tokensPerSecond, arTokensPerSecond: m.arTokensPerSecond, speedupVsAR: m.speedup, prompts: prompts.length, maxNewTokens: maxNew, threads: flags.threads, dtype: flags.dtype, evaluated: seen.size, date: new Date().toISOString() },
