@@ -102,6 +102,8 @@ describe('runBench on a tiny family', () => {
       expect(r.draftMsPerStep + r.verifyMsPerStep).toBeLessThanOrEqual(r.msPerStep + 1e-9);
       expect(r.promptMs).toBeGreaterThan(0);
       expect(r.promptMs + r.msPerStep * (r.targetForwards - PROMPTS.length)).toBeLessThanOrEqual(r.wallMs + 1e-6);
+      expect(r.decodeTokensPerSecond).toBeGreaterThan(0);
+      expect(r.decodeSpeedupVsAR).toBeCloseTo(r.decodeTokensPerSecond / rows[0].decodeTokensPerSecond, 9);
       if (r.name === 'ar') expect(r.draftMsPerStep).toBeLessThan(0.01); // no drafter: only the bare call's time
       else expect(r.draftMsPerStep).toBeGreaterThan(0);
     }

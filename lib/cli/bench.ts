@@ -49,8 +49,11 @@ export interface MethodResult {
   msPerStep: number;
   draftMsPerStep: number;
   verifyMsPerStep: number;
-  /** Time to the first token (prompt passes of the target and, in a cascade, nothing else). */
+  /** Time to the first token of every request, summed (the target's prompt pass). */
   promptMs: number;
+  /** Tokens per second and speedup after each request's first token (prompt time excluded). */
+  decodeTokensPerSecond: number;
+  decodeSpeedupVsAR: number;
 }
 
 export async function runBench(
@@ -96,6 +99,7 @@ export async function runBench(
     }
   }
   const arTps = (acc[0].tokens * 1000) / acc[0].wallMs;
+  const decodeTps = (a: (typeof acc)[number]) => ((a.tokens - a.requests) * 1000) / Math.max(1e-9, a.wallMs - a.promptMs);
   return methods.map((m, i) => {
     const a = acc[i];
     const tps = (a.tokens * 1000) / a.wallMs;
@@ -118,6 +122,8 @@ export async function runBench(
       draftMsPerStep: a.steps ? a.draftMs / a.steps : 0,
       verifyMsPerStep: a.steps ? a.verifyMs / a.steps : 0,
       promptMs: a.promptMs,
+      decodeTokensPerSecond: decodeTps(a),
+      decodeSpeedupVsAR: decodeTps(a) / decodeTps(acc[0]),
     };
   });
 }
