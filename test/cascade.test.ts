@@ -21,6 +21,7 @@ import {
   type CascadeMatrix,
   type ReadableCascade,
 } from '../lib/cascade/config';
+import { ModelDrafter } from '../lib/drafters/model-drafter';
 import { ewif, swi } from '../lib/metrics';
 import { Model } from '../lib/model';
 import type { GenerateOptions } from '../lib/options';
@@ -375,6 +376,28 @@ describe('greedy exactness of random cascades', () => {
     } finally {
       spy.mockRestore();
     }
+  });
+
+  test('drafters prefill the prompt in begin(): a draft call then feeds only what is new', async () => {
+    const greedy = { temperature: 0, topK: 0, topP: 1 };
+    const context = idsOf('the cat and the');
+    const d = new ModelDrafter(drafts.near, 128);
+    d.begin(context);
+    expect(d.forwards).toBe(1); // one pass over all of the context but its last token
+    const block = await d.draft(3, greedy);
+    expect(d.forwards).toBe(1 + 3);
+    // The same proposal as a drafter that feeds everything in its first call.
+    const seq = drafts.near.createSequence({ contextLength: 128 });
+    const want = Array.from(seq.native.draft(Int32Array.from(context), 3, greedy).tokens);
+    expect(block.tokens).toEqual(want);
+    // A drafter whose context cannot hold the prompt prefills nothing and drafts nothing.
+    const short = new ModelDrafter(drafts.near, 8);
+    short.begin(context);
+    expect(short.forwards).toBe(0);
+    expect((await short.draft(3, greedy)).tokens).toEqual([]);
+    d.dispose();
+    short.dispose();
+    seq.dispose();
   });
 
   test('adaptive bands: measurements carry over to the next generation with the same cascade', async () => {

@@ -107,6 +107,7 @@ export class ReviewerLevel implements Drafter {
   async begin(context: number[]): Promise<void> {
     this.ctx = new CachedContext(this.model.createSequence({ contextLength: this.contextLength, seed: this.seed }));
     this.committed = [...context];
+    this.ctx.prefill(context);
   }
 
   /** One review step: the inner drafters propose, this model verifies (lenient), and the

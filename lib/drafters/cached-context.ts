@@ -29,6 +29,21 @@ export class CachedContext {
     return feed;
   }
 
+  /**
+   * Feeds all of `context` but its last token now (one pass), so that the first draft of a
+   * generation costs what every later one does: the prompt's pass belongs to the prompt's time,
+   * and a scheduler timing drafts would otherwise count it as the cost of one draft call.
+   */
+  prefill(context: readonly number[]): void {
+    const feed = this.sync(context);
+    // A drafter whose context is shorter than the prompt drafts nothing (its draft calls check
+    // room); it has nothing to prefill either.
+    if (feed.length > 1 && this.length + feed.length - 1 <= this.seq.capacity) {
+      this.seq.forwardSync(feed.slice(0, -1));
+      this.appended(feed.slice(0, -1));
+    }
+  }
+
   /** Records tokens the last native call left in the cache. */
   appended(tokens: readonly number[]): void {
     for (const t of tokens) this.inCache.push(t);

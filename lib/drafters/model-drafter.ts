@@ -35,6 +35,7 @@ export class ModelDrafter implements Drafter {
   begin(context: number[]): void {
     this.ctx = new CachedContext(this.model.createSequence({ contextLength: this.contextLength, seed: this.seed }));
     this.committed = [...context];
+    this.ctx.prefill(context);
     this.last = [];
   }
 
