@@ -16,6 +16,8 @@ import type { Cascade } from './cascade';
 import { mulberry32 } from '../prng';
 
 const MAX_POS = 12;
+/** Steps between plan searches. */
+const RESEARCH_EVERY = 8;
 
 class Ema {
   constructor(
@@ -108,48 +110,68 @@ export class AdaptiveScheduler implements Drafter {
     return Math.max(known[0][1] * 0.5, a[1] + slope * (n - a[0]));
   }
 
-  /** Expected tokens per ms of a plan (band sizes in drafter order). */
-  score(plan: number[]): number {
-    let expected = 1, reach = 1, cost = 0, total = 0;
-    plan.forEach((size, d) => {
-      for (let j = 0; j < size; j++) {
-        reach *= this.alpha[d][Math.min(j, MAX_POS - 1)].value;
-        expected += reach;
-      }
-      if (size > 0) cost += (this.callMs[d].value * size) / Math.max(0.5, this.tokensPerCall[d].value);
-      total += size;
-    });
-    return expected / ((this.verifyTable[total + 1] ?? this.verifyCost(total + 1)) + cost);
-  }
+  /** The last searched plan, the draft limit it was searched for, and steps since. */
+  private searched?: { plan: number[]; limit: number; age: number };
 
   private choosePlan(max: number): number[] {
     const n = this.cascade.top.drafters.length;
     const limit = Math.min(max, this.maxDraft);
+    // The estimates move slowly (moving averages): the search runs every few steps, or when
+    // the room left for drafts changes, not before every target pass.
+    const s = this.searched;
+    const best = s && s.limit === limit && s.age < RESEARCH_EVERY ? (s.age++, [...s.plan]) : this.search(n, limit);
+    // Exploration resizes a band of the plan (or Max-Gram's, which costs nothing to try). It
+    // never switches on an unused draft model: that model's cache has fallen behind, and the
+    // first call would re-feed everything since its last use, a cost far above what one step
+    // of exploration can win. Unused models are priced by what they measured when last used.
+    const explorable = [...Array(n).keys()].filter((d) => best[d] > 0 || this.cascade.top.drafters[d] === this.cascade.maxgram);
+    if (explorable.length && this.rand() < this.explore) {
+      const d = explorable[Math.floor(this.rand() * explorable.length)];
+      best[d] = Math.max(0, Math.min(this.maxBand, best[d] + (this.rand() < 0.5 ? -1 : 1)));
+      while (best.reduce((a, b) => a + b, 0) > limit) best[d]--;
+    }
+    return best;
+  }
+
+  /** The plan of band sizes with the most expected tokens per ms, by exhaustive search. */
+  private search(n: number, limit: number): number[] {
     this.verifyTable = Array.from({ length: limit + 2 }, (_, i) => this.verifyCost(i));
+    // Per drafter and band size s: the probability that all s tokens pass (given the band is
+    // reached), the expected accepted tokens of the band, and its drafting cost. The search
+    // then costs O(1) per plan (it runs before every target pass).
+    const maxSize = Math.min(this.maxBand, limit);
+    const pass: number[][] = [], gain: number[][] = [], cost: number[][] = [];
+    for (let d = 0; d < n; d++) {
+      pass.push([1]);
+      gain.push([0]);
+      cost.push([0]);
+      const perToken = this.callMs[d].value / Math.max(0.5, this.tokensPerCall[d].value);
+      for (let size = 1; size <= maxSize; size++) {
+        pass[d].push(pass[d][size - 1] * this.alpha[d][Math.min(size - 1, MAX_POS - 1)].value);
+        gain[d].push(gain[d][size - 1] + pass[d][size]);
+        cost[d].push(perToken * size);
+      }
+    }
     let best: number[] = new Array(n).fill(0);
-    let bestScore = this.score(best);
+    let bestScore = 1 / this.verifyTable[1];
     const plan = new Array(n).fill(0);
-    const visit = (d: number, left: number): void => {
+    const visit = (d: number, left: number, expected: number, reach: number, spent: number, total: number): void => {
       if (d === n) {
-        const sc = this.score(plan);
+        const sc = expected / (this.verifyTable[total + 1] + spent);
         if (sc > bestScore) {
           bestScore = sc;
           best = [...plan];
         }
         return;
       }
-      for (let size = 0; size <= Math.min(this.maxBand, left); size++) {
+      for (let size = 0; size <= Math.min(maxSize, left); size++) {
         plan[d] = size;
-        visit(d + 1, left - size);
+        visit(d + 1, left - size, expected + reach * gain[d][size], reach * pass[d][size], spent + cost[d][size], total + size);
       }
       plan[d] = 0;
     };
-    visit(0, Math.min(max, this.maxDraft));
-    if (this.rand() < this.explore) {
-      const d = Math.floor(this.rand() * n);
-      best[d] = Math.max(0, Math.min(this.maxBand, best[d] + (this.rand() < 0.5 ? -1 : 1)));
-      while (best.reduce((a, b) => a + b, 0) > Math.min(max, this.maxDraft)) best[d]--;
-    }
+    visit(0, limit, 1, 1, 0, 0);
+    this.searched = { plan: [...best], limit, age: 0 };
     return best;
   }
 
