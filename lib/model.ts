@@ -115,8 +115,25 @@ export class Model {
     return this.native.kernels;
   }
 
+  private disposedFlag = false;
+
+  /**
+   * Frees the weights now rather than at garbage collection (sequences already made keep them
+   * until they are disposed or collected). Generating or creating sequences afterwards throws.
+   * Safe to call twice.
+   */
+  dispose(): void {
+    this.native.dispose();
+    this.disposedFlag = true;
+  }
+
+  get disposed(): boolean {
+    return this.disposedFlag;
+  }
+
   /** A new sequence with its own KV cache of `contextLength` tokens. */
   createSequence(options: { contextLength?: number; seed?: number } = {}): Sequence {
+    if (this.disposedFlag) throw new Error(`model ${this.dir} is disposed`);
     const cap = options.contextLength ?? this.contextLength;
     if (!Number.isInteger(cap) || cap < 1 || cap > this.config.maxPositionEmbeddings)
       throw new RangeError(`contextLength must be an integer in [1, ${this.config.maxPositionEmbeddings}], got ${String(cap)}`);

@@ -38,6 +38,8 @@ export interface NativeModel {
   /** The kernels' instruction set, or null when libtorch computes (float32, or kernels: false). */
   readonly kernels: string | null;
   threads: number;
+  /** Drops the weights (freed once this model's sequences are gone too); new sequences are refused. */
+  dispose(): void;
 }
 
 export type KernelIsa = 'avx512' | 'avx2' | 'portable';

@@ -336,6 +336,36 @@ describe('concurrency', () => {
   });
 });
 
+describe('dispose', () => {
+  test('Model.dispose: new sequences and generations are refused naming the folder; sequences made before keep working', async () => {
+    const m = Model.loadSync(tinyDir);
+    const params = m.numParams;
+    const seq = m.createSequence();
+    const before = seq.forwardSync(HELLO.slice(0, 3), { allLogits: true });
+    m.dispose();
+    m.dispose(); // twice is a no-op
+    expect(m.disposed).toBe(true);
+    expect(() => m.createSequence()).toThrow(`model ${m.dir} is disposed`);
+    await expect(m.generate(HELLO, { maxNewTokens: 2 })).rejects.toThrow(`model ${m.dir} is disposed`);
+    // The native object refuses too (a caller holding it directly).
+    const { loadNative } = await import('../lib/native');
+    expect(() => new (loadNative().Sequence)(m.native, 8, 0)).toThrow(/model is disposed/);
+    // Facts about the weights stay readable; an existing sequence still computes, correctly.
+    expect(m.numParams).toBe(params);
+    expect(m.dtype).toBe('float32');
+    const after = seq.forwardSync(HELLO.slice(3), { allLogits: true });
+    const want = tinyRef.forward(HELLO).flat();
+    expect(maxAbsDiff([...before, ...after], want)).toBeLessThan(2e-4);
+    seq.dispose();
+    // Drafts: a disposed draft model is named when a generation needs it.
+    const draft = Model.loadSync(tinyDir);
+    draft.dispose();
+    await expect(tiny.generate(HELLO, { method: 'sd', draftModel: draft, maxNewTokens: 4 })).rejects.toThrow(`model ${draft.dir} is disposed`);
+    // And the model the test suite shares is untouched.
+    expect((await tiny.generate(HELLO, { maxNewTokens: 4, stopOnEos: false })).tokens).toEqual(tinyRef.greedy(HELLO, 4));
+  });
+});
+
 describe('stats', () => {
   test('wallMs, promptMs, targetForwards = one pass per token, seed', async () => {
     const r = await tiny.generate(HELLO, { maxNewTokens: 25, stopOnEos: false, temperature: 0.8, seed: 42 });

@@ -63,7 +63,8 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                                   InstanceAccessor<&ModelWrap::VocabSize>("vocabSize"),
                                   InstanceAccessor<&ModelWrap::Dtype>("dtype"),
                                   InstanceAccessor<&ModelWrap::Kernels>("kernels"),
-                                  InstanceAccessor<&ModelWrap::Threads, &ModelWrap::SetThreads>("threads")});
+                                  InstanceAccessor<&ModelWrap::Threads, &ModelWrap::SetThreads>("threads"),
+                                  InstanceMethod<&ModelWrap::Dispose>("dispose")});
   constructor_ = new Napi::FunctionReference(Napi::Persistent(f));
   return f;
 }
@@ -98,23 +99,29 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWra
   threads = t.IsUndefined() ? 1 : threads_from_value(env, t);
   apply_threads();
   model = LlamaModel::load(cfg, shards, dtype, torch::kCPU, use_kernels);
+  num_params_ = model->num_params();
+  vocab_size_ = model->config().vocab_size;
+  dtype_name_ = dtype == torch::kFloat32 ? "float32" : dtype == torch::kBFloat16 ? "bfloat16" : "float16";
+  if (model->uses_kernels()) {
+    const auto type = dtype == torch::kFloat16 ? kernels::WeightType::F16 : kernels::WeightType::BF16;
+    kernels_name_ = kernels::isa_name(kernels::active_isa(type));
+  }
 }
 
-Napi::Value ModelWrap::NumParams(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), double(model->num_params()));
+// Drops this object's reference to the weights: they are freed once the sequences made from
+// them are gone too. New sequences are refused. Disposing twice is a no-op.
+Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
+  model.reset();
+  return info.Env().Undefined();
 }
-Napi::Value ModelWrap::VocabSize(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), double(model->config().vocab_size));
-}
-Napi::Value ModelWrap::Dtype(const Napi::CallbackInfo& info) {
-  auto d = model->dtype();
-  return Napi::String::New(info.Env(), d == torch::kFloat32 ? "float32" : d == torch::kBFloat16 ? "bfloat16" : "float16");
-}
+
+Napi::Value ModelWrap::NumParams(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(num_params_)); }
+Napi::Value ModelWrap::VocabSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(vocab_size_)); }
+Napi::Value ModelWrap::Dtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dtype_name_); }
 // The kernels' instruction set in use ("avx512", "avx2", "portable"), or null for libtorch.
 Napi::Value ModelWrap::Kernels(const Napi::CallbackInfo& info) {
-  if (!model->uses_kernels()) return info.Env().Null();
-  const auto type = model->dtype() == torch::kFloat16 ? kernels::WeightType::F16 : kernels::WeightType::BF16;
-  return Napi::String::New(info.Env(), kernels::isa_name(kernels::active_isa(type)));
+  if (kernels_name_.empty()) return info.Env().Null();
+  return Napi::String::New(info.Env(), kernels_name_);
 }
 Napi::Value ModelWrap::Threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), threads); }
 void ModelWrap::SetThreads(const Napi::CallbackInfo& info, const Napi::Value& v) { threads = threads_from_value(info.Env(), v); }

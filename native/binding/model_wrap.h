@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include <memory>
+#include <string>
 
 #include "llama.h"
 
@@ -14,6 +15,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   static ModelWrap* FromValue(Napi::Env env, const Napi::Value& v);
   explicit ModelWrap(const Napi::CallbackInfo& info);
 
+  // Null once disposed; sequences keep their own reference, so they outlive dispose().
   std::shared_ptr<LlamaModel> model;
   int threads = 1;
   // libtorch's thread count is per OS thread under OpenMP: set it on whichever thread runs.
@@ -26,6 +28,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Dtype(const Napi::CallbackInfo& info);
   Napi::Value Kernels(const Napi::CallbackInfo& info);
   Napi::Value Threads(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  // Facts about the weights, kept so that they stay readable after dispose().
+  int64_t num_params_ = 0, vocab_size_ = 0;
+  std::string dtype_name_;
+  std::string kernels_name_;  // empty: libtorch computes
   void SetThreads(const Napi::CallbackInfo& info, const Napi::Value& v);
 };
 

@@ -63,6 +63,7 @@ Napi::Function SequenceWrap::Init(Napi::Env env) {
 SequenceWrap::SequenceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SequenceWrap>(info) {
   Napi::Env env = info.Env();
   model_ = ModelWrap::FromValue(env, info.Length() > 0 ? info[0] : env.Undefined());
+  if (!model_->model) throw Napi::Error::New(env, "model is disposed");
   model_ref_ = Napi::Persistent(info[0].As<Napi::Object>());
   if (info.Length() < 2 || !info[1].IsNumber()) throw Napi::TypeError::New(env, "contextLength must be a number");
   double cap = info[1].As<Napi::Number>().DoubleValue();
