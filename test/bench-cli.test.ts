@@ -103,6 +103,16 @@ describe('runBench on a tiny family', () => {
       expect(r.promptMs).toBeGreaterThan(0);
       expect(r.promptMs + r.msPerStep * (r.targetForwards - PROMPTS.length)).toBeLessThanOrEqual(r.wallMs + 1e-6);
       expect(r.decodeTokensPerSecond).toBeGreaterThan(0);
+      expect(r.ewif).toBeGreaterThan(0);
+      if (r.name === 'ar') expect(r.ewif).toBe(1);
+      // Per-level counters exist exactly for the cascades, and are consistent.
+      expect(r.levels.length > 0).toBe(r.name === 'csd' || r.name === 'acsd');
+      for (const l of r.levels) {
+        expect(l.accepted).toBeLessThanOrEqual(l.proposed);
+        expect(l.acceptance).toBeCloseTo(l.proposed ? l.accepted / l.proposed : 0, 12);
+        expect(l.produced).toBeGreaterThanOrEqual(l.accepted); // accepted drafts + a correction each pass
+      }
+      if (r.name === 'csd') expect(r.levels.some((l) => l.produced > 0)).toBe(true);
       expect(r.decodeSpeedupVsAR).toBeCloseTo(r.decodeTokensPerSecond / rows[0].decodeTokensPerSecond, 9);
       if (r.name === 'ar') expect(r.draftMsPerStep).toBeLessThan(0.01); // no drafter: only the bare call's time
       else expect(r.draftMsPerStep).toBeGreaterThan(0);

@@ -51,6 +51,12 @@ export interface MethodResult {
   verifyMsPerStep: number;
   /** Time to the first token of every request, summed (the target's prompt pass). */
   promptMs: number;
+  /** The paper's EWIF (predicted from measured acceptance), mean over requests weighted by
+   * their verification passes; 1 for AR. */
+  ewif: number;
+  /** Per cascade level (csd / acsd), summed over requests: review passes, tokens produced,
+   * drafts reviewed and accepted, and the acceptance rate. */
+  levels: Array<{ level: string; passes: number; produced: number; proposed: number; accepted: number; acceptance: number }>;
   /** Tokens per second and speedup after each request's first token (prompt time excluded). */
   decodeTokensPerSecond: number;
   decodeSpeedupVsAR: number;
@@ -64,7 +70,7 @@ export async function runBench(
 ): Promise<MethodResult[]> {
   const { target } = family;
   if (methods[0]?.name !== 'ar') methods = [parseArOnly(), ...methods.filter((m) => m.name !== 'ar')];
-  const acc = methods.map(() => ({ tokens: 0, wallMs: 0, forwards: 0, requests: 0, swiCost: 0, mismatches: 0, proposedAt: [] as number[], acceptedAt: [] as number[], steps: 0, stepMs: 0, draftMs: 0, verifyMs: 0, promptMs: 0 }));
+  const acc = methods.map(() => ({ tokens: 0, wallMs: 0, forwards: 0, requests: 0, swiCost: 0, mismatches: 0, proposedAt: [] as number[], acceptedAt: [] as number[], steps: 0, stepMs: 0, draftMs: 0, verifyMs: 0, promptMs: 0, ewifWeighted: 0, ewifWeight: 0, levels: new Map<string, { passes: number; produced: number; proposed: number; accepted: number }>() }));
   const gen = (m: MethodSpec, p: string): Promise<GenerationResult> =>
     target.generate(p, { ...m.options, maxNewTokens: options.maxNewTokens, temperature: 0, stopOnEos: true });
   for (const m of methods) for (const p of prompts.slice(0, options.warmup)) await gen(m, p);
@@ -88,6 +94,17 @@ export async function runBench(
         a.verifyMs += timing.verifyMs;
       }
       a.promptMs += r.stats.promptMs;
+      const steps = Math.max(1, r.stats.targetForwards - 1);
+      a.ewifWeighted += Number(r.stats.ewif ?? 1) * steps;
+      a.ewifWeight += steps;
+      for (const l of (r.stats.levels as Array<{ level: string; passes: number; produced: number; proposed: number; accepted: number }> | undefined) ?? []) {
+        const sum = a.levels.get(l.level) ?? { passes: 0, produced: 0, proposed: 0, accepted: 0 };
+        sum.passes += l.passes;
+        sum.produced += l.produced;
+        sum.proposed += l.proposed;
+        sum.accepted += l.accepted;
+        a.levels.set(l.level, sum);
+      }
       const byPos = (r.stats.acceptanceByPosition as number[] | undefined) ?? [];
       if (i === 0) reference = r.tokens;
       else if (reference!.length !== r.tokens.length || reference!.some((t, j) => t !== r.tokens[j])) a.mismatches++;
@@ -122,6 +139,8 @@ export async function runBench(
       draftMsPerStep: a.steps ? a.draftMs / a.steps : 0,
       verifyMsPerStep: a.steps ? a.verifyMs / a.steps : 0,
       promptMs: a.promptMs,
+      ewif: a.ewifWeight ? a.ewifWeighted / a.ewifWeight : 1,
+      levels: [...a.levels.entries()].map(([level, l]) => ({ level, ...l, acceptance: l.proposed ? l.accepted / l.proposed : 0 })),
       decodeTokensPerSecond: decodeTps(a),
       decodeSpeedupVsAR: decodeTps(a) / decodeTps(acc[0]),
     };
