@@ -19,25 +19,12 @@ import { canonicalCascade, measureSpeedup, seedConfigurations } from '../lib/cli
 import { describeCascade, validateMatrix } from '../lib/cascade/config';
 import { CascadeConfigError, type CascadeMatrix } from '../lib/cascade/config';
 import { Model } from '../lib/model';
-import { readSafetensors, writeSafetensors } from './helpers/safetensors';
-import { makeTinyModel, mulberry32 } from './helpers/tiny-model';
+import { makeTinyModel, perturbedCopy } from './helpers/tiny-model';
 
 const ROOT = path.resolve(__dirname, '..');
 const V = 260;
 const EOS = 257;
 
-
-/** Copies a model folder and adds N(0, sigma) noise to its lm_head. */
-function perturbedCopy(from: string, to: string, sigma: number, seed: number): void {
-  fs.mkdirSync(to, { recursive: true });
-  for (const f of fs.readdirSync(from)) fs.copyFileSync(path.join(from, f), path.join(to, f));
-  const file = path.join(to, 'model.safetensors');
-  const t = readSafetensors(file);
-  const rand = mulberry32(seed);
-  const w = t['lm_head.weight'].data;
-  for (let i = 0; i < w.length; i++) w[i] += sigma * Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
-  writeSafetensors(file, t, { format: 'pt' });
-}
 
 let tmp: string;
 let targetDir: string;

@@ -18,8 +18,7 @@ import * as path from 'path';
 import { Model } from '../lib/model';
 import type { GenerationResult } from '../lib/generate';
 import type { GenerateOptions } from '../lib/options';
-import { readSafetensors, writeSafetensors } from './helpers/safetensors';
-import { makeTinyModel, mulberry32 } from './helpers/tiny-model';
+import { makeTinyModel, editHead } from './helpers/tiny-model';
 import { argmax, chiSquareSf } from './helpers/stats';
 
 const V = 260;
@@ -29,17 +28,6 @@ const MAX_NEW = 5;
 /** Seeds per sample: the main comparison, and the power check / top-k-top-p case. */
 const N = 1500;
 const N_SMALL = 1000;
-
-/** Multiplies lm_head by `scale` (sharper next-token distributions than the stock tiny model,
- * so a few thousand samples resolve the joint of two tokens) and adds N(0, sigma) noise. */
-function editHead(dir: string, scale: number, sigma: number, seed: number): void {
-  const file = path.join(dir, 'model.safetensors');
-  const t = readSafetensors(file);
-  const w = t['lm_head.weight'].data;
-  const rand = mulberry32(seed);
-  for (let i = 0; i < w.length; i++) w[i] = scale * w[i] + sigma * Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
-  writeSafetensors(file, t, { format: 'pt' });
-}
 
 /**
  * Two-sample chi-square homogeneity test on category counts. Categories with fewer than

@@ -25,8 +25,7 @@ import { ModelDrafter } from '../lib/drafters/model-drafter';
 import { ewif, swi } from '../lib/metrics';
 import { Model } from '../lib/model';
 import type { GenerateOptions } from '../lib/options';
-import { readSafetensors, writeSafetensors } from './helpers/safetensors';
-import { makeTinyModel, mulberry32, type TinyModelConfig } from './helpers/tiny-model';
+import { makeTinyModel, mulberry32, perturbedCopy, type TinyModelConfig } from './helpers/tiny-model';
 import { ReferenceLlama } from './reference/llama';
 
 const V = 260;
@@ -59,19 +58,6 @@ function paramsOf(c: TinyModelConfig): number {
   const attn = c.num_attention_heads * hd * H * 2 + c.num_key_value_heads * hd * H * 2;
   const layer = 2 * H + attn + 3 * I * H;
   return c.vocab_size * H * 2 + c.num_hidden_layers * layer + H;
-}
-
-/** Copies a model folder and adds N(0, sigma) noise to its lm_head (a drafter that is often,
- * not always, right). */
-function perturbedCopy(from: string, to: string, sigma: number, seed: number): void {
-  fs.mkdirSync(to, { recursive: true });
-  for (const f of fs.readdirSync(from)) fs.copyFileSync(path.join(from, f), path.join(to, f));
-  const file = path.join(to, 'model.safetensors');
-  const t = readSafetensors(file);
-  const rand = mulberry32(seed);
-  const w = t['lm_head.weight'].data;
-  for (let i = 0; i < w.length; i++) w[i] += sigma * Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
-  writeSafetensors(file, t, { format: 'pt' });
 }
 
 const expectConfigError = (f: () => unknown, message: string | RegExp): void => {

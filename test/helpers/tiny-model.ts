@@ -8,7 +8,8 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { FloatDType, TensorSpec, writeSafetensors } from './safetensors';
+import { mulberry32 } from '../../lib/prng';
+import { FloatDType, readSafetensors, TensorSpec, writeSafetensors } from './safetensors';
 
 export interface RopeScaling {
   rope_type?: string;
@@ -81,17 +82,8 @@ export interface TinyModelConfig {
   torch_dtype: 'float32' | 'float16' | 'bfloat16';
 }
 
-/** mulberry32: tiny, fast, good enough for test weights, and identical on every platform. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// mulberry32 (lib/prng.ts): tiny, fast, good enough for test weights, identical on every platform.
+export { mulberry32 };
 
 function gaussian(rand: () => number): () => number {
   return () => {
@@ -100,6 +92,24 @@ function gaussian(rand: () => number): () => number {
     const v = rand();
     return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
   };
+}
+
+/** Multiplies a model folder's lm_head by `scale` and adds N(0, sigma) noise (seeded). */
+export function editHead(dir: string, scale: number, sigma: number, seed: number): void {
+  const file = path.join(dir, 'model.safetensors');
+  const t = readSafetensors(file);
+  const w = t['lm_head.weight'].data;
+  const noise = gaussian(mulberry32(seed));
+  for (let i = 0; i < w.length; i++) w[i] = scale * w[i] + sigma * noise();
+  writeSafetensors(file, t, { format: 'pt' });
+}
+
+/** Copies a model folder and adds N(0, sigma) noise to its lm_head (a drafter that is often,
+ * not always, right). */
+export function perturbedCopy(from: string, to: string, sigma: number, seed: number): void {
+  fs.mkdirSync(to, { recursive: true });
+  for (const f of fs.readdirSync(from)) fs.copyFileSync(path.join(from, f), path.join(to, f));
+  editHead(to, 1, sigma, seed);
 }
 
 /** GPT-2's bytes_to_unicode: byte -> printable character used by the ByteLevel pre-tokenizer. */
