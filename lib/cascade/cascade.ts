@@ -136,11 +136,7 @@ export class ReviewerLevel implements Drafter {
    * the exact rule above it holds whatever distribution the tokens were drawn from.
    */
   private draftAlone(feed: number[], k: number, sampling: NativeSampling): DraftBlock {
-    const ctx = this.ctx!;
-    const r = ctx.seq.native.draft(Int32Array.from(feed), k, sampling);
-    const tokens = Array.from(r.tokens);
-    ctx.seq.forwards += k;
-    ctx.appended([...feed, ...tokens.slice(0, -1)]);
+    const { tokens } = this.ctx!.draft(feed, k, sampling);
     this.passes += k;
     this.produced += tokens.length;
     return { tokens };

@@ -1,6 +1,7 @@
 // Keeps a model sequence's KV cache in step with a token list that may change anywhere: the
 // cache is cut back to the longest common prefix and the rest is fed with the next pass, so a
 // drafter or a cascade level never needs to be told about rollbacks explicitly.
+import type { NativeSampling } from '../native';
 import type { Sequence } from '../sequence';
 
 export class CachedContext {
@@ -39,9 +40,24 @@ export class CachedContext {
     // A drafter whose context is shorter than the prompt drafts nothing (its draft calls check
     // room); it has nothing to prefill either.
     if (feed.length > 1 && this.length + feed.length - 1 <= this.seq.capacity) {
-      this.seq.forwardSync(feed.slice(0, -1));
-      this.appended(feed.slice(0, -1));
+      const known = feed.slice(0, -1);
+      this.seq.forwardSync(known);
+      this.appended(known);
     }
+  }
+
+  /**
+   * Feeds `feed` (from sync) and drafts k tokens autoregressively in ONE native call, on this
+   * thread (see Sequence.verifySync). The cache keeps the feed and every proposal but the last,
+   * which the next pass feeds if it is accepted. The caller checks room: feed + k - 1 tokens.
+   */
+  draft(feed: readonly number[], k: number, sampling: NativeSampling): { tokens: number[]; probs?: Float32Array } {
+    const r = this.seq.native.draft(Int32Array.from(feed), k, sampling);
+    this.seq.forwards += k;
+    const tokens = Array.from(r.tokens);
+    this.appended(feed);
+    this.appended(tokens.slice(0, -1));
+    return { tokens, probs: r.probs };
   }
 
   /** Records tokens the last native call left in the cache. */

@@ -45,12 +45,9 @@ export class ModelDrafter implements Drafter {
     // Room for the feed and the proposals that get appended (all but the last).
     const k = Math.min(max, ctx.seq.capacity - ctx.length - feed.length + 1);
     if (k < 1) return { tokens: [] };
-    const r = ctx.seq.native.draft(Int32Array.from(feed), k, sampling); // on this thread: see Sequence.verifySync
-    ctx.seq.forwards += k;
-    const tokens = Array.from(r.tokens);
-    ctx.appended([...feed, ...tokens.slice(0, -1)]);
+    const { tokens, probs } = ctx.draft(feed, k, sampling);
     if (prefix.length === 0) this.last = tokens;
-    return { tokens, probs: r.probs };
+    return { tokens, probs };
   }
 
   dispose(): void {
