@@ -355,6 +355,9 @@ describe('bench and tune commands', () => {
     const c = await cli('tune', '--dataset', 'x.jsonl', '--frobnicate');
     expect(c.code).toBe(2);
     expect(c.err).toMatch(/unknown option --frobnicate/);
+    const e = await cli('tune', '--dataset', 'x.jsonl', '--confirm', '0');
+    expect(e.code).toBe(2);
+    expect(e.err).toMatch(/--confirm must be in \[1, inf\], got 0/);
     const d = await cli('bench', 'extra', '--dataset', 'x.jsonl');
     expect(d.code).toBe(2);
     expect(d.err).toMatch(/unexpected argument "extra"/);

@@ -21,6 +21,9 @@ import {
   type CascadeMatrix,
   type ReadableCascade,
 } from '../lib/cascade/config';
+import { buildCascade } from '../lib/cascade/cascade';
+import { AdaptiveScheduler, SchedulerState } from '../lib/cascade/scheduler';
+import { MaxGram } from '../lib/drafters/maxgram';
 import { ModelDrafter } from '../lib/drafters/model-drafter';
 import { ewif, swi } from '../lib/metrics';
 import { Model } from '../lib/model';
@@ -402,6 +405,9 @@ describe('greedy exactness of random cascades', () => {
     expect(second.tokens).toEqual(first.tokens);
     expect(states.size).toBe(1);
     expect([...states.values()][0]).toBe(state); // the same measurements, updated in place
+    // Measurements for another number of drafters are refused, naming both counts.
+    const three = buildCascade(cascade, models, new MaxGram(), 64);
+    expect(() => new AdaptiveScheduler(three, { state: new SchedulerState(2) })).toThrow('scheduler state is for 2 drafters, the cascade has 3');
     // Another cascade gets its own.
     await target.generate(prompt, { method: 'csd', cascade: { ...cascade, K: [[1, 1, 1], [0, 0, 1], [0, 0, 1]] }, draftModels: models, adaptive: true, maxNewTokens: 5 });
     expect(states.size).toBe(2);
