@@ -45,7 +45,13 @@ test('--json prints one object with a rows array of the documented shape', async
     expect(t1).toBeGreaterThan(0);
     for (const k of ['2', '4', '8', '16']) expect(b[k]).toBeGreaterThan(0);
     expect(row.params).toBeGreaterThan(1.5e6);
-    // Rounded to 3 decimals in the output; recomputed from the rounded times within rounding.
-    expect(Math.abs((row.beta8 as number) - (b['8'] - t1) / (7 * t1))).toBeLessThan(0.01 + 0.001 / t1);
+    // Rounded to 3 decimals in the output: beta8 lies within what the rounded times allow
+    // (each time off by up to 0.0005 ms, beta8 itself by 0.0005). The error grows with
+    // T(8) / T(1)^2, which short noisy runs on a small model make large.
+    const beta = (t8: number, tt1: number) => (t8 - tt1) / (7 * tt1);
+    const lo = beta(b['8'] - 0.0005, t1 + 0.0005) - 0.0005 - 1e-9;
+    const hi = beta(b['8'] + 0.0005, t1 - 0.0005) + 0.0005 + 1e-9;
+    expect(row.beta8 as number).toBeGreaterThanOrEqual(lo);
+    expect(row.beta8 as number).toBeLessThanOrEqual(hi);
   }
 });
