@@ -250,6 +250,14 @@ describe('compiled CLI (dist/)', () => {
     expect(parsed.stats.targetForwards).toBe(5);
   });
 
+  spawnTest('the package bin (what `npx cascade-spec` runs) is executable and runs by its shebang', () => {
+    expect(fs.readFileSync(DIST_MAIN, 'utf8').startsWith('#!/usr/bin/env node\n')).toBe(true);
+    expect(fs.statSync(DIST_MAIN).mode & 0o111).not.toBe(0);
+    const r = spawnSync(DIST_MAIN, ['generate', '--help'], { encoding: 'utf8', timeout: 60_000, cwd: tmp });
+    expect({ status: r.status, error: r.error?.message }).toEqual({ status: 0, error: undefined });
+    expect(r.stdout).toMatch(/^Usage: cascade-spec generate/);
+  });
+
   spawnTest('exit codes: 2 for a usage error, 1 for a runtime error', () => {
     const usage = node('generate', PROMPT, '--top-p', '2');
     expect(usage.status).toBe(2);
