@@ -141,9 +141,11 @@ describe.each(CASES)('%s weights on %s', (type, isa) => {
     for (const [N, K] of SMALL) for (let M = 1; M <= 16; M++) checkLinear(type, isa, { M, N, K }, seed++);
   });
 
-  test('linear: large shapes (lm_head- and MLP-sized, K not a multiple of 32)', () => {
+  test('linear: large shapes (lm_head- and MLP-sized, K not a multiple of 32; 4-12 rows take the next-tile prefetch and tall-tile paths)', () => {
     let seed = 900;
-    for (const s of [{ M: 1, N: 4096, K: 288 }, { M: 8, N: 1030, K: 777 }, { M: 16, N: 768, K: 2050 }, { M: 3, N: 2304, K: 768 }])
+    const shapes = [{ M: 1, N: 4096, K: 288 }, { M: 8, N: 1030, K: 777 }, { M: 16, N: 768, K: 2050 }, { M: 3, N: 2304, K: 768 }];
+    for (const M of [4, 7, 9, 12]) shapes.push({ M, N: 1100, K: 130 });
+    for (const s of shapes)
       checkLinear(type, isa, s, seed++);
   });
 
@@ -199,7 +201,7 @@ describe.each(CASES)('%s weights on %s', (type, isa) => {
   test('lm_head argmax and log-sum-exp without logits: equal to argmax over linear() output', () => {
     let seed = 3000;
     for (const [N, K] of [[1, 4], [17, 9], [100, 64], [4096, 96], [1001, 130]] as Array<[number, number]>)
-      for (const M of [1, 2, 4, 7, 8, 16]) {
+      for (const M of [1, 2, 4, 7, 8, 9, 12, 16]) {
         const x = gaussian(M * K, seed++), w = gaussian(N * K, seed++, 0.5);
         const r = run({ op: 'argmax', type, isa, x, M, K, w, N });
         for (let m = 0; m < M; m++) {

@@ -132,7 +132,7 @@ void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int6
         wo[j][h] = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
       }
       if (next) _mm_prefetch(reinterpret_cast<const char*>(next + j * bstride + p * 32), _MM_HINT_T1);
-      else _mm_prefetch(reinterpret_cast<const char*>(q + PF * 32), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(q + PF * 32), _MM_HINT_T0);
     }
     for (int m = 0; m < MR; ++m) {
       const __m256 x0 = _mm256_broadcast_ss(x + m * ldx + 2 * p), x1 = _mm256_broadcast_ss(x + m * ldx + 2 * p + 1);
@@ -170,7 +170,7 @@ void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int6
       const uint16_t* q = w + j * bstride + p * 32;
       for (int h = 0; h < 4; ++h) wv[j][h] = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(q + 8 * h)));
       if (next) _mm_prefetch(reinterpret_cast<const char*>(next + j * bstride + p * 32), _MM_HINT_T1);
-      else _mm_prefetch(reinterpret_cast<const char*>(q + PF * 32), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(q + PF * 32), _MM_HINT_T0);
     }
     for (int m = 0; m < MR; ++m) {
       double pair;

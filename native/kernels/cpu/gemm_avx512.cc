@@ -39,10 +39,10 @@ namespace {
 #endif
 constexpr int64_t PF = CASCADE_KERNELS_PF;
 
-// Ahead in the weight stream into L1, or (next) a line of the next tile into L2.
+// Ahead in the weight stream into L1, and (next) the matching line of the next tile into L2.
 inline void prefetch(const uint16_t* q, const uint16_t* next) {
   if (next) _mm_prefetch(reinterpret_cast<const char*>(next), _MM_HINT_T1);
-  else _mm_prefetch(reinterpret_cast<const char*>(q + PF * 32), _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(q + PF * 32), _MM_HINT_T0);
 }
 
 inline __mmask16 tail_mask(int n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
