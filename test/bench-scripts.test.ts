@@ -1,0 +1,106 @@
+/**
+ * bench/verify-cost.ts: timings per block length, and its refusal of a block past the context.
+ * bench/ceiling.ts: the oracle upper bound on any greedy cascade. Agreement is checked against
+ * an independent count (each draft decoding the true prefix token by token), the oracle's
+ * passes against what a draft identical to the target must give (one pass per prompt), and
+ * the subset figures against their ordering (more drafters can only lengthen the runs).
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { measureCeiling } from '../bench/ceiling';
+import { verifyCost } from '../bench/verify-cost';
+import type { Family } from '../lib/cli/family';
+import { Model } from '../lib/model';
+import { makeTinyModel, perturbedCopy } from './helpers/tiny-model';
+
+const V = 260;
+const PROMPTS = ['Hello', 'abc abc abc', 'The cat sat on the mat. The cat'];
+const MAX_NEW = 20;
+const GREEDY = { temperature: 0, topK: 0, topP: 1 };
+
+let tmp: string;
+let family: Family;
+let sameFamily: Family;
+
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-ceiling-'));
+  const targetDir = path.join(tmp, 'target');
+  makeTinyModel(targetDir, { vocabSize: V, seed: 101 });
+  perturbedCopy(targetDir, path.join(tmp, 'mid'), 0.25, 3);
+  makeTinyModel(path.join(tmp, 'small'), { vocabSize: V, seed: 202, numLayers: 1 });
+  makeTinyModel(path.join(tmp, 'same'), { vocabSize: V, seed: 101 });
+  const target = Model.loadSync(targetDir);
+  family = { target, drafts: { mid: Model.loadSync(path.join(tmp, 'mid')), small: Model.loadSync(path.join(tmp, 'small')) } };
+  sameFamily = { target, drafts: { same: Model.loadSync(path.join(tmp, 'same')) } };
+});
+afterAll(() => {
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+async function continuations(fam: Family): Promise<Array<{ prompt: number[]; generated: number[] }>> {
+  const out = [];
+  for (const p of PROMPTS) {
+    const r = await fam.target.generate(p, { maxNewTokens: MAX_NEW, temperature: 0, stopOnEos: true });
+    out.push({ prompt: r.promptTokens, generated: r.tokens });
+  }
+  return out;
+}
+
+test('a draft identical to the target agrees everywhere: one oracle pass per prompt', async () => {
+  const r = await measureCeiling(sameFamily, PROMPTS, { maxNewTokens: MAX_NEW, sd: [{ draft: 'same', k: 4 }], floorBlock: 4, floorPosition: 8 });
+  const conts = (await continuations(sameFamily)).filter((c) => c.generated.length >= 2);
+  const tokens = conts.reduce((s, c) => s + c.generated.length - 1, 0);
+  expect(r.agreement.same).toBe(1);
+  expect(r.agreement.any).toBe(1);
+  expect(r.oracleTokensPerPass).toBeCloseTo(tokens / conts.length, 3);
+  expect(r.singleDraft.map((s) => s.name)).toEqual(['sd:same@4']);
+  expect(r.bound.freeDraftingDecodeSpeedupVsAR).toBeGreaterThan(0);
+});
+
+test('agreement equals an independent token-by-token count; subsets and bounds are ordered', async () => {
+  const r = await measureCeiling(family, PROMPTS, { maxNewTokens: MAX_NEW, sd: [{ draft: 'small', k: 2 }, { draft: 'mid', k: 3 }], floorBlock: 4, floorPosition: 8 });
+  const conts = await continuations(family);
+  let positions = 0;
+  const agree: Record<string, number> = { mid: 0, small: 0 };
+  for (const { prompt, generated } of conts) {
+    if (generated.length < 2) continue;
+    for (const name of ['mid', 'small']) {
+      const seq = family.drafts[name].createSequence({ contextLength: prompt.length + generated.length });
+      let next = seq.native.step(Int32Array.from(prompt), GREEDY);
+      for (let j = 1; j < generated.length; j++) {
+        next = seq.native.step(Int32Array.of(generated[j - 1]), GREEDY);
+        if (next === generated[j]) agree[name]++;
+      }
+      seq.dispose();
+    }
+    positions += generated.length - 1;
+  }
+  expect(positions).toBeGreaterThan(20);
+  for (const name of ['mid', 'small']) expect(r.agreement[name]).toBeCloseTo(agree[name] / positions, 3);
+  // The perturbed copy agrees more often than an unrelated model (what makes this test able to
+  // tell the two drafts apart).
+  expect(r.agreement.mid).toBeGreaterThan(r.agreement.small);
+  for (const name of ['mid', 'small', 'maxgram']) expect(r.agreement.any).toBeGreaterThanOrEqual(r.agreement[name]);
+  const only: Record<string, number> = r.oracleTokensPerPassWithOnly;
+  expect(Object.keys(only).sort()).toEqual(['maxgram', 'mid', 'mid+maxgram', 'mid+small', 'mid+small+maxgram', 'small', 'small+maxgram'].sort());
+  for (const [a, va] of Object.entries(only))
+    for (const [b, vb] of Object.entries(only)) if (a.split('+').every((d) => b.split('+').includes(d))) expect(vb).toBeGreaterThanOrEqual(va);
+  expect(only['mid+small+maxgram']).toBeCloseTo(r.oracleTokensPerPass, 3);
+  expect(r.oracleTokensPerPass).toBeGreaterThanOrEqual(1);
+  expect(r.bound.costFloorDecodeSpeedupVsAR).toBeLessThanOrEqual(r.bound.freeDraftingDecodeSpeedupVsAR);
+  expect(r.singleDraft.map((s) => s.name)).toEqual(['sd:small@2', 'sd:mid@3']);
+  expect([r.bestSingleDraft]).toContain(r.singleDraft.reduce((a, b) => (b.decodeSpeedupVsAR > a.decodeSpeedupVsAR ? b : a)).name);
+});
+
+test('an unknown draft name is an error naming it', async () => {
+  await expect(measureCeiling(family, PROMPTS, { maxNewTokens: 4, sd: [{ draft: 'huge', k: 2 }] })).rejects.toThrow('no draft model named huge');
+});
+
+test('verifyCost times every block length; a block past the context is refused', () => {
+  const ms = verifyCost(family.target, 5, [1, 3, 8], 2, 5);
+  expect(Object.keys(ms).map(Number).sort((a, b) => a - b)).toEqual([1, 3, 8]);
+  for (const v of Object.values(ms)) expect(v > 0 && Number.isFinite(v)).toBe(true);
+  expect(() => verifyCost(family.target, family.target.contextLength - 2, [4], 1, 1)).toThrow(/exceeds the context/);
+});
