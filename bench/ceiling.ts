@@ -51,7 +51,7 @@ function argmaxRows(logits: Float32Array, vocab: number): number[] {
 /** Each generated token's greedy proposal by a draft model, given the true context. */
 function modelProposals(model: Model, prompt: number[], generated: number[]): number[] {
   const all = [...prompt, ...generated];
-  const seq = model.createSequence({ contextLength: all.length });
+  const seq = model.createSequence({ contextLength: all.length - 1 }); // every token but the last is fed
   try {
     const next = argmaxRows(seq.forwardSync(all.slice(0, -1), { allLogits: true }), model.config.vocabSize);
     return generated.map((_, j) => next[prompt.length + j - 1]);
@@ -156,8 +156,8 @@ export async function measureCeiling(family: Family, prompts: string[], options:
       if (any[j]) sum.agree.any++;
     }
     // The same continuation decoded one token at a time, and by oracle passes, interleaved.
-    const arSeq = target.createSequence({ contextLength: P.length + G.length });
-    const orSeq = target.createSequence({ contextLength: P.length + G.length });
+    const arSeq = target.createSequence({ contextLength: P.length + G.length - 1 });
+    const orSeq = target.createSequence({ contextLength: P.length + G.length - 1 });
     try {
       arSeq.forwardSync(P);
       orSeq.forwardSync(P);

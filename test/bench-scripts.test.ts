@@ -104,3 +104,12 @@ test('verifyCost times every block length; a block past the context is refused',
   for (const v of Object.values(ms)) expect(v > 0 && Number.isFinite(v)).toBe(true);
   expect(() => verifyCost(family.target, family.target.contextLength - 2, [4], 1, 1)).toThrow(/exceeds the context/);
 });
+
+test('a continuation that fills the context is measured too (the oracle feeds all but the last token)', async () => {
+  const cap = family.target.contextLength;
+  const r = await measureCeiling(family, ['The cat sat on the mat. The cat'], { maxNewTokens: cap, sd: [], floorBlock: 4, floorPosition: 8 });
+  const gen = await family.target.generate('The cat sat on the mat. The cat', { maxNewTokens: cap, temperature: 0, stopOnEos: true });
+  expect(gen.promptTokens.length + gen.tokens.length).toBe(cap + 1);
+  expect(r.oracleTokensPerPass).toBeGreaterThanOrEqual(1);
+  expect(r.bestSingleDraft).toBeNull();
+});
