@@ -311,6 +311,7 @@ describe('tune on a tiny family', () => {
     expect(described).toContain('target[maxgram:2]');
     expect(described).toContain('target[mid:3]');
     expect(described).toContain('target[small:3]');
+    for (const k of [2, 3, 4, 6, 8]) for (const d of ['mid', 'small']) expect(described).toContain(`target[${d}:${k}]`);
     expect(described).toContain('target[mid:3] mid[small:2] small[maxgram:1]');
   });
 });

@@ -72,8 +72,8 @@ function neighbours(m: CascadeMatrix): CascadeMatrix[] {
 }
 
 /**
- * Starting points besides the saved configuration: each drafter alone (its level drafting by
- * itself or reviewing Max-Gram), Max-Gram alone, and two-level cascades. Coordinate descent
+ * Starting points besides the saved configuration: each drafter alone at k = 2..8 (its level
+ * drafting by itself or reviewing Max-Gram), Max-Gram alone, and two-level cascades. Coordinate descent
  * from one point stays near it; these put the single-drafter optima in the search.
  */
 export function seedConfigurations(drafters: string[]): CascadeMatrix[] {
@@ -87,7 +87,9 @@ export function seedConfigurations(drafters: string[]): CascadeMatrix[] {
   };
   for (const k of [2, 3]) add((K) => (K[0][n - 1] = k));
   drafters.forEach((_, d) => {
-    for (const k of [2, 3, 4]) add((K) => (K[0][d] = k));
+    // A single draft's speed is flat over a wide range of k and shifts when verification gets
+    // cheaper or a draft better: the seeds span it, so that the +-1 steps start near its optimum.
+    for (const k of [2, 3, 4, 6, 8]) add((K) => (K[0][d] = k));
     add((K) => {
       K[0][d] = 3;
       K[d + 1][n - 1] = 1;
