@@ -196,7 +196,7 @@ export class Model {
     if (o.method === 'sd') {
       assertSameVocabulary(this, o.draftModel!);
       // The drafter's sampler: seeded from the generation's seed, apart from the target's.
-      return new ModelDrafter(o.draftModel!, draftContext(o.draftModel!), undefined, (o.seed + 1) % 2 ** 53);
+      return new ModelDrafter(o.draftModel!, draftContext(o.draftModel!), undefined, (o.seed + 1) % 2 ** 53, o.draftConfidence);
     }
     if (o.method === 'csd') {
       const models = o.draftModels;

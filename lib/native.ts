@@ -91,7 +91,8 @@ export interface NativeVerifyResult {
 export interface NativeSequence {
   verify(block: Int32Array, options?: NativeVerifyOptions): NativeVerifyResult;
   verifyAsync(block: Int32Array, options?: NativeVerifyOptions): Promise<NativeVerifyResult>;
-  draft(feed: Int32Array, k: number, sampling?: NativeSampling): { tokens: Int32Array; probs?: Float32Array };
+  /** minConfidence: stop before a token (after the first) the draft gives a lower probability. */
+  draft(feed: Int32Array, k: number, sampling?: NativeSampling, minConfidence?: number): { tokens: Int32Array; probs?: Float32Array };
   draftAsync(feed: Int32Array, k: number, sampling?: NativeSampling): Promise<{ tokens: Int32Array; probs?: Float32Array }>;
   readonly length: number;
   readonly capacity: number;

@@ -32,6 +32,13 @@ export interface GenerateOptions {
   draftModel?: Model;
   /** Draft tokens per verification pass. Default 4. */
   k?: number;
+  /**
+   * Method 'sd': the draft model stops its draft before a token (after the first) to which it
+   * gives a probability below this (greedy: its argmax's; sampling: the sampled token's), so
+   * `k` becomes the longest draft. 0 (default) always drafts k tokens. Exactness is unaffected:
+   * the stop depends on the draft's own outputs only. In [0, 1).
+   */
+  draftConfidence?: number;
   /** Max-Gram occurrence choice: 'recent' (default) or 'earliest'. */
   maxGramOccurrence?: 'recent' | 'earliest';
   /** Method 'csd': the cascade, as a K matrix or in readable form (lib/cascade/config.ts). */
@@ -61,13 +68,14 @@ export interface ResolvedGenerateOptions {
   method: Method;
   draftModel?: Model;
   k: number;
+  draftConfidence: number;
   maxGramOccurrence: 'recent' | 'earliest';
   cascade?: CascadeMatrix;
   draftModels: Record<string, Model>;
   adaptive: boolean;
 }
 
-const KNOWN = new Set(['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopOnEos', 'addBos', 'signal', 'method', 'draftModel', 'k', 'maxGramOccurrence', 'cascade', 'draftModels', 'adaptive']);
+const KNOWN = new Set(['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopOnEos', 'addBos', 'signal', 'method', 'draftModel', 'k', 'draftConfidence', 'maxGramOccurrence', 'cascade', 'draftModels', 'adaptive']);
 
 function badBool(name: string): never {
   throw new TypeError(`${name} must be a boolean`);
@@ -108,12 +116,16 @@ export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys:
       if (!draftModels[name] || typeof draftModels[name].createSequence !== 'function')
         throw new TypeError(`cascade drafter "${name}" has no loaded model in draftModels`);
   }
+  const draftConfidence = options.draftConfidence ?? 0;
+  if (typeof draftConfidence !== 'number' || !(draftConfidence >= 0 && draftConfidence < 1))
+    throw new RangeError(`draftConfidence must be a number in [0, 1), got ${String(draftConfidence)}`);
   const occurrence = options.maxGramOccurrence ?? 'recent';
   if (occurrence !== 'recent' && occurrence !== 'earliest') throw new RangeError("maxGramOccurrence must be 'recent' or 'earliest'");
   return {
     method,
     draftModel: options.draftModel,
     k: int('k', options.k, 4, 1),
+    draftConfidence,
     maxGramOccurrence: occurrence,
     cascade,
     draftModels,

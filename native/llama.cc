@@ -371,23 +371,30 @@ torch::Tensor LlamaModel::forward_packed(const torch::Tensor& tokens, const std:
 }
 
 std::vector<int64_t> LlamaModel::forward_packed_argmax(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
-                                                       const std::vector<int64_t>& lengths, bool all_rows) const {
+                                                       const std::vector<int64_t>& lengths, bool all_rows,
+                                                       std::vector<float>* confidence) const {
   std::vector<int64_t> out;
   if (kernels_) {
     auto t = tokens.to(torch::kCPU).to(torch::kInt64).contiguous();
     std::vector<int64_t> ids(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
-    forward_kernels(ids, caches, lengths, all_rows, &out);
+    forward_kernels(ids, caches, lengths, all_rows, &out, confidence);
     return out;
   }
-  auto logits = forward_packed(tokens, caches, lengths, all_rows).to(torch::kCPU).contiguous();
+  auto logits = forward_packed(tokens, caches, lengths, all_rows).to(torch::kCPU).to(torch::kFloat32).contiguous();
   const int64_t V = logits.size(1);
   const float* p = logits.data_ptr<float>();
+  if (confidence) confidence->clear();
   for (int64_t r = 0; r < logits.size(0); ++r) {
     const float* row = p + r * V;
     int64_t best = 0;
     for (int64_t i = 1; i < V; ++i)
       if (row[i] > row[best]) best = i;
     out.push_back(best);
+    if (confidence) {
+      double sum = 0;
+      for (int64_t i = 0; i < V; ++i) sum += std::exp(double(row[i]) - double(row[best]));
+      confidence->push_back(float(1.0 / sum));
+    }
   }
   return out;
 }
@@ -399,7 +406,7 @@ std::vector<int64_t> LlamaModel::forward_packed_argmax(const torch::Tensor& toke
 // libtorch calls between the embedding lookup and the output.
 torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
                                           const std::vector<int64_t>& lengths, bool all_rows,
-                                          std::vector<int64_t>* argmax) const {
+                                          std::vector<int64_t>* argmax, std::vector<float>* confidence) const {
   const auto& c = cfg_;
   const int64_t N = static_cast<int64_t>(tokens.size()), H = c.hidden_size, hd = c.head_dim, nH = c.num_heads,
                 nKV = c.num_kv_heads, I = c.intermediate_size, V = c.vocab_size;
@@ -476,7 +483,15 @@ torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, co
   kernels::rms_norm(x, R, H, final_norm.data_ptr<float>(), eps, xn);
   if (argmax) {
     argmax->resize(size_t(R));
-    kernels::linear_argmax(xn, R, khead_, argmax->data(), nullptr, nullptr);
+    if (!confidence) {
+      kernels::linear_argmax(xn, R, khead_, argmax->data(), nullptr, nullptr);
+      return torch::Tensor();
+    }
+    // p(argmax) = exp(max - logsumexp), from the same pass (no logits materialised).
+    std::vector<float> max_logit(static_cast<size_t>(R)), lse(static_cast<size_t>(R));
+    kernels::linear_argmax(xn, R, khead_, argmax->data(), max_logit.data(), lse.data());
+    confidence->resize(size_t(R));
+    for (int64_t r = 0; r < R; ++r) (*confidence)[size_t(r)] = std::exp(max_logit[size_t(r)] - lse[size_t(r)]);
     return torch::Tensor();
   }
   auto out = torch::empty({R, V}, torch::kFloat32);

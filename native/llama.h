@@ -78,8 +78,10 @@ class LlamaModel {
   // forward_packed for greedy decisions: the argmax of each row's logits (all rows, or each
   // sequence's last), the first maximal index. With the kernels the logits are never
   // materialised (kernels::linear_argmax); otherwise argmax over forward_packed's logits.
+  // confidence (optional): each row's softmax probability of its argmax.
   std::vector<int64_t> forward_packed_argmax(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
-                                             const std::vector<int64_t>& lengths, bool all_rows) const;
+                                             const std::vector<int64_t>& lengths, bool all_rows,
+                                             std::vector<float>* confidence = nullptr) const;
 
   // Training forward over a batch of sequences from position 0: tokens [B, T] -> logits [B, T, V].
   torch::Tensor forward_train(const torch::Tensor& tokens) const;
@@ -102,9 +104,11 @@ class LlamaModel {
   torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& keys, const torch::Tensor& values, int64_t start) const;
   torch::Tensor logits(const torch::Tensor& hidden) const;
   // The kernels' forward over packed segments: logits [rows, V] float32, or (argmax != null) the
-  // rows' argmaxes into *argmax and an undefined tensor.
+  // rows' argmaxes into *argmax (and, if confidence != null, their probabilities) and an
+  // undefined tensor.
   torch::Tensor forward_kernels(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
-                                const std::vector<int64_t>& lengths, bool all_rows, std::vector<int64_t>* argmax) const;
+                                const std::vector<int64_t>& lengths, bool all_rows, std::vector<int64_t>* argmax,
+                                std::vector<float>* confidence = nullptr) const;
 
   ModelConfig cfg_;
   torch::ScalarType dtype_;

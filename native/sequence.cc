@@ -41,10 +41,13 @@ torch::Tensor Sequence::forward(const std::vector<int64_t>& tokens, bool all_log
   return model_->forward(ids, cache_, all_logits).to(torch::kCPU);
 }
 
-int64_t Sequence::greedy_next(const std::vector<int64_t>& tokens) {
+int64_t Sequence::greedy_next(const std::vector<int64_t>& tokens, float* confidence) {
   auto ids = checked_tokens(tokens);
   c10::InferenceMode guard;
-  return model_->forward_packed_argmax(ids, {&cache_}, {ids.size(0)}, /*all_rows=*/false)[0];
+  std::vector<float> conf;
+  const int64_t t = model_->forward_packed_argmax(ids, {&cache_}, {ids.size(0)}, /*all_rows=*/false, confidence ? &conf : nullptr)[0];
+  if (confidence) *confidence = conf[0];
+  return t;
 }
 
 int64_t Sequence::step(const std::vector<int64_t>& tokens, const SamplingParams& params) {
@@ -56,19 +59,28 @@ int64_t Sequence::step(const std::vector<int64_t>& tokens, const SamplingParams&
 }
 
 std::vector<int64_t> Sequence::draft(const std::vector<int64_t>& feed, int64_t k, const SamplingParams& params,
-                                     torch::Tensor* probs) {
+                                     torch::Tensor* probs, float min_confidence) {
   params.validate();
   if (k < 1) throw std::invalid_argument("draft needs k >= 1");
+  if (!(min_confidence >= 0.f && min_confidence < 1.f)) throw std::invalid_argument("draft needs 0 <= min_confidence < 1");
+  const bool gated = min_confidence > 0.f;
   if (length() + static_cast<int64_t>(feed.size()) + k - 1 > capacity())
     throw std::length_error("draft of " + std::to_string(k) + " tokens would exceed the context length " +
                             std::to_string(capacity()));
   std::vector<int64_t> out;
   if (params.greedy()) {
     // Argmaxes only: with the kernels no logits are materialised.
+    float conf = 1.f;
     int64_t t = greedy_next(feed);
     for (int64_t i = 0; i < k; ++i) {
       out.push_back(t);
-      if (i + 1 < k) t = greedy_next({t});
+      if (i + 1 < k) {
+        t = greedy_next({t}, gated ? &conf : nullptr);
+        if (conf < min_confidence) {
+          cache_.set_length(length() - 1);  // the last proposal leaves the cache again
+          break;
+        }
+      }
     }
     if (probs) *probs = torch::Tensor();
     return out;
@@ -77,13 +89,15 @@ std::vector<int64_t> Sequence::draft(const std::vector<int64_t>& feed, int64_t k
   auto logits = forward(feed, /*all_logits=*/false)[0];
   c10::InferenceMode guard;
   for (int64_t i = 0; i < k; ++i) {
-    int64_t t;
-    if (params.greedy()) t = argmax_index(logits);
-    else {
-      auto p = processed_probs(logits, params);
-      t = sample_from(p, rng_);
-      rows.push_back(p);
+    auto p = processed_probs(logits, params);
+    const int64_t t = sample_from(p, rng_);
+    // The stop decision uses the draft's own randomness only, so the target's test of the
+    // tokens before it stays exact.
+    if (i > 0 && gated && p[t].item<float>() < min_confidence) {
+      cache_.set_length(length() - 1);  // the last proposal leaves the cache again
+      break;
     }
+    rows.push_back(p);
     out.push_back(t);
     if (i + 1 < k) logits = model_->forward(torch::tensor(std::vector<int64_t>{t}, torch::kInt64), cache_, false)[0];
   }

@@ -33,14 +33,18 @@ class Sequence {
   // A drafter's proposal in one call: appends `feed` (tokens emitted since its last call), then
   // proposes k tokens autoregressively under `params`. The last proposal is not appended (the
   // caller appends it with the next feed if it is accepted). When sampling, `probs` receives
-  // the processed distribution of each proposal, [k, V].
+  // the processed distribution of each proposal, [k, V]. min_confidence > 0 stops the draft
+  // before a token (other than the first) to which the draft gives a probability below it
+  // (greedy: its argmax's softmax probability; sampling: the sampled token's): fewer than k
+  // tokens come back then, and the cache again holds all proposals but the last.
   std::vector<int64_t> draft(const std::vector<int64_t>& feed, int64_t k, const SamplingParams& params,
-                             torch::Tensor* probs);
+                             torch::Tensor* probs, float min_confidence = 0.f);
 
  private:
   torch::Tensor checked_tokens(const std::vector<int64_t>& tokens) const;
-  // Appends tokens and returns the argmax of the last position's logits.
-  int64_t greedy_next(const std::vector<int64_t>& tokens);
+  // Appends tokens and returns the argmax of the last position's logits (and, if confidence
+  // != null, its softmax probability).
+  int64_t greedy_next(const std::vector<int64_t>& tokens, float* confidence = nullptr);
 
   std::shared_ptr<const LlamaModel> model_;
   KVCache cache_;

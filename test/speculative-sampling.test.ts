@@ -247,38 +247,44 @@ describe('native verify: (accepted, next) frequencies match the TS reference of 
 // ---------------------------------------------------------------------------------------------
 // 2. Whole generations
 
-describe("end to end: 'sd' and 'mag' sample the first tokens like 'ar'", () => {
+describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the first tokens like 'ar'", () => {
   const SEEDS = 1500;
   const opts = { temperature: 0.9, topK: 50, maxNewTokens: 4, k: 2, stopOnEos: false } as const;
   const samples: Record<string, number[][]> = {};
-  const drafting: Record<string, { drafted: number; accepted: number }> = {};
+  const drafting: Record<string, { drafted: number; accepted: number; passes: number }> = {};
 
   beforeAll(async () => {
     const runs: Array<[string, Model, object]> = [
       ['ar', target, {}],
       ['sd', target, { method: 'sd', draftModel: near }],
+      // Drafts that stop before a sampled token the draft gives p < 0.15: the stop depends on
+      // the draft's own draws, which must leave the output's distribution alone.
+      ['sdc', target, { method: 'sd', draftModel: near, draftConfidence: 0.15 }],
       ['mag', targetBg, { method: 'mag' }],
     ];
     for (const [name, model, extra] of runs) {
       samples[name] = [];
-      drafting[name] = { drafted: 0, accepted: 0 };
+      drafting[name] = { drafted: 0, accepted: 0, passes: 0 };
       for (let seed = 1; seed <= SEEDS; seed++) {
         const r = await model.generate(CTX, { ...opts, ...extra, seed });
         samples[name].push(r.tokens);
         drafting[name].drafted += (r.stats.drafted as number) ?? 0;
         drafting[name].accepted += (r.stats.accepted as number) ?? 0;
+        drafting[name].passes += r.stats.targetForwards - 1; // verification passes (not the prompt's)
       }
     }
   });
 
   test('the speculative runs drafted, accepted and rejected', () => {
-    for (const name of ['sd', 'mag']) {
+    for (const name of ['sd', 'sdc', 'mag']) {
       const { drafted, accepted } = drafting[name];
       expect(drafted).toBeGreaterThan(SEEDS);
       expect(accepted / drafted).toBeGreaterThan(0.1);
       expect(accepted / drafted).toBeLessThan(0.95);
     }
-    for (const name of ['ar', 'sd', 'mag']) expect(samples[name].every((t) => t.length === 4)).toBe(true);
+    // The confidence stop cut drafts short: fewer drafted tokens than 'sd' with the same k.
+    expect(drafting.sdc.drafted).toBeLessThan(0.9 * drafting.sd.drafted);
+    for (const name of ['ar', 'sd', 'sdc', 'mag']) expect(samples[name].every((t) => t.length === 4)).toBe(true);
   });
 
   test('a seed reproduces a speculative sampled generation', async () => {
@@ -298,8 +304,10 @@ describe("end to end: 'sd' and 'mag' sample the first tokens like 'ar'", () => {
 
   test.each([
     ['sd', '(t1, t2)', 0],
+    ['sdc', '(t1, t2)', 0],
     ['mag', '(t1, t2)', 0],
     ['sd', '(t2, t3)', 1],
+    ['sdc', '(t2, t3)', 1],
     ['mag', '(t2, t3)', 1],
   ] as const)("homogeneity of %s with 'ar': joint of %s", (name, _label, i) => {
     const h = homogeneity(joint(name, i), joint('ar', i));
@@ -318,7 +326,7 @@ describe("end to end: 'sd' and 'mag' sample the first tokens like 'ar'", () => {
       const p2 = proc(ref.forward([...CTX, a])[CTX.length]);
       for (let b = 0; b < V; b++) exact[a * V + b] = p1[a] * p2[b];
     }
-    for (const name of ['ar', 'sd', 'mag']) {
+    for (const name of ['ar', 'sd', 'sdc', 'mag']) {
       const counts = new Map<number, number>();
       for (const t of samples[name]) counts.set(t[0] * V + t[1], (counts.get(t[0] * V + t[1]) ?? 0) + 1);
       const fit = goodnessOfFit(counts, exact, SEEDS);

@@ -15,9 +15,12 @@ export interface MethodSpec {
 }
 
 export function parseMethod(spec: string, family: Family, defaults: { k: number; draft: string; cascade: CascadeMatrix }): MethodSpec {
-  const m = /^(ar|mag|sd|csd|acsd)(?::([^@]+))?(?:@(\d+))?$/.exec(spec.trim());
-  if (!m) throw new UsageError(`bad method "${spec}": expected ar, mag[@K], sd[:DRAFT][@K], csd[:FILE] or acsd[:FILE]`);
-  const [, kind, arg, kStr] = m;
+  const m = /^(ar|mag|sd|csd|acsd)(?::([^@~]+))?(?:@(\d+))?(?:~([0-9.]+))?$/.exec(spec.trim());
+  if (!m) throw new UsageError(`bad method "${spec}": expected ar, mag[@K], sd[:DRAFT][@K][~C], csd[:FILE] or acsd[:FILE]`);
+  const [, kind, arg, kStr, confStr] = m;
+  if (confStr !== undefined && kind !== 'sd') throw new UsageError(`bad method "${spec}": only sd takes a draft confidence (~C)`);
+  const confidence = confStr === undefined ? 0 : Number(confStr);
+  if (!(confidence >= 0 && confidence < 1)) throw new UsageError(`bad method "${spec}": the draft confidence C must be in [0, 1)`);
   const k = kStr ? Number(kStr) : defaults.k;
   if (k < 1 || k > 64) throw new UsageError(`bad method "${spec}": K must be in [1, 64]`);
   switch (kind) {
@@ -31,6 +34,12 @@ export function parseMethod(spec: string, family: Family, defaults: { k: number;
       const draft = arg ?? defaults.draft;
       const model = family.drafts[draft];
       if (!model) throw new UsageError(`bad method "${spec}": no draft model "${draft}" (have: ${Object.keys(family.drafts).join(', ') || 'none'})`);
+      if (confidence > 0)
+        return {
+          name: `sd:${draft}@${k}~${confidence}`,
+          options: { method: 'sd', draftModel: model, k, draftConfidence: confidence },
+          describe: `draft ${draft}, k <= ${k}, stops below p ${confidence}`,
+        };
       return { name: `sd:${draft}@${k}`, options: { method: 'sd', draftModel: model, k }, describe: `draft ${draft}, k ${k}` };
     }
     default: {

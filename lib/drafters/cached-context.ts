@@ -50,10 +50,11 @@ export class CachedContext {
    * Feeds `feed` (from sync) and drafts k tokens autoregressively in ONE native call, on this
    * thread (see Sequence.verifySync). The cache keeps the feed and every proposal but the last,
    * which the next pass feeds if it is accepted. The caller checks room: feed + k - 1 tokens.
+   * minConfidence > 0 may end the draft early (see Sequence::draft); the passes it ran count.
    */
-  draft(feed: readonly number[], k: number, sampling: NativeSampling): { tokens: number[]; probs?: Float32Array } {
-    const r = this.seq.native.draft(Int32Array.from(feed), k, sampling);
-    this.seq.forwards += k;
+  draft(feed: readonly number[], k: number, sampling: NativeSampling, minConfidence = 0): { tokens: number[]; probs?: Float32Array } {
+    const r = this.seq.native.draft(Int32Array.from(feed), k, sampling, minConfidence);
+    this.seq.forwards += Math.min(k, r.tokens.length + 1);
     const tokens = Array.from(r.tokens);
     this.appended(feed);
     this.appended(tokens.slice(0, -1));

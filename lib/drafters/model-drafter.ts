@@ -23,6 +23,8 @@ export class ModelDrafter implements Drafter {
     private readonly contextLength: number,
     name?: string,
     private readonly seed = 0,
+    /** Stop a draft before a token the draft model gives a lower probability (0: never). */
+    private readonly minConfidence = 0,
   ) {
     this.name = name ?? `model:${model.dir.split('/').pop()}`;
   }
@@ -45,7 +47,7 @@ export class ModelDrafter implements Drafter {
     // Room for the feed and the proposals that get appended (all but the last).
     const k = Math.min(max, ctx.seq.capacity - ctx.length - feed.length + 1);
     if (k < 1) return { tokens: [] };
-    const { tokens, probs } = ctx.draft(feed, k, sampling);
+    const { tokens, probs } = ctx.draft(feed, k, sampling, this.minConfidence);
     if (prefix.length === 0) this.last = tokens;
     return { tokens, probs };
   }

@@ -264,18 +264,26 @@ int64_t k_arg(const Napi::CallbackInfo& info) {
   if (k != double(int64_t(k)) || k < 1 || k > 1024) throw Napi::RangeError::New(info.Env(), "draft: k must be an integer in [1, 1024]");
   return int64_t(k);
 }
+float min_confidence_arg(const Napi::CallbackInfo& info) {
+  if (info.Length() < 4 || info[3].IsUndefined()) return 0.f;
+  if (!info[3].IsNumber()) throw Napi::TypeError::New(info.Env(), "draft: minConfidence must be a number");
+  const double c = info[3].As<Napi::Number>().DoubleValue();
+  if (!(c >= 0 && c < 1)) throw Napi::RangeError::New(info.Env(), "draft: minConfidence must be in [0, 1)");
+  return float(c);
+}
 }  // namespace
 
-// draft(feed: Int32Array, k, sampling?) -> { tokens: Int32Array, probs?: Float32Array [k * V] }
+// draft(feed: Int32Array, k, sampling?, minConfidence?) -> { tokens: Int32Array, probs?: Float32Array [tokens * V] }
 Napi::Value SequenceWrap::Draft(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   check_idle(env);
   auto feed = ids_from_value(env, info.Length() > 0 ? info[0] : env.Undefined(), "feed");
   const int64_t k = k_arg(info);
   auto params = sampling_from_value(env, info.Length() > 2 ? info[2] : env.Undefined());
+  const float min_confidence = min_confidence_arg(info);
   model_->apply_threads();
   torch::Tensor probs;
-  auto tokens = seq_->draft(feed, k, params, &probs);
+  auto tokens = seq_->draft(feed, k, params, &probs, min_confidence);
   return draft_to_object(env, tokens, probs);
 }
 
@@ -285,14 +293,15 @@ Napi::Value SequenceWrap::DraftAsync(const Napi::CallbackInfo& info) {
   auto feed = ids_from_value(env, info.Length() > 0 ? info[0] : env.Undefined(), "feed");
   const int64_t k = k_arg(info);
   auto params = sampling_from_value(env, info.Length() > 2 ? info[2] : env.Undefined());
+  const float min_confidence = min_confidence_arg(info);
   auto tokens = std::make_shared<std::vector<int64_t>>();
   auto probs = std::make_shared<torch::Tensor>();
   busy_ = true;
   return PromiseWorker::run(
       env,
-      [this, feed, k, params, tokens, probs] {
+      [this, feed, k, params, tokens, probs, min_confidence] {
         model_->apply_threads();
-        *tokens = seq_->draft(feed, k, params, probs.get());
+        *tokens = seq_->draft(feed, k, params, probs.get(), min_confidence);
       },
       [tokens, probs](Napi::Env e) -> Napi::Value { return draft_to_object(e, *tokens, *probs); }, [this] { busy_ = false; },
       {Value()});
