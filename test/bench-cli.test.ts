@@ -213,7 +213,7 @@ describe('parseMethod', () => {
   });
 
   test('bad specs are clear usage errors', () => {
-    bad('xyz', 'bad method "xyz": expected ar, mag[@K], sd[:DRAFT][@K], csd[:FILE] or acsd[:FILE]');
+    bad('xyz', 'bad method "xyz": expected ar, mag[@K], sd[:DRAFT][@K][~C], csd[:FILE] or acsd[:FILE]');
     bad('', /^bad method "": expected ar, mag/);
     bad('sd:nope', 'bad method "sd:nope": no draft model "nope" (have: mid, small)');
     bad('sd@3', 'bad method "sd@3": no draft model "big" (have: mid, small)', { ...DEFAULTS, draft: 'big' });
