@@ -297,6 +297,10 @@ describe('tune on a tiny family', () => {
     // Used through a level below the target: small is reached through mid's row.
     const deep = { drafters: d, K: [[2, 0, 0], [0, 2, 0], [0, 0, 1]], lenience: 3 };
     expect(canonicalCascade(deep)).toEqual(deep);
+    // A confidence stop matters only where a used level drafts alone (an all-zero row).
+    expect(canonicalCascade({ drafters: d, K: [[0, 8, 0], [0, 0, 0], [0, 0, 0]], lenience: 1, confidence: 0.3 })).toEqual({ drafters: d, K: [[0, 8, 0], [0, 0, 0], [0, 0, 0]], lenience: 1, confidence: 0.3 });
+    expect(canonicalCascade({ drafters: d, K: [[0, 0, 3], [0, 0, 0], [0, 0, 0]], lenience: 1, confidence: 0.3 })).toEqual({ drafters: d, K: [[0, 0, 3], [0, 0, 0], [0, 0, 0]], lenience: 1 });
+    expect(canonicalCascade({ drafters: d, K: [[0, 3, 0], [0, 0, 0], [0, 0, 2]], lenience: 1, confidence: 0.5 })).toEqual({ drafters: d, K: [[0, 3, 0], [0, 0, 0], [0, 0, 2]], lenience: 1 });
     // The same run, the same description.
     expect(describeCascade(canonicalCascade({ drafters: d, K: [[0, 3, 1], [0, 2, 1], [0, 0, 1]], lenience: 2 }))).toBe(
       describeCascade({ drafters: d, K: [[0, 3, 1], [0, 9, 9], [0, 0, 1]], lenience: 2 }).replace(/ mid\S*\[[^\]]*\]/, ''),
@@ -312,6 +316,7 @@ describe('tune on a tiny family', () => {
     expect(described).toContain('target[mid:3]');
     expect(described).toContain('target[small:3]');
     for (const k of [2, 3, 4, 6, 8]) for (const d of ['mid', 'small']) expect(described).toContain(`target[${d}:${k}]`);
+    for (const d of ['mid', 'small']) expect(described).toContain(`target[${d}:8] ~0.3`);
     expect(described).toContain('target[mid:3] mid[small:2] small[maxgram:1]');
   });
 });

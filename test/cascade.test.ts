@@ -103,6 +103,14 @@ describe('config: K matrix and readable form', () => {
     }
   });
 
+  test('confidence: kept by both forms, shown by describeCascade, absent when 0', () => {
+    const m = validateMatrix({ drafters: ['d'], K: [[6, 0], [0, 0]], confidence: 0.3 });
+    expect(m).toEqual({ drafters: ['d'], K: [[6, 0], [0, 0]], lenience: 1, confidence: 0.3 });
+    expect(readableToMatrix(matrixToReadable(m))).toEqual(m);
+    expect(describeCascade(m)).toBe('target[d:6] ~0.3');
+    expect(validateMatrix({ drafters: ['d'], K: [[6, 0], [0, 0]], confidence: 0 })).not.toHaveProperty('confidence');
+  });
+
   test('lenience defaults to 1 in both forms', () => {
     expect(validateMatrix({ drafters: [], K: [[4]] })).toEqual({ drafters: [], K: [[4]], lenience: 1 });
     expect(readableToMatrix({ drafters: ['d'], levels: [{ reviewer: 'target', bands: [{ drafter: 'd', size: 2 }] }] })).toEqual({ drafters: ['d'], K: [[2, 0], [0, 0]], lenience: 1 });
@@ -178,6 +186,9 @@ describe('config: K matrix and readable form', () => {
     expectConfigError(() => validateMatrix({ drafters: [], K: [[1]], lenience: NaN }), /lenience must be a number >= 1, got NaN/);
     expectConfigError(() => validateMatrix({ drafters: [], K: [[1]], lenience: Infinity }), /lenience must be a number >= 1, got Infinity/);
     expectConfigError(() => validateMatrix({ drafters: [], K: [[1]], lenience: '2' as unknown as number }), /lenience must be a number >= 1, got 2/);
+    for (const bad of [-0.1, 1, 1.5, NaN])
+      expectConfigError(() => validateMatrix({ drafters: [], K: [[1]], confidence: bad }), `invalid cascade: confidence must be a number in [0, 1), got ${bad}`);
+    expectConfigError(() => parseCascade({ drafters: [], K: [[1]], confidence: '0.3' }), /confidence must be a number in \[0, 1\), got 0.3/);
   });
 
   test('invalid readable forms give clear errors', () => {
@@ -255,6 +266,9 @@ describe('greedy exactness of random cascades', () => {
     drafters: string[];
     K: number[][];
     lenience: number;
+    /** 0, or a confidence stop for levels drafting alone (from a separate stream, so adding it
+     * left the other fields' draws as they were). */
+    confidence: number;
     prompt: string | number[];
     maxNewTokens: number;
     adaptive: boolean;
@@ -278,10 +292,12 @@ describe('greedy exactness of random cascades', () => {
       const reps = 1 + Math.floor(rand() * 3);
       prompt = [...(rand() < 0.5 ? [BOS] : []), ...Array.from({ length: reps }, () => unit).flat()];
     }
+    const crand = mulberry32(5000 + i);
     return {
       drafters,
       K: randomK(rand, depth, 4),
       lenience: [1, 1.5, 2, 3, 10][Math.floor(rand() * 5)],
+      confidence: crand() < 0.75 ? [0.1, 0.3, 0.6, 0.9][Math.floor(crand() * 4)] : 0,
       prompt,
       maxNewTokens: 1 + Math.floor(rand() * 40),
       adaptive: rand() < 0.35,
@@ -298,12 +314,14 @@ describe('greedy exactness of random cascades', () => {
     let topAccepted = 0;
     let topRejected = 0;
     let adaptiveCases = 0;
+    let confidenceCases = 0;
     for (let i = 0; i < CASES; i++) {
       const c = makeCase(rand, i);
       const label = JSON.stringify({ i, ...c });
       const base: GenerateOptions = { maxNewTokens: c.maxNewTokens, stopOnEos: c.stopOnEos, temperature: 0 };
       const ar = await target.generate(c.prompt, { ...base, method: 'ar' });
-      const cascade = c.readable ? readableOf(c.drafters, c.K, c.lenience) : { drafters: c.drafters, K: c.K, lenience: c.lenience };
+      const conf = c.confidence ? { confidence: c.confidence } : {};
+      const cascade = c.readable ? { ...readableOf(c.drafters, c.K, c.lenience), ...conf } : { drafters: c.drafters, K: c.K, lenience: c.lenience, ...conf };
       const draftModels = Object.fromEntries(c.drafters.map((d) => [d, drafts[d]]));
       const csd = await target.generate(c.prompt, { ...base, method: 'csd', cascade, draftModels, adaptive: c.adaptive, seed: 1000 + i });
       expect({ label, tokens: csd.tokens }).toEqual({ label, tokens: ar.tokens });
@@ -321,7 +339,9 @@ describe('greedy exactness of random cascades', () => {
       topAccepted += Number(csd.stats.accepted);
       topRejected += Number(csd.stats.drafted) - Number(csd.stats.accepted);
       if (c.adaptive) adaptiveCases++;
+      if (c.confidence && c.K.some((row, r) => r > 0 && row.every((v) => v === 0))) confidenceCases++;
     }
+    expect(confidenceCases).toBeGreaterThan(5);
     // The property test exercised what it claims to.
     expect(referenceChecked).toBe(CASES / 4);
     expect(adaptiveCases).toBeGreaterThan(5);
@@ -387,6 +407,48 @@ describe('greedy exactness of random cascades', () => {
     d.dispose();
     short.dispose();
     seq.dispose();
+  });
+
+  test('confidence: a band of a level drafting alone ends where its model is unsure, and the next band starts there', async () => {
+    const greedy = { temperature: 0, topK: 0, topP: 1 };
+    const context = idsOf('the cat and the cat and the cat and the cat and the');
+    const models = { near: drafts.near };
+    // The reference: the level's model drafting 4 greedy tokens, with each one's probability.
+    const seq = drafts.near.createSequence({ contextLength: 64 });
+    let logits = seq.forwardSync(context);
+    const probs: number[] = [];
+    const tokens: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      let best = 0;
+      for (let v = 1; v < V; v++) if (logits[v] > logits[best]) best = v;
+      let sum = 0;
+      for (let v = 0; v < V; v++) sum += Math.exp(logits[v] - logits[best]);
+      tokens.push(best);
+      probs.push(1 / sum);
+      logits = seq.forwardSync([best]);
+    }
+    seq.dispose();
+    // A threshold just above the second token's probability: the band stops after one token.
+    const confidence = Math.min(0.999, probs[1] * 1.001);
+    expect(probs[1] < confidence).toBe(true);
+    // A bigram fallback that always has a next token, so Max-Gram could fill every position.
+    const bigram = Int32Array.from({ length: V }, (_, t) => (t + 1) % V);
+    for (const [conf, wantFromModel] of [[0, 4], [confidence, 1]] as const) {
+      const mg = new MaxGram({ bigram });
+      const cascade = buildCascade({ drafters: ['near'], K: [[4, 2], [0, 0]], lenience: 1, confidence: conf }, models, mg, 64);
+      await cascade.begin(context);
+      const block = await cascade.draft(6, greedy);
+      const fromModel = cascade.top.lastSources.filter(([d]) => d === 0).length;
+      expect({ conf, fromModel }).toEqual({ conf, fromModel: wantFromModel });
+      expect(block.tokens.slice(0, fromModel)).toEqual(tokens.slice(0, fromModel));
+      // Max-Gram's band follows right after, with its own size (2), though it could propose
+      // more and positions up to 6 are left.
+      const mgWant = new MaxGram({ bigram });
+      mgWant.begin([...context, ...tokens.slice(0, fromModel)]);
+      expect(mgWant.propose(5).length).toBeGreaterThan(2);
+      expect(block.tokens.slice(fromModel)).toEqual(mgWant.propose(2));
+      cascade.dispose();
+    }
   });
 
   test('adaptive bands: measurements carry over to the next generation with the same cascade', async () => {

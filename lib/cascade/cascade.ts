@@ -54,8 +54,11 @@ export class BandedDrafter implements Drafter {
     const sources: Array<[number, number]> = [];
     const costMs = this.drafters.map(() => 0);
     const calls = this.drafters.map(() => 0);
+    // After a band that ended where its drafter was unsure, the next bands keep their sizes
+    // and start there (the tail moves up) instead of filling the positions left over.
+    let shift = 0;
     for (let i = 0; i < this.drafters.length; i++) {
-      const end = Math.min(max, this.ends[i]);
+      const end = Math.min(max, this.ends[i] - shift);
       const bandStart = out.length;
       while (out.length < end) {
         const t0 = performance.now();
@@ -66,6 +69,10 @@ export class BandedDrafter implements Drafter {
         for (const t of b.tokens.slice(0, end - out.length)) {
           sources.push([i, out.length - bandStart]);
           out.push(t);
+        }
+        if (b.stopped) {
+          shift = this.ends[i] - out.length; // the band ends where its drafter was unsure
+          break;
         }
       }
     }
@@ -102,6 +109,8 @@ export class ReviewerLevel implements Drafter {
     private readonly contextLength: number,
     /** Seeds this level's sampler: derived from the generation's seed, apart from the target's. */
     private readonly seed = 0,
+    /** Drafting alone: stop before a token the model gives a lower probability (0: never). */
+    private readonly confidence = 0,
   ) {}
 
   async begin(context: number[]): Promise<void> {
@@ -136,10 +145,10 @@ export class ReviewerLevel implements Drafter {
    * the exact rule above it holds whatever distribution the tokens were drawn from.
    */
   private draftAlone(feed: number[], k: number, sampling: NativeSampling): DraftBlock {
-    const { tokens } = this.ctx!.draft(feed, k, sampling);
-    this.passes += k;
+    const { tokens } = this.ctx!.draft(feed, k, sampling, this.confidence);
+    this.passes += Math.min(k, tokens.length + 1);
     this.produced += tokens.length;
-    return { tokens };
+    return tokens.length < k ? { tokens, stopped: true } : { tokens };
   }
 
   accept(emitted: readonly number[]): void {
@@ -232,7 +241,7 @@ export function buildCascade(
       const name = m.drafters[r - 1];
       const model = models[name];
       if (!model) throw new Error(`cascade: no model loaded for drafter "${name}"`);
-      level = new ReviewerLevel(name, model, bandsOf(r), m.lenience, contextLength, (seed + 1 + r) % 2 ** 53);
+      level = new ReviewerLevel(name, model, bandsOf(r), m.lenience, contextLength, (seed + 1 + r) % 2 ** 53, m.confidence ?? 0);
       levels.set(r, level);
     }
     return level;

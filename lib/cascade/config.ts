@@ -25,12 +25,20 @@ export interface ReadableCascade {
   levels: CascadeLevelSpec[];
   /** Lenience of the draft-level reviews (never the target's). Default 1 (strict). */
   lenience?: number;
+  /** See CascadeMatrix.confidence. */
+  confidence?: number;
 }
 
 export interface CascadeMatrix {
   drafters: string[];
   K: number[][];
   lenience: number;
+  /**
+   * Beyond the paper: a level that drafts alone (an all-zero row of K) ends its band before a
+   * token to which its model gives a probability below this, and the next band starts there.
+   * In [0, 1); 0 or absent: bands are always filled.
+   */
+  confidence?: number;
 }
 
 export const MAXGRAM = 'maxgram';
@@ -39,7 +47,7 @@ export const TARGET = 'target';
 export class CascadeConfigError extends Error {}
 
 /** Checks a K matrix against its drafters; returns it normalised (lenience defaulted). */
-export function validateMatrix(m: { drafters: string[]; K: number[][]; lenience?: number }): CascadeMatrix {
+export function validateMatrix(m: { drafters: string[]; K: number[][]; lenience?: number; confidence?: number }): CascadeMatrix {
   const fail = (what: string): never => {
     throw new CascadeConfigError(`invalid cascade: ${what}`);
   };
@@ -60,7 +68,9 @@ export function validateMatrix(m: { drafters: string[]; K: number[][]; lenience?
   if (m.K[0].every((v) => v === 0)) fail('K row 0 (the target\'s draft) is all zeros: nothing would be drafted');
   const lenience = m.lenience ?? 1;
   if (typeof lenience !== 'number' || !Number.isFinite(lenience) || lenience < 1) fail(`lenience must be a number >= 1, got ${String(lenience)}`);
-  return { drafters: [...m.drafters], K: m.K.map((row) => [...row]), lenience };
+  const confidence = m.confidence ?? 0;
+  if (typeof confidence !== 'number' || !(confidence >= 0 && confidence < 1)) fail(`confidence must be a number in [0, 1), got ${String(confidence)}`);
+  return { drafters: [...m.drafters], K: m.K.map((row) => [...row]), lenience, ...(confidence > 0 ? { confidence } : {}) };
 }
 
 export function matrixToReadable(m: CascadeMatrix): ReadableCascade {
@@ -70,7 +80,7 @@ export function matrixToReadable(m: CascadeMatrix): ReadableCascade {
     reviewer: r === 0 ? TARGET : v.drafters[r - 1],
     bands: row.map((size, c) => ({ drafter: columnName(c), size })).filter((b) => b.size > 0),
   }));
-  return { drafters: v.drafters, levels: levels.filter((l, r) => r === 0 || l.bands.length > 0), lenience: v.lenience };
+  return { drafters: v.drafters, levels: levels.filter((l, r) => r === 0 || l.bands.length > 0), lenience: v.lenience, ...(v.confidence ? { confidence: v.confidence } : {}) };
 }
 
 export function readableToMatrix(c: ReadableCascade): CascadeMatrix {
@@ -99,7 +109,7 @@ export function readableToMatrix(c: ReadableCascade): CascadeMatrix {
       K[r][col] = band.size;
     }
   }
-  return validateMatrix({ drafters: c.drafters, K, lenience: c.lenience });
+  return validateMatrix({ drafters: c.drafters, K, lenience: c.lenience, confidence: c.confidence });
 }
 
 /** Accepts either form (an object with K, or one with levels). */
@@ -111,9 +121,13 @@ export function parseCascade(input: unknown): CascadeMatrix {
   throw new CascadeConfigError('invalid cascade: expected "K" (matrix form) or "levels" (readable form)');
 }
 
-/** Human-readable one-liner, e.g. "target[mid:5 small:2 maxgram:3] mid(l=2)[maxgram:10]". */
+/**
+ * Human-readable one-liner, e.g. "target[mid:5 small:2 maxgram:3] mid(l=2)[maxgram:10]";
+ * " ~0.3" at the end when bands of drafters drafting alone stop below that probability.
+ */
 export function describeCascade(m: CascadeMatrix): string {
-  return matrixToReadable(m)
+  const levels = matrixToReadable(m)
     .levels.map((l) => `${l.reviewer}${l.reviewer !== TARGET && m.lenience > 1 ? `(l=${m.lenience})` : ''}[${l.bands.map((b) => `${b.drafter}:${b.size}`).join(' ')}]`)
     .join(' ');
+  return m.confidence ? `${levels} ~${m.confidence}` : levels;
 }

@@ -46,13 +46,19 @@ export function canonicalCascade(m: CascadeMatrix): CascadeMatrix {
   for (let r = 0; r < n; r++) if (used[r]) for (let c = 0; c < n - 1; c++) if (m.K[r][c] > 0) used[c + 1] = true;
   const K = m.K.map((row, r) => (used[r] ? [...row] : row.map(() => 0)));
   const reviews = K.some((row, r) => r > 0 && row.some((v) => v > 0));
-  return { ...m, K, lenience: reviews ? m.lenience : 1 };
+  // The confidence stop applies to used levels that draft alone (an all-zero row).
+  const alone = K.some((row, r) => r > 0 && used[r] && row.every((v) => v === 0));
+  const { confidence, ...rest } = m;
+  return { ...rest, K, lenience: reviews ? m.lenience : 1, ...(alone && confidence ? { confidence } : {}) };
 }
 
 const key = (m: CascadeMatrix) => {
   const c = canonicalCascade(m);
-  return JSON.stringify([c.K, c.lenience]);
+  return JSON.stringify([c.K, c.lenience, c.confidence ?? 0]);
 };
+
+/** Confidence stops tune tries (0: bands always filled). */
+const CONFIDENCES = [0, 0.3, 0.5];
 
 function neighbours(m: CascadeMatrix): CascadeMatrix[] {
   const out: CascadeMatrix[] = [];
@@ -68,6 +74,7 @@ function neighbours(m: CascadeMatrix): CascadeMatrix[] {
         out.push({ ...m, K });
       }
   for (const l of [1, 2, 3]) if (l !== m.lenience) out.push({ ...m, lenience: l });
+  for (const c of CONFIDENCES) if (c !== (m.confidence ?? 0)) out.push({ ...m, confidence: c });
   return out.map(canonicalCascade);
 }
 
@@ -80,16 +87,17 @@ export function seedConfigurations(drafters: string[]): CascadeMatrix[] {
   const n = drafters.length + 1;
   const zero = () => Array.from({ length: n }, () => new Array<number>(n).fill(0));
   const out: CascadeMatrix[] = [];
-  const add = (fill: (K: number[][]) => void) => {
+  const add = (fill: (K: number[][]) => void, confidence = 0) => {
     const K = zero();
     fill(K);
-    out.push({ drafters: [...drafters], K, lenience: 1 });
+    out.push({ drafters: [...drafters], K, lenience: 1, ...(confidence ? { confidence } : {}) });
   };
   for (const k of [2, 3]) add((K) => (K[0][n - 1] = k));
   drafters.forEach((_, d) => {
     // A single draft's speed is flat over a wide range of k and shifts when verification gets
     // cheaper or a draft better: the seeds span it, so that the +-1 steps start near its optimum.
     for (const k of [2, 3, 4, 6, 8]) add((K) => (K[0][d] = k));
+    add((K) => (K[0][d] = 8), 0.3); // longer drafts that stop where the drafter is unsure
     add((K) => {
       K[0][d] = 3;
       K[d + 1][n - 1] = 1;

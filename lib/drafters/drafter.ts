@@ -8,6 +8,8 @@ import type { NativeSampling } from '../native';
 export interface DraftBlock {
   tokens: number[];
   probs?: Float32Array;
+  /** The drafter ended its draft early where it was unsure (a confidence stop). */
+  stopped?: boolean;
 }
 
 export class DrafterCounters {
