@@ -18,11 +18,11 @@ import { parseMethod, type MethodSpec } from '../lib/cli/methods';
 import { canonicalCascade, measureSpeedup, seedConfigurations } from '../lib/cli/tune';
 import { describeCascade, validateMatrix } from '../lib/cascade/config';
 import { CascadeConfigError, type CascadeMatrix } from '../lib/cascade/config';
-import { Model } from '../lib/model';
-import { makeTinyModel, perturbedCopy } from './helpers/tiny-model';
+import type { Model } from '../lib/model';
+import { makeTinyFamily, TINY_FAMILY_VOCAB } from './helpers/tiny-family';
 
 const ROOT = path.resolve(__dirname, '..');
-const V = 260;
+const V = TINY_FAMILY_VOCAB;
 const EOS = 257;
 
 
@@ -38,14 +38,7 @@ const MAX_NEW = 16;
 
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-bench-'));
-  targetDir = path.join(tmp, 'target');
-  makeTinyModel(targetDir, { vocabSize: V, seed: 101 });
-  perturbedCopy(targetDir, path.join(tmp, 'mid'), 0.25, 3);
-  makeTinyModel(path.join(tmp, 'small'), { vocabSize: V, seed: 202, numLayers: 1 });
-  makeTinyModel(path.join(tmp, 'same'), { vocabSize: V, seed: 101 });
-  const target = Model.loadSync(targetDir);
-  family = { target, drafts: { mid: Model.loadSync(path.join(tmp, 'mid')), small: Model.loadSync(path.join(tmp, 'small')) } };
-  sameFamily = { target, drafts: { same: Model.loadSync(path.join(tmp, 'same')) } };
+  ({ targetDir, family, sameFamily } = makeTinyFamily(tmp));
 });
 afterAll(() => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });

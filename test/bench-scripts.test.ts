@@ -12,10 +12,8 @@ import * as path from 'path';
 import { measureCeiling } from '../bench/ceiling';
 import { verifyCost } from '../bench/verify-cost';
 import type { Family } from '../lib/cli/family';
-import { Model } from '../lib/model';
-import { makeTinyModel, perturbedCopy } from './helpers/tiny-model';
+import { makeTinyFamily } from './helpers/tiny-family';
 
-const V = 260;
 const PROMPTS = ['Hello', 'abc abc abc', 'The cat sat on the mat. The cat'];
 const MAX_NEW = 20;
 const GREEDY = { temperature: 0, topK: 0, topP: 1 };
@@ -26,14 +24,7 @@ let sameFamily: Family;
 
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-ceiling-'));
-  const targetDir = path.join(tmp, 'target');
-  makeTinyModel(targetDir, { vocabSize: V, seed: 101 });
-  perturbedCopy(targetDir, path.join(tmp, 'mid'), 0.25, 3);
-  makeTinyModel(path.join(tmp, 'small'), { vocabSize: V, seed: 202, numLayers: 1 });
-  makeTinyModel(path.join(tmp, 'same'), { vocabSize: V, seed: 101 });
-  const target = Model.loadSync(targetDir);
-  family = { target, drafts: { mid: Model.loadSync(path.join(tmp, 'mid')), small: Model.loadSync(path.join(tmp, 'small')) } };
-  sameFamily = { target, drafts: { same: Model.loadSync(path.join(tmp, 'same')) } };
+  ({ family, sameFamily } = makeTinyFamily(tmp));
 });
 afterAll(() => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });

@@ -10,7 +10,7 @@ import { parseModelConfig } from '../lib/config';
 import { Model } from '../lib/model';
 import { loadNative, type NativeConfig } from '../lib/native';
 import { greedyContinuations, main as distillMain, toRecord } from '../scripts/distill-data';
-import { makeTinyModel, mulberry32 } from './helpers/tiny-model';
+import { makeTinyModel, mulberry32, TRAINABLE_TINY } from './helpers/tiny-model';
 
 let tmp: string;
 let tinyDir: string;
@@ -20,7 +20,7 @@ const B = 4, T = 32;
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-distill-'));
   tinyDir = path.join(tmp, 'tiny');
-  makeTinyModel(tinyDir, { tieWordEmbeddings: true, vocabSize: 300, hiddenSize: 32, numHeads: 4, numKvHeads: 2, seed: 7 });
+  makeTinyModel(tinyDir, TRAINABLE_TINY);
   cfg = parseModelConfig(tinyDir);
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -14,7 +14,7 @@ import { Model } from '../lib/model';
 import { loadNative, type NativeConfig, type NativeTrainer } from '../lib/native';
 import { initConfigMismatches } from '../scripts/train';
 import { readSafetensors, writeSafetensors, type TensorSpec } from './helpers/safetensors';
-import { makeTinyModel, mulberry32 } from './helpers/tiny-model';
+import { makeTinyModel, mulberry32, TRAINABLE_TINY } from './helpers/tiny-model';
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 /** A regex requiring `file`, then each word in order. */
@@ -35,9 +35,9 @@ function trainer(seed: number): NativeTrainer {
 }
 
 beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-distill-'));
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-trainer-init-'));
   tinyDir = path.join(tmp, 'tiny');
-  makeTinyModel(tinyDir, { tieWordEmbeddings: true, vocabSize: 300, hiddenSize: 32, numHeads: 4, numKvHeads: 2, seed: 7 });
+  makeTinyModel(tinyDir, TRAINABLE_TINY);
   cfg = parseModelConfig(tinyDir);
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

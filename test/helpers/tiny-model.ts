@@ -190,6 +190,9 @@ function tokenizerFiles(vocabSize: number, bos: number, eos: number): { tokenize
 }
 
 /** Writes the model folder `dir` (created if missing) and returns the config.json object. */
+/** The tied-embedding tiny model the Trainer tests (trainer-init, distill-data) train and load. */
+export const TRAINABLE_TINY: TinyModelOptions = { tieWordEmbeddings: true, vocabSize: 300, hiddenSize: 32, numHeads: 4, numKvHeads: 2, seed: 7 };
+
 export function makeTinyModel(dir: string, opts: TinyModelOptions = {}): TinyModelConfig {
   const V = opts.vocabSize ?? 300;
   const H = opts.hiddenSize ?? 32;
