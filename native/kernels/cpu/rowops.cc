@@ -89,22 +89,32 @@ typedef int32_t vi16 __attribute__((vector_size(64)));
 
 __attribute__((always_inline)) inline v16 splat(float x) { return v16{} + x; }
 
-// e^x on 16 lanes, x <= 0 expected (softmax after subtracting the max): 2^n p(r) as in the
-// linear kernels (rounding by the 1.5 * 2^23 trick).
-__attribute__((always_inline)) inline v16 exp16(v16 x) {
-  const v16 lo = splat(-87.f), hi = splat(88.f);
-  x = x < lo ? lo : x;
-  x = x > hi ? hi : x;
-  const v16 n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
-  v16 r = x - n * 0.693145751953125f;
+// e^x = 2^n p(r) for a clamped x, as in the linear kernels: n = x / ln 2 rounded by the
+// 1.5 * 2^23 trick, r = x - n ln 2 in two parts, p the degree-6 Taylor polynomial. One body for
+// 16 lanes (F = v16) and for one float, so both attention paths share constants and order.
+template <class F>
+__attribute__((always_inline)) inline F exp_poly(F x, F* n_out) {
+  const F n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  F r = x - n * 0.693145751953125f;
   r = r - n * 1.428606765330187045e-06f;
-  v16 p = splat(1.f / 720);
+  F p = F{} + 1.f / 720;
   p = p * r + 1.f / 120;
   p = p * r + 1.f / 24;
   p = p * r + 1.f / 6;
   p = p * r + 0.5f;
   p = p * r + 1.f;
   p = p * r + 1.f;
+  *n_out = n;
+  return p;
+}
+
+// e^x on 16 lanes, x <= 0 expected (softmax after subtracting the max).
+__attribute__((always_inline)) inline v16 exp16(v16 x) {
+  const v16 lo = splat(-87.f), hi = splat(88.f);
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  v16 n;
+  const v16 p = exp_poly(x, &n);
   const vi16 bits = (__builtin_convertvector(n, vi16) + 127) << 23;
   v16 scale;
   std::memcpy(&scale, &bits, sizeof scale);
@@ -354,31 +364,23 @@ __attribute__((always_inline)) inline void attention_impl(const float* q, int64_
   }
 }
 
-// The per-row loop: each (query token, head) on its own, one broadcast per FMA. Used where the
-// CPU lacks AVX-512: there GCC keeps the 64-byte vector arrays of the tiled kernel above on the
-// stack (each v16 is two ymm of 16), which made it about 2x slower than this loop with
-// -march=x86-64-v3. Each row is computed the same way whatever T, like the tiled kernel.
-// e^x, x <= 0 expected (softmax after subtracting the max): 2^n p(r) as in the linear kernels,
-// written so that loops over it vectorize (rounding by the 1.5 * 2^23 trick).
+// e^x, x <= 0 expected (softmax after subtracting the max), written so that loops over it
+// vectorize.
 __attribute__((always_inline)) inline float exp_approx(float x) {
   x = x < -87.f ? -87.f : x;
   x = x > 88.f ? 88.f : x;
-  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
-  float r = x - n * 0.693145751953125f;
-  r = r - n * 1.428606765330187045e-06f;
-  float p = 1.f / 720;
-  p = p * r + 1.f / 120;
-  p = p * r + 1.f / 24;
-  p = p * r + 1.f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.f;
-  p = p * r + 1.f;
+  float n;
+  const float p = exp_poly(x, &n);
   const int32_t bits = (int32_t(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
 }
 
+// The per-row loop: each (query token, head) on its own, one broadcast per FMA. Used where the
+// CPU lacks AVX-512: there GCC keeps the 64-byte vector arrays of the tiled kernel above on the
+// stack (each v16 is two ymm of 16), which made it about 2x slower than this loop with
+// -march=x86-64-v3. Each row is computed the same way whatever T, like the tiled kernel.
 __attribute__((always_inline)) inline void attention_rows(const float* q, int64_t ldq, int64_t T, int64_t nH,
                                                           int64_t nKV, int64_t hd, const float* keys,
                                                           const float* values, int64_t head_stride, int64_t start,
