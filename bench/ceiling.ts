@@ -26,6 +26,7 @@ import { loadFamily, type Family } from '../lib/cli/family';
 import { ProgressBar } from '../lib/cli/progress';
 import { MaxGram } from '../lib/drafters/maxgram';
 import type { Model } from '../lib/model';
+import { GREEDY, verifyCost } from './verify-cost';
 
 const FLAGS: Record<string, FlagSpec> = {
   dataset: { type: 'string', help: 'GSM8K jsonl' },
@@ -36,7 +37,6 @@ const FLAGS: Record<string, FlagSpec> = {
   help: { type: 'boolean', help: 'show this help' },
 };
 
-const GREEDY = { temperature: 0, topK: 0, topP: 1 };
 
 function argmaxRows(logits: Float32Array, vocab: number): number[] {
   const out: number[] = [];
@@ -71,25 +71,6 @@ function maxgramProposals(target: Model, prompt: number[], generated: number[]):
   });
 }
 
-/** Median wall ms of a block pass of n tokens at position pos (per token cost floor of a draft). */
-function blockMs(model: Model, n: number, pos: number, rounds = 200): number {
-  const seq = model.createSequence({ contextLength: pos + n });
-  try {
-    seq.forwardSync(Array.from({ length: pos }, (_, i) => (i * 7 + 5) % model.config.vocabSize));
-    const block = Array.from({ length: n }, (_, i) => (i * 13 + 11) % model.config.vocabSize);
-    const times: number[] = [];
-    for (let r = 0; r < rounds; r++) {
-      const t0 = performance.now();
-      seq.verifySync(block, { sampling: GREEDY });
-      times.push(performance.now() - t0);
-      seq.truncate(pos);
-    }
-    return times.sort((a, b) => a - b)[rounds >> 1];
-  } finally {
-    seq.dispose();
-  }
-}
-
 export interface CeilingOptions {
   maxNewTokens: number;
   /** Single-draft methods timed for comparison: draft name and k. */
@@ -114,7 +95,7 @@ export async function measureCeiling(family: Family, prompts: string[], options:
 
   // Cheapest cost per token of each draft model: its share of a 16-token block pass.
   const perTokenFloorMs: Record<string, number> = {};
-  for (const n of names) perTokenFloorMs[n] = blockMs(drafts[n], floorBlock, floorPosition) / floorBlock;
+  for (const n of names) perTokenFloorMs[n] = verifyCost(drafts[n], floorPosition, [floorBlock], 3, 100)[floorBlock] / floorBlock;
 
   const sum = { tokens: 0, arMs: 0, oracleMs: 0, oracleFloorMs: 0, passes: 0, positions: 0, agree: Object.fromEntries([...names, 'maxgram', 'any'].map((n) => [n, 0])) as Record<string, number> };
   const all = [...names, 'maxgram'];

@@ -25,7 +25,7 @@ const FLAGS: Record<string, FlagSpec> = {
   help: { type: 'boolean', help: 'show this help' },
 };
 
-const GREEDY = { temperature: 0, topK: 0, topP: 1 };
+export const GREEDY = { temperature: 0, topK: 0, topP: 1 };
 
 /** Best-of-rounds mean ms of a verify pass of each block length at `position`. */
 export function verifyCost(model: Model, position: number, blocks: number[], rounds: number, minMs: number): Record<number, number> {
