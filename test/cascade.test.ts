@@ -26,6 +26,7 @@ import { AdaptiveScheduler, SchedulerState } from '../lib/cascade/scheduler';
 import { MaxGram } from '../lib/drafters/maxgram';
 import { ModelDrafter } from '../lib/drafters/model-drafter';
 import { ewif, swi } from '../lib/metrics';
+import { greedyWithProbabilities } from './helpers/greedy-reference';
 import { Model } from '../lib/model';
 import type { GenerateOptions } from '../lib/options';
 import { makeTinyModel, mulberry32, perturbedCopy, type TinyModelConfig } from './helpers/tiny-model';
@@ -414,20 +415,8 @@ describe('greedy exactness of random cascades', () => {
     const context = idsOf('the cat and the cat and the cat and the cat and the');
     const models = { near: drafts.near };
     // The reference: the level's model drafting 4 greedy tokens, with each one's probability.
-    const seq = drafts.near.createSequence({ contextLength: 64 });
-    let logits = seq.forwardSync(context);
-    const probs: number[] = [];
-    const tokens: number[] = [];
-    for (let i = 0; i < 4; i++) {
-      let best = 0;
-      for (let v = 1; v < V; v++) if (logits[v] > logits[best]) best = v;
-      let sum = 0;
-      for (let v = 0; v < V; v++) sum += Math.exp(logits[v] - logits[best]);
-      tokens.push(best);
-      probs.push(1 / sum);
-      logits = seq.forwardSync([best]);
-    }
-    seq.dispose();
+    const ref = greedyWithProbabilities(drafts.near, context, 4);
+    const tokens = ref.map((r) => r.token), probs = ref.map((r) => r.p);
     // A threshold just above the second token's probability: the band stops after one token.
     const confidence = Math.min(0.999, probs[1] * 1.001);
     expect(probs[1] < confidence).toBe(true);

@@ -14,6 +14,7 @@ import { parseMethod } from '../lib/cli/methods';
 import type { Family } from '../lib/cli/family';
 import { Model } from '../lib/model';
 import type { Dtype } from '../lib/native';
+import { greedyWithProbabilities } from './helpers/greedy-reference';
 import { makeTinyModel, perturbedCopy } from './helpers/tiny-model';
 
 const V = 260;
@@ -33,23 +34,6 @@ afterAll(() => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-/** The greedy draft's tokens and each one's softmax probability, from full logits. */
-function reference(model: Model, context: number[], k: number): Array<{ token: number; p: number }> {
-  const seq = model.createSequence({ contextLength: context.length + k });
-  const out: Array<{ token: number; p: number }> = [];
-  let logits = seq.forwardSync(context);
-  for (let i = 0; i < k; i++) {
-    let best = 0;
-    for (let v = 1; v < V; v++) if (logits[v] > logits[best]) best = v;
-    let sum = 0;
-    for (let v = 0; v < V; v++) sum += Math.exp(logits[v] - logits[best]);
-    out.push({ token: best, p: 1 / sum });
-    if (i + 1 < k) logits = seq.forwardSync([best]);
-  }
-  seq.dispose();
-  return out;
-}
-
 describe.each(['float32', 'bfloat16'] as Dtype[])('native draft with minConfidence (%s)', (dtype) => {
   test('stops before the first token after the first whose probability is below the threshold; the cache keeps all but the last', () => {
     const model = Model.loadSync(draftDir, { dtype });
@@ -59,7 +43,7 @@ describe.each(['float32', 'bfloat16'] as Dtype[])('native draft with minConfiden
     const contexts = [[256, 72, 105], [256, 10, 20, 30, 40], [256, 200, 3, 3, 3, 3]];
     let stopped = 0, full = 0;
     for (const context of contexts) {
-      const ref = reference(model, context, 8);
+      const ref = greedyWithProbabilities(model, context, 8);
       const probs = ref.slice(1).map((r) => r.p).sort((a, b) => a - b);
       // Thresholds between the reference probabilities (never at one: float rounding), and 0.
       const thresholds = [0, ...probs.map((p, i) => (i + 1 < probs.length ? (p + probs[i + 1]) / 2 : p * 1.01))];
