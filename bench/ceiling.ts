@@ -210,14 +210,14 @@ async function main(): Promise<void> {
     process.stdout.write(formatHelp('node dist/bench/ceiling.js --dataset FILE', FLAGS));
     process.exit(flags.help ? 0 : 2);
   }
+  const sd = (flags.sd as string).split(',').filter(Boolean).map((s) => {
+    const [draft, k] = s.split('@');
+    if (!draft || !Number.isInteger(Number(k)) || Number(k) < 1) throw new Error(`--sd: ${s} is not DRAFT@K`);
+    return { draft, k: Number(k) };
+  });
   const family = await loadFamily({ dtype: 'bfloat16', threads: 1 });
   const template = promptTemplate(family.target.dir);
   const prompts = readPrompts(flags.dataset as string, 'gsm8k', flags.limit as number).map((q) => (template ? template.replace('{prompt}', q) : q));
-  const sd = (flags.sd as string).split(',').filter(Boolean).map((s) => {
-    const [draft, k] = s.split('@');
-    if (!Number.isInteger(Number(k)) || Number(k) < 1) throw new Error(`--sd: ${s} is not DRAFT@K`);
-    return { draft, k: Number(k) };
-  });
   const result = await measureCeiling(family, prompts, { maxNewTokens: flags['max-new-tokens'] as number, sd, progress: new ProgressBar(prompts.length, 'ceiling') });
   const json = JSON.stringify(result, null, 2);
   if (flags.out) {

@@ -104,3 +104,18 @@ test('a continuation that fills the context is measured too (the oracle feeds al
   expect(r.oracleTokensPerPass).toBeGreaterThanOrEqual(1);
   expect(r.bestSingleDraft).toBeNull();
 });
+
+test('the scripts refuse bad flags with a message naming the flag', () => {
+  const { spawnSync } = require('child_process') as typeof import('child_process');
+  const root = path.resolve(__dirname, '..');
+  const run = (script: string, ...args: string[]) => spawnSync(process.execPath, [path.join(root, 'dist/bench', script), ...args], { encoding: 'utf8' });
+  const blocks = run('verify-cost.js', '--blocks', '1,0');
+  expect(blocks.status).toBe(2);
+  expect(blocks.stderr).toMatch(/--blocks: positive integers/);
+  const sd = run('ceiling.js', '--dataset', 'unused.jsonl', '--sd', 'small@x');
+  expect(sd.status).toBe(1);
+  expect(sd.stderr).toMatch(/--sd: small@x is not DRAFT@K/);
+  const noDataset = run('ceiling.js');
+  expect(noDataset.status).toBe(2);
+  expect(noDataset.stdout).toMatch(/--dataset/);
+});
