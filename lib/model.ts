@@ -210,7 +210,7 @@ export class Model {
       const stateKey = [JSON.stringify(K), ...o.cascade!.drafters.map((n) => models[n].dir)].join('|');
       let state = this.schedulerStates.get(stateKey);
       if (!state) this.schedulerStates.set(stateKey, (state = new SchedulerState(cascade.top.drafters.length)));
-      return new AdaptiveScheduler(cascade, { seed: o.seed, state });
+      return new AdaptiveScheduler(cascade, { seed: o.seed, state, targetParams: this.numParams });
     }
     return undefined;
   }

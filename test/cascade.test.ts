@@ -22,7 +22,8 @@ import {
   type ReadableCascade,
 } from '../lib/cascade/config';
 import { buildCascade } from '../lib/cascade/cascade';
-import { AdaptiveScheduler, SchedulerState } from '../lib/cascade/scheduler';
+import { CachedContext } from '../lib/drafters/cached-context';
+import { AdaptiveScheduler, isotonic, SchedulerState } from '../lib/cascade/scheduler';
 import { MaxGram } from '../lib/drafters/maxgram';
 import { ModelDrafter } from '../lib/drafters/model-drafter';
 import { ewif, swi } from '../lib/metrics';
@@ -462,6 +463,65 @@ describe('greedy exactness of random cascades', () => {
     // Another cascade gets its own.
     await target.generate(prompt, { method: 'csd', cascade: { ...cascade, K: [[1, 1, 1], [0, 0, 1], [0, 0, 1]] }, draftModels: models, adaptive: true, maxNewTokens: 5 });
     expect(states.size).toBe(2);
+  });
+
+  test('adaptive bands: a draft model the plan leaves out is not prefilled; one a later plan takes catches up first', async () => {
+    const greedy = { temperature: 0, topK: 0, topP: 1 };
+    const models = { near: drafts.near, w1: drafts.w1 };
+    const cascade = buildCascade({ drafters: ['near', 'w1'], K: [[1, 1, 1], [0, 0, 1], [0, 0, 1]], lenience: 1 }, models, new MaxGram(), 128);
+    const state = new SchedulerState(3);
+    // Measurements that rule 'near' out: it never gets a token accepted.
+    for (const e of state.alpha[0]) for (let i = 0; i < 50; i++) e.add(0);
+    for (const e of state.alpha[1]) for (let i = 0; i < 50; i++) e.add(1);
+    // Drafting priced at 1% of a target pass (the tiny drafts are the target's size).
+    const scheduler = new AdaptiveScheduler(cascade, { state, targetParams: target.numParams * 100, explore: 0 });
+    const context = idsOf('the cat and the cat and the cat and the');
+    await scheduler.begin(context);
+    const cacheOf = (name: string) => (cascade.levels.find((l) => l.name === name) as unknown as { ctx: { length: number } }).ctx.length;
+    expect({ near: cacheOf('near'), w1: cacheOf('w1') }).toEqual({ near: 0, w1: context.length - 1 });
+    // A plan that takes 'near' (band of 2): it catches up on the whole context, then proposes
+    // its own greedy continuation (it reviews Max-Gram's token, leniency 1).
+    cascade.top.setBands([2, 0, 0]);
+    const block = await cascade.top.draft(2, greedy);
+    expect(block.tokens).toEqual(greedyWithProbabilities(drafts.near, context, 2).map((t) => t.token));
+    expect(cacheOf('near')).toBeGreaterThanOrEqual(context.length);
+    scheduler.dispose();
+  });
+
+  test('a cached context catches up in a pass of its own only when it lags by more than a step feeds', () => {
+    const ctx = new CachedContext(drafts.w1.createSequence({ contextLength: 128 }));
+    const context = idsOf('abcabcabc');
+    ctx.prefill(context);
+    expect(ctx.length).toBe(context.length - 1);
+    const forwards = ctx.seq.forwards;
+    const few = [...context, ...idsOf('abc').slice(1)];
+    ctx.catchUp(few, 16); // 3 new tokens: left for the next draft call to feed
+    expect({ length: ctx.length, forwards: ctx.seq.forwards }).toEqual({ length: context.length - 1, forwards });
+    expect(ctx.sync(few)).toEqual(few.slice(context.length - 1));
+    const many = [...few, ...idsOf('the cat and the cat').slice(1)];
+    ctx.catchUp(many, 16); // 22 new: one pass over all but the last
+    expect({ length: ctx.length, forwards: ctx.seq.forwards }).toEqual({ length: many.length - 1, forwards: forwards + 1 });
+    ctx.dispose();
+  });
+
+  test('adaptive bands: verification costs are fitted non-decreasing in the block length', () => {
+    // Pool adjacent violators, worked by hand: 3 then 2 pool to 2.5; 5, 4, 4 (weights 1, 2, 1) to 4.25.
+    expect(isotonic([1, 3, 2, 6], [1, 1, 1, 1])).toEqual([1, 2.5, 2.5, 6]);
+    expect(isotonic([5, 4, 4], [1, 2, 1])).toEqual([4.25, 4.25, 4.25]);
+    const rand = mulberry32(77);
+    for (let t = 0; t < 200; t++) {
+      const n = 1 + Math.floor(rand() * 8);
+      const ys = Array.from({ length: n }, () => rand());
+      const ws = Array.from({ length: n }, () => 0.5 + rand() * 3);
+      const fit = isotonic(ys, ws);
+      expect(fit.length).toBe(n);
+      for (let i = 1; i < n; i++) expect(fit[i]).toBeGreaterThanOrEqual(fit[i - 1] - 1e-12);
+      // Pooling keeps the weighted sum; an already sorted input comes back unchanged.
+      const sum = (v: number[]) => v.reduce((a, y, i) => a + y * ws[i], 0);
+      expect(sum(fit)).toBeCloseTo(sum(ys), 9);
+      const sorted = [...ys].sort((a, b) => a - b);
+      isotonic(sorted, ws).forEach((y, i) => expect(y).toBeCloseTo(sorted[i], 12));
+    }
   });
 
   test("the paper's configurations (lenience 2 and 3) on the tiny models equal the reference", async () => {

@@ -11,6 +11,10 @@ import { DrafterCounters, matchedPrefix, type DraftBlock, type Drafter } from '.
 import { MaxGram } from '../drafters/maxgram';
 import { MAXGRAM, validateMatrix, type CascadeMatrix } from './config';
 
+/** More new tokens than one step of drafting feeds a level (a scheduler's longest draft, 12,
+ * plus the correction): a level this far behind sat unused and catches up separately. */
+const CATCH_UP_LAG = 16;
+
 export class BandedDrafter implements Drafter {
   readonly counters = new DrafterCounters();
   private last: number[] = [];
@@ -60,6 +64,7 @@ export class BandedDrafter implements Drafter {
     for (let i = 0; i < this.drafters.length; i++) {
       const end = Math.min(max, this.ends[i] - shift);
       const bandStart = out.length;
+      if (out.length < end) this.drafters[i].catchUp?.();
       while (out.length < end) {
         const t0 = performance.now();
         const b = await this.drafters[i].draft(end - out.length, sampling, out.length ? [...prefix, ...out] : prefix);
@@ -90,6 +95,11 @@ export class BandedDrafter implements Drafter {
     this.counters.record(this.last.length, matchedPrefix(this.last, emitted));
     this.last = [];
   }
+
+  /** Catches up every drafter of the bands (see Drafter.catchUp). */
+  catchUp(): void {
+    for (const d of this.drafters) d.catchUp?.();
+  }
 }
 
 export class ReviewerLevel implements Drafter {
@@ -113,10 +123,18 @@ export class ReviewerLevel implements Drafter {
     private readonly confidence = 0,
   ) {}
 
-  async begin(context: number[]): Promise<void> {
+  /** prefill false: the cache is filled by the first catchUp() or draft (lazily). */
+  async begin(context: number[], prefill = true): Promise<void> {
     this.ctx = new CachedContext(this.model.createSequence({ contextLength: this.contextLength, seed: this.seed }));
     this.committed = [...context];
-    this.ctx.prefill(context);
+    if (prefill) this.ctx.prefill(context);
+  }
+
+  /** Feeds the committed context but its last token in one pass, if this level's cache has
+   * fallen behind by more than a draft step feeds (and the same for the levels below). */
+  catchUp(): void {
+    this.ctx!.catchUp(this.committed, CATCH_UP_LAG);
+    this.inner.catchUp();
   }
 
   /** One review step: the inner drafters propose, this model verifies (lenient), and the
@@ -174,9 +192,13 @@ export class Cascade implements Drafter {
     return this.top.counters;
   }
 
-  async begin(context: number[]): Promise<void> {
+  /**
+   * prefill false leaves the levels' caches empty until a draft first needs them (the adaptive
+   * scheduler may never use some): see Drafter.catchUp.
+   */
+  async begin(context: number[], prefill = true): Promise<void> {
     this.maxgram.begin(context);
-    for (const l of this.levels) await l.begin(context);
+    for (const l of this.levels) await l.begin(context, prefill);
     for (const b of this.bands) b.begin(context);
   }
 

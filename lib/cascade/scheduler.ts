@@ -1,8 +1,9 @@
 // Beyond the paper: an online scheduler for the target's draft. Before every draft it picks the
 // band sizes of row 0 (how many positions each top-level drafter fills, possibly none) that
 // maximise expected tokens per millisecond, from what it measured during this generation:
-//   - per drafter and per position inside its band, the probability that the target accepts
-//     the token given that everything before it was accepted (alpha);
+//   - per drafter, the probability that the target accepts a token of its band given that
+//     everything before it was accepted (alpha): one estimate for the band's first position
+//     and one pooled over the later ones;
 //   - each drafter's cost per call and tokens per call;
 //   - the target's verification cost as a function of block length.
 // Expected tokens of a plan = 1 + sum_i prod_{j<=i} alpha(position j); expected time = verify
@@ -12,25 +13,62 @@
 import type { NativeSampling } from '../native';
 import { DrafterCounters, type DraftBlock, type Drafter } from '../drafters/drafter';
 import { matchedPrefix } from '../drafters/drafter';
-import type { Cascade } from './cascade';
+import { ReviewerLevel, type Cascade } from './cascade';
 import { mulberry32 } from '../prng';
 
-const MAX_POS = 12;
 /** Steps between plan searches. */
-const RESEARCH_EVERY = 8;
+const RESEARCH_EVERY = 16;
+// Averaging windows (about 1 / rate observations). An acceptance is one Bernoulli outcome: a
+// window of 10 (rate 0.1) per position left each alpha with a standard error near 0.09, so
+// plans swung between k = 3 and 8 from noise alone, and a position past the band, measured
+// only by exploration, could stay at one unlucky value (measured: 6-12% slower than the best
+// fixed band). Past its first position a drafter's acceptance hardly depends on the position
+// (the small draft's, on GSM8K: 0.81, then 0.85-0.88 for positions 2-7), so those pool.
+// Windows of about 50 target passes: the first position gets one observation per pass, the
+// pooled later ones about five.
+const ALPHA_FIRST_RATE = 0.02;
+const ALPHA_LATER_RATE = 0.004;
+const VERIFY_RATE = 0.05;
 
+/**
+ * A running mean that turns into an exponential moving average (weight `rate` on the newest
+ * observation) once it has seen 1 / rate observations: it leaves its prior quickly, then
+ * follows drift without jumping at every Bernoulli outcome.
+ */
 class Ema {
+  /** Observations so far (the initial value counts as one). */
+  count = 1;
   constructor(
     public value: number,
     private readonly rate = 0.1,
   ) {}
   add(x: number): void {
-    this.value += this.rate * (x - this.value);
+    this.count++;
+    this.value += Math.max(this.rate, 1 / this.count) * (x - this.value);
   }
 }
 
 /**
- * What the scheduler has measured: per drafter and position, acceptance; per drafter, cost and
+ * Non-decreasing least-squares fit (pool adjacent violators) of ys with weights ws. A longer
+ * block never costs less to verify; fitting that shape keeps one noisy average (say, 8 tokens
+ * measured below 7) from steering every plan towards it.
+ */
+export function isotonic(ys: readonly number[], ws: readonly number[]): number[] {
+  const blocks: Array<{ sum: number; w: number; n: number }> = [];
+  ys.forEach((y, i) => {
+    blocks.push({ sum: y * ws[i], w: ws[i], n: 1 });
+    while (blocks.length > 1) {
+      const b = blocks[blocks.length - 1], a = blocks[blocks.length - 2];
+      if (a.sum / a.w <= b.sum / b.w) break;
+      blocks.splice(blocks.length - 2, 2, { sum: a.sum + b.sum, w: a.w + b.w, n: a.n + b.n });
+    }
+  });
+  return blocks.flatMap((b) => new Array(b.n).fill(b.sum / b.w));
+}
+
+/**
+ * What the scheduler has measured: per drafter, acceptance at its band's first position and
+ * at the later ones ([first, later]); per drafter, cost and
  * tokens per call; the target's verification cost by block length. Kept by the model between
  * generations with the same cascade, so a new generation starts from what earlier ones learnt
  * instead of exploring from scratch (a 128-token generation is only ~50 target passes).
@@ -42,8 +80,8 @@ export class SchedulerState {
   readonly verifyMs: Ema[] = [];
 
   constructor(readonly drafters: number) {
-    // Optimistic start (acceptance 0.6, cheap drafting) so every option gets tried early.
-    this.alpha = Array.from({ length: drafters }, () => Array.from({ length: MAX_POS }, () => new Ema(0.6)));
+    // Start: acceptance 0.6 everywhere; costs from the parameter counts until measured.
+    this.alpha = Array.from({ length: drafters }, () => [new Ema(0.6, ALPHA_FIRST_RATE), new Ema(0.6, ALPHA_LATER_RATE)]);
     this.callMs = Array.from({ length: drafters }, () => new Ema(0));
     this.tokensPerCall = Array.from({ length: drafters }, () => new Ema(1));
   }
@@ -60,6 +98,12 @@ export interface SchedulerOptions {
   seed?: number;
   /** Measurements to start from and keep updating (shared between generations). */
   state?: SchedulerState;
+  /**
+   * The target's parameter count. A drafter not yet measured is priced by the paper's cost
+   * model: its parameters over the target's, times a target decode. Without it unmeasured
+   * drafters count as free, so the first plans try every one of them.
+   */
+  targetParams?: number;
 }
 
 export class AdaptiveScheduler implements Drafter {
@@ -92,22 +136,50 @@ export class AdaptiveScheduler implements Drafter {
     this.state = options.state ?? new SchedulerState(n);
     ({ alpha: this.alpha, callMs: this.callMs, tokensPerCall: this.tokensPerCall, verifyMs: this.verifyMs } = this.state);
     this.rand = mulberry32(options.seed ?? 1);
+    this.costRatio = cascade.top.drafters.map((d) =>
+      options.targetParams && d instanceof ReviewerLevel ? d.model.numParams / options.targetParams : 0,
+    );
   }
 
+  /** Per drafter: parameters over the target's (0 for Max-Gram, or without targetParams). */
+  private readonly costRatio: number[];
+
   async begin(context: number[]): Promise<void> {
-    await this.cascade.begin(context);
+    // Only the draft models that the current plan uses are prefilled now (their pass belongs
+    // to the prompt's time); one a later plan takes catches up then (BandedDrafter.draft),
+    // outside the cost it is charged per call.
+    await this.cascade.begin(context, false);
+    const top = this.cascade.top;
+    this.search(top.drafters.length, this.maxDraft).forEach((size, d) => size > 0 && top.drafters[d].catchUp?.());
     this.last = [];
   }
 
-  /** Verification cost of a block of n tokens: measured, else interpolated linearly. */
-  private verifyCost(n: number): number {
-    const known = this.verifyMs.map((e, i) => [i, e?.value] as const).filter(([, v]) => v !== undefined) as Array<readonly [number, number]>;
-    if (this.verifyMs[n]) return this.verifyMs[n].value;
-    if (known.length === 0) return 1;
-    if (known.length === 1) return known[0][1] * (1 + 0.05 * (n - known[0][0]));
-    const [a, b] = [known[0], known[known.length - 1]];
-    const slope = Math.max(0, (b[1] - a[1]) / Math.max(1, b[0] - a[0]));
-    return Math.max(known[0][1] * 0.5, a[1] + slope * (n - a[0]));
+  /**
+   * Verification cost of blocks of 0..limit+1 tokens: the measured averages made non-decreasing
+   * in the block length (weighted by how often each length was measured, up to 20), and
+   * lengths never measured interpolated linearly between their measured neighbours (beyond the
+   * ends: along the outer pair's slope, or +5% a token from a single measurement).
+   */
+  private verifyCosts(limit: number): number[] {
+    const lengths: number[] = [];
+    this.verifyMs.forEach((e, i) => e && lengths.push(i));
+    const fitted = isotonic(
+      lengths.map((i) => this.verifyMs[i].value),
+      lengths.map((i) => Math.min(20, this.verifyMs[i].count)),
+    );
+    const known = lengths.map((i, j) => [i, fitted[j]] as const);
+    const at = (n: number): number => {
+      if (known.length === 0) return 1;
+      if (known.length === 1) return known[0][1] * (1 + 0.05 * (n - known[0][0]));
+      let j = known.findIndex(([i]) => i >= n);
+      if (j >= 0 && known[j][0] === n) return known[j][1];
+      // Between known[j-1] and known[j]; before the first or after the last pair: extrapolate.
+      if (j <= 0) j = j === 0 ? 1 : known.length - 1;
+      const [a, b] = [known[j - 1], known[j]];
+      const slope = Math.max(0, (b[1] - a[1]) / (b[0] - a[0]));
+      return Math.max(known[0][1] * 0.5, a[1] + slope * (n - a[0]));
+    };
+    return Array.from({ length: limit + 2 }, (_, n) => at(n));
   }
 
   /** The last searched plan, the draft limit it was searched for, and steps since. */
@@ -135,7 +207,7 @@ export class AdaptiveScheduler implements Drafter {
 
   /** The plan of band sizes with the most expected tokens per ms, by exhaustive search. */
   private search(n: number, limit: number): number[] {
-    this.verifyTable = Array.from({ length: limit + 2 }, (_, i) => this.verifyCost(i));
+    this.verifyTable = this.verifyCosts(limit);
     // Per drafter and band size s: the probability that all s tokens pass (given the band is
     // reached), the expected accepted tokens of the band, and its drafting cost. The search
     // then costs O(1) per plan (it runs before every target pass).
@@ -145,9 +217,15 @@ export class AdaptiveScheduler implements Drafter {
       pass.push([1]);
       gain.push([0]);
       cost.push([0]);
-      const perToken = this.callMs[d].value / Math.max(0.5, this.tokensPerCall[d].value);
+      const perToken =
+        this.callMs[d].count > 1
+          ? this.callMs[d].value / Math.max(0.5, this.tokensPerCall[d].value)
+          : this.costRatio[d] * this.verifyTable[1];
+      // Later positions never measured take the first position's acceptance.
+      const [first, later] = this.alpha[d];
+      const laterAlpha = later.count > 1 ? later.value : first.value;
       for (let size = 1; size <= maxSize; size++) {
-        pass[d].push(pass[d][size - 1] * this.alpha[d][Math.min(size - 1, MAX_POS - 1)].value);
+        pass[d].push(pass[d][size - 1] * (size === 1 ? first.value : laterAlpha));
         gain[d].push(gain[d][size - 1] + pass[d][size]);
         cost[d].push(perToken * size);
       }
@@ -200,7 +278,7 @@ export class AdaptiveScheduler implements Drafter {
 
   /** Verification time of a block (called by the decoding loop). */
   observeVerify(blockLength: number, ms: number): void {
-    if (!this.verifyMs[blockLength]) this.verifyMs[blockLength] = new Ema(ms, 0.2);
+    if (!this.verifyMs[blockLength]) this.verifyMs[blockLength] = new Ema(ms, VERIFY_RATE);
     else this.verifyMs[blockLength].add(ms);
   }
 
@@ -210,7 +288,7 @@ export class AdaptiveScheduler implements Drafter {
     const sources = this.cascade.top.lastSources;
     for (let i = 0; i < this.last.length && i <= accepted; i++) {
       const [d, j] = sources[i];
-      if (j < MAX_POS) this.alpha[d][j].add(i < accepted ? 1 : 0);
+      this.alpha[d][j === 0 ? 0 : 1].add(i < accepted ? 1 : 0);
     }
     this.last = [];
     this.cascade.accept(emitted);
@@ -223,7 +301,7 @@ export class AdaptiveScheduler implements Drafter {
   stats(): Record<string, unknown> {
     return {
       plans: Object.fromEntries([...this.plans.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8)),
-      alpha: this.alpha.map((row) => row.slice(0, 6).map((e) => +e.value.toFixed(3))),
+      alpha: this.alpha.map((row) => row.map((e) => +e.value.toFixed(3))),
       drafterMsPerCall: this.callMs.map((e) => +e.value.toFixed(3)),
       verifyMs: this.verifyMs.map((e, i) => (e ? [i, +e.value.toFixed(3)] : null)).filter(Boolean),
     };

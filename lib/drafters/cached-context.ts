@@ -47,6 +47,15 @@ export class CachedContext {
   }
 
   /**
+   * prefill(), only when the cache lags `context` by more than `lag` tokens: a drafter that sat
+   * unused catches up in one pass of its own, while a drafter used at every step keeps feeding
+   * its few new tokens inside its draft call (a separate pass for them would cost a forward).
+   */
+  catchUp(context: readonly number[], lag: number): void {
+    if (this.sync(context).length > lag) this.prefill(context);
+  }
+
+  /**
    * Feeds `feed` (from sync) and drafts k tokens autoregressively in ONE native call, on this
    * thread (see Sequence.verifySync). The cache keeps the feed and every proposal but the last,
    * which the next pass feeds if it is accepted. The caller checks room: feed + k - 1 tokens.

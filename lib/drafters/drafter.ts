@@ -62,6 +62,13 @@ export interface Drafter {
    * verifier's correction or bonus token). A drafter counts how much of its last proposal
    * `emitted` confirms and rolls its own state back to match. */
   accept(emitted: readonly number[]): void;
+  /**
+   * Brings the drafter's own state (a model's KV cache, Max-Gram's index) up to the committed
+   * context without proposing anything, so that the next draft call costs only its own work.
+   * A cascade calls it before timing a drafter: catching up after the drafter sat unused is a
+   * one-off cost that a scheduler must not read as the drafter's cost per call.
+   */
+  catchUp?(): void;
   /** The target's verification of a block of `blockLength` tokens took `ms` (for schedulers). */
   observeVerify?(blockLength: number, ms: number): void;
   /** Drafter-specific statistics for the result. */

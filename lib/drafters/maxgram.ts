@@ -84,7 +84,7 @@ export class MaxGram implements Drafter {
 
   // Index the n-grams ending at every position but the last: an occurrence is only useful
   // when a token followed it.
-  private catchUp(): void {
+  catchUp(): void {
     while (this.indexedUpTo < this.seq.length - 1) {
       const end = this.indexedUpTo;
       const log: Array<[number, number, number | undefined]> = [];
