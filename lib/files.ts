@@ -64,3 +64,17 @@ export function weightFiles(dir: string): string[] {
   if (fs.existsSync(single)) return [checkRegularFile(single)];
   throw new Error(`model folder ${dir}: no model.safetensors or model.safetensors.index.json`);
 }
+
+/** Reads a set of token ids (little-endian int32, strictly increasing), e.g. a draft vocabulary. */
+export function readTokenIdSet(file: string, vocabSize: number): Int32Array {
+  const buf = fs.readFileSync(file);
+  if (buf.length === 0 || buf.length % 4 !== 0) throw new Error(`${file}: expected a non-empty list of int32 token ids, got ${buf.length} bytes`);
+  const ids = new Int32Array(buf.length / 4);
+  for (let i = 0; i < ids.length; i++) {
+    const v = buf.readInt32LE(i * 4);
+    if (v < 0 || v >= vocabSize) throw new Error(`${file}: entry ${i} = ${v} is not a token id in [0, ${vocabSize})`);
+    if (i > 0 && v <= ids[i - 1]) throw new Error(`${file}: token ids must be strictly increasing (entry ${i} = ${v} after ${ids[i - 1]})`);
+    ids[i] = v;
+  }
+  return ids;
+}

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { parseModelConfig, type ModelConfig } from './config';
-import { checkModelDir, weightFiles } from './files';
+import { checkModelDir, readTokenIdSet, weightFiles } from './files';
 import { MaxGram, readBigramTable } from './drafters/maxgram';
 import { ModelDrafter } from './drafters/model-drafter';
 import type { Drafter } from './drafters/drafter';
@@ -33,12 +33,25 @@ export interface LoadOptions {
   threads?: number;
   /** Default context length of new sequences. Default min(max_position_embeddings, 4096). */
   contextLength?: number;
+  /**
+   * The draft vocabulary: the token ids this model proposes from when it drafts for another
+   * (methods 'sd' and 'csd'); its own generation, verification and reviews always use every
+   * token. A draft model reads its whole output matrix for every token it proposes, a large
+   * share of a small model's pass; restricted to the tokens the target writes, it reads only
+   * those rows. Any set keeps the target's output exact (the draft proposes from a different
+   * distribution); a token outside it can only come from the target's correction.
+   * Default: the folder's `draft-vocab.i32` (written by scripts/build-draft-vocab.ts), if
+   * present, else every token. null: every token.
+   */
+  draftVocabulary?: readonly number[] | Int32Array | null;
 }
 
 const DTYPES: readonly Dtype[] = ['float32', 'bfloat16', 'float16'];
 
 /** The Max-Gram bigram fallback table's file name inside a model folder. */
 export const BIGRAM_FILE = 'maxgram-bigram.i32';
+/** The default draft vocabulary's file name inside a model folder (LoadOptions.draftVocabulary). */
+export const DRAFT_VOCAB_FILE = 'draft-vocab.i32';
 
 const checkedPairs = new WeakMap<Model, WeakSet<Model>>();
 
@@ -62,6 +75,27 @@ export function assertSameVocabulary(target: Model, draft: Model): void {
   checkedPairs.get(target)!.add(draft);
 }
 
+/**
+ * The draft vocabulary to load: the option's ids (any order, each once), the folder's
+ * DRAFT_VOCAB_FILE by default, or none (undefined). Sorted for the native side.
+ */
+function resolveDraftVocabulary(dir: string, vocabSize: number, option: LoadOptions['draftVocabulary']): Int32Array | undefined {
+  if (option === null) return undefined;
+  if (option === undefined) {
+    const file = path.join(dir, DRAFT_VOCAB_FILE);
+    return fs.existsSync(file) ? readTokenIdSet(file, vocabSize) : undefined;
+  }
+  if (!(Array.isArray(option) || option instanceof Int32Array)) throw new TypeError('draftVocabulary must be an array of token ids, an Int32Array or null');
+  if (option.length === 0) throw new RangeError('draftVocabulary is empty');
+  const ids = Int32Array.from(option as ArrayLike<number>);
+  option.forEach((t: number, i: number) => {
+    if (!Number.isInteger(t) || t < 0 || t >= vocabSize) throw new RangeError(`draftVocabulary[${i}] = ${String(t)} is not a token id in [0, ${vocabSize})`);
+  });
+  ids.sort();
+  for (let i = 1; i < ids.length; i++) if (ids[i] === ids[i - 1]) throw new RangeError(`draftVocabulary lists token ${ids[i]} twice`);
+  return ids;
+}
+
 export class Model {
   private constructor(
     readonly dir: string,
@@ -80,7 +114,7 @@ export class Model {
     if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('model folder must be a non-empty string');
     if (typeof options !== 'object' || options === null) throw new TypeError('load options must be an object');
     for (const key of Object.keys(options))
-      if (!['dtype', 'threads', 'contextLength', 'kernels'].includes(key)) throw new TypeError(`unknown load option "${key}"`);
+      if (!['dtype', 'threads', 'contextLength', 'kernels', 'draftVocabulary'].includes(key)) throw new TypeError(`unknown load option "${key}"`);
     if (options.kernels !== undefined && typeof options.kernels !== 'boolean') throw new TypeError('kernels must be a boolean');
     const dtype = options.dtype ?? 'float32';
     if (!DTYPES.includes(dtype)) throw new RangeError(`dtype must be one of ${DTYPES.join(', ')}, got ${String(dtype)}`);
@@ -97,12 +131,17 @@ export class Model {
     const tokenizer = TextTokenizer.load(abs, config);
     const shards = weightFiles(abs);
     const addon = loadNative();
-    const native = new addon.Model(config, shards, { dtype, threads, kernels: options.kernels ?? true });
+    const draftVocabulary = resolveDraftVocabulary(abs, config.vocabSize, options.draftVocabulary);
+    const native = new addon.Model(config, shards, { dtype, threads, kernels: options.kernels ?? true, draftVocabulary });
     return new Model(abs, config, tokenizer, native, contextLength);
   }
 
   get numParams(): number {
     return this.native.numParams;
+  }
+  /** Tokens this model's drafts propose from (LoadOptions.draftVocabulary), else vocabSize. */
+  get draftVocabularySize(): number {
+    return this.native.draftVocabularySize;
   }
   get dtype(): Dtype {
     return this.native.dtype;

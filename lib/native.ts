@@ -34,6 +34,8 @@ export interface NativeSampling {
 export interface NativeModel {
   readonly numParams: number;
   readonly vocabSize: number;
+  /** Tokens this model's drafts propose from (its draft vocabulary's size, else vocabSize). */
+  readonly draftVocabularySize: number;
   readonly dtype: Dtype;
   /** The kernels' instruction set, or null when libtorch computes (float32, or kernels: false). */
   readonly kernels: string | null;
@@ -131,7 +133,11 @@ export interface NativeTrainOptions {
 
 export interface NativeAddon {
   Trainer: new (config: NativeConfig, options: Partial<NativeTrainOptions>) => NativeTrainer;
-  Model: new (config: NativeConfig, shards: string[], options: { dtype: Dtype; threads: number; kernels?: boolean }) => NativeModel;
+  Model: new (
+    config: NativeConfig,
+    shards: string[],
+    options: { dtype: Dtype; threads: number; kernels?: boolean; draftVocabulary?: Int32Array },
+  ) => NativeModel;
   Sequence: new (model: NativeModel, contextLength: number, seed?: number) => NativeSequence;
   verifyBatch(requests: Array<NativeVerifyOptions & { sequence: NativeSequence; block: Int32Array }>): Promise<NativeVerifyResult[]>;
   torchInfo(): { version: string; threads: number; parallelInfo: string };

@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <stdexcept>
 #include <map>
 
 #include "safetensors.h"
@@ -370,17 +372,54 @@ torch::Tensor LlamaModel::forward_packed(const torch::Tensor& tokens, const std:
   return logits(x);
 }
 
+void LlamaModel::set_draft_vocabulary(const std::vector<int64_t>& ids) {
+  const int64_t V = cfg_.vocab_size;
+  if (ids.empty()) {
+    draft_ids_.clear();
+    kdraft_head_ = kernels::PackedWeight();
+    draft_mask_ = torch::Tensor();
+    return;
+  }
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= V)
+      throw std::invalid_argument("draft vocabulary: token id " + std::to_string(ids[i]) + " is outside [0, " +
+                                  std::to_string(V) + ")");
+    if (i > 0 && ids[i] <= ids[i - 1])
+      throw std::invalid_argument("draft vocabulary: token ids must be sorted and unique (" + std::to_string(ids[i - 1]) +
+                                  " then " + std::to_string(ids[i]) + ")");
+  }
+  c10::InferenceMode guard;
+  auto index = torch::tensor(ids, torch::kInt64);
+  if (kernels_) {
+    // The rows in the weight dtype (lm_head is kept only when tied; else from the packed copy).
+    auto rows = (lm_head.defined() ? lm_head : unpacked(khead_, dtype_)).to(torch::kCPU).index_select(0, index).contiguous();
+    const auto wtype = dtype_ == torch::kFloat16 ? kernels::WeightType::F16 : kernels::WeightType::BF16;
+    const auto stype = dtype_ == torch::kFloat16 ? kernels::SourceType::F16 : kernels::SourceType::BF16;
+    kdraft_head_ = kernels::pack(rows.data_ptr(), stype, rows.size(0), rows.size(1), wtype, false);
+  }
+  draft_mask_ = torch::full({V}, -std::numeric_limits<float>::infinity(), torch::kFloat32);
+  draft_mask_.index_fill_(0, index, 0.f);
+  draft_ids_ = ids;
+}
+
+torch::Tensor LlamaModel::draft_masked(const torch::Tensor& logits) const {
+  return draft_mask_.defined() ? logits + draft_mask_.to(logits.device()) : logits;
+}
+
 std::vector<int64_t> LlamaModel::forward_packed_argmax(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
                                                        const std::vector<int64_t>& lengths, bool all_rows,
-                                                       std::vector<float>* confidence) const {
+                                                       std::vector<float>* confidence, bool draft_vocabulary) const {
   std::vector<int64_t> out;
+  const bool restricted = draft_vocabulary && !draft_ids_.empty();
   if (kernels_) {
     auto t = tokens.to(torch::kCPU).to(torch::kInt64).contiguous();
     std::vector<int64_t> ids(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
-    forward_kernels(ids, caches, lengths, all_rows, &out, confidence);
+    forward_kernels(ids, caches, lengths, all_rows, &out, confidence, restricted);
     return out;
   }
-  auto logits = forward_packed(tokens, caches, lengths, all_rows).to(torch::kCPU).to(torch::kFloat32).contiguous();
+  auto logits = forward_packed(tokens, caches, lengths, all_rows).to(torch::kCPU).to(torch::kFloat32);
+  if (restricted) logits = draft_masked(logits);
+  logits = logits.contiguous();
   const int64_t V = logits.size(1);
   const float* p = logits.data_ptr<float>();
   if (confidence) confidence->clear();
@@ -406,7 +445,8 @@ std::vector<int64_t> LlamaModel::forward_packed_argmax(const torch::Tensor& toke
 // libtorch calls between the embedding lookup and the output.
 torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
                                           const std::vector<int64_t>& lengths, bool all_rows,
-                                          std::vector<int64_t>* argmax, std::vector<float>* confidence) const {
+                                          std::vector<int64_t>* argmax, std::vector<float>* confidence,
+                                          bool draft_vocabulary) const {
   const auto& c = cfg_;
   const int64_t N = static_cast<int64_t>(tokens.size()), H = c.hidden_size, hd = c.head_dim, nH = c.num_heads,
                 nKV = c.num_kv_heads, I = c.intermediate_size, V = c.vocab_size;
@@ -483,15 +523,19 @@ torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, co
   kernels::rms_norm(x, R, H, final_norm.data_ptr<float>(), eps, xn);
   if (argmax) {
     argmax->resize(size_t(R));
+    // Over the draft vocabulary: its rows only; the argmax is an index into draft_ids_.
+    const auto& head = draft_vocabulary ? kdraft_head_ : khead_;
     if (!confidence) {
-      kernels::linear_argmax(xn, R, khead_, argmax->data(), nullptr, nullptr);
-      return torch::Tensor();
+      kernels::linear_argmax(xn, R, head, argmax->data(), nullptr, nullptr);
+    } else {
+      // p(argmax) = exp(max - logsumexp), from the same pass (no logits materialised).
+      std::vector<float> max_logit(static_cast<size_t>(R)), lse(static_cast<size_t>(R));
+      kernels::linear_argmax(xn, R, head, argmax->data(), max_logit.data(), lse.data());
+      confidence->resize(size_t(R));
+      for (int64_t r = 0; r < R; ++r) (*confidence)[size_t(r)] = std::exp(max_logit[size_t(r)] - lse[size_t(r)]);
     }
-    // p(argmax) = exp(max - logsumexp), from the same pass (no logits materialised).
-    std::vector<float> max_logit(static_cast<size_t>(R)), lse(static_cast<size_t>(R));
-    kernels::linear_argmax(xn, R, khead_, argmax->data(), max_logit.data(), lse.data());
-    confidence->resize(size_t(R));
-    for (int64_t r = 0; r < R; ++r) (*confidence)[size_t(r)] = std::exp(max_logit[size_t(r)] - lse[size_t(r)]);
+    if (draft_vocabulary)
+      for (auto& a : *argmax) a = draft_ids_[size_t(a)];
     return torch::Tensor();
   }
   auto out = torch::empty({R, V}, torch::kFloat32);

@@ -79,9 +79,23 @@ class LlamaModel {
   // sequence's last), the first maximal index. With the kernels the logits are never
   // materialised (kernels::linear_argmax); otherwise argmax over forward_packed's logits.
   // confidence (optional): each row's softmax probability of its argmax.
+  // draft_vocabulary: the argmax (and confidence) over the draft vocabulary only.
   std::vector<int64_t> forward_packed_argmax(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
                                              const std::vector<int64_t>& lengths, bool all_rows,
-                                             std::vector<float>* confidence = nullptr) const;
+                                             std::vector<float>* confidence = nullptr,
+                                             bool draft_vocabulary = false) const;
+
+  // The draft vocabulary: the token ids (sorted, unique, each in [0, V)) this model proposes
+  // from when it drafts (Sequence::draft); empty (the default) = every token. A draft model
+  // streams its whole output matrix for each proposed token, a large share of a small model's
+  // pass; restricted to the tokens its target actually writes, the draft reads only those rows.
+  // The proposals form a different, equally valid draft distribution (zero outside the set):
+  // verification stays exact. Other passes (verify, step, forward) always use every token.
+  // Throws std::invalid_argument on a bad list.
+  void set_draft_vocabulary(const std::vector<int64_t>& ids);
+  const std::vector<int64_t>& draft_vocabulary() const { return draft_ids_; }
+  // Logits with every token outside the draft vocabulary set to -inf (unchanged without one).
+  torch::Tensor draft_masked(const torch::Tensor& logits) const;
 
   // Training forward over a batch of sequences from position 0: tokens [B, T] -> logits [B, T, V].
   torch::Tensor forward_train(const torch::Tensor& tokens) const;
@@ -108,7 +122,7 @@ class LlamaModel {
   // undefined tensor.
   torch::Tensor forward_kernels(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
                                 const std::vector<int64_t>& lengths, bool all_rows, std::vector<int64_t>* argmax,
-                                std::vector<float>* confidence = nullptr) const;
+                                std::vector<float>* confidence = nullptr, bool draft_vocabulary = false) const;
 
   ModelConfig cfg_;
   torch::ScalarType dtype_;
@@ -124,6 +138,9 @@ class LlamaModel {
   bool kernels_ = false;
   std::vector<KernelLayerWeights> klayers_;
   kernels::PackedWeight khead_;  // lm_head (the embedding's values when tied)
+  std::vector<int64_t> draft_ids_;      // the draft vocabulary, or empty
+  kernels::PackedWeight kdraft_head_;   // with the kernels: lm_head's rows draft_ids_
+  torch::Tensor draft_mask_;            // [V] float32: 0 on draft_ids_, -inf elsewhere
 };
 
 }  // namespace cascade

@@ -41,11 +41,12 @@ torch::Tensor Sequence::forward(const std::vector<int64_t>& tokens, bool all_log
   return model_->forward(ids, cache_, all_logits).to(torch::kCPU);
 }
 
-int64_t Sequence::greedy_next(const std::vector<int64_t>& tokens, float* confidence) {
+int64_t Sequence::greedy_next(const std::vector<int64_t>& tokens, float* confidence, bool draft_vocabulary) {
   auto ids = checked_tokens(tokens);
   c10::InferenceMode guard;
   std::vector<float> conf;
-  const int64_t t = model_->forward_packed_argmax(ids, {&cache_}, {ids.size(0)}, /*all_rows=*/false, confidence ? &conf : nullptr)[0];
+  const int64_t t = model_->forward_packed_argmax(ids, {&cache_}, {ids.size(0)}, /*all_rows=*/false,
+                                                  confidence ? &conf : nullptr, draft_vocabulary)[0];
   if (confidence) *confidence = conf[0];
   return t;
 }
@@ -71,11 +72,11 @@ std::vector<int64_t> Sequence::draft(const std::vector<int64_t>& feed, int64_t k
   if (params.greedy()) {
     // Argmaxes only: with the kernels no logits are materialised.
     float conf = 1.f;
-    int64_t t = greedy_next(feed);
+    int64_t t = greedy_next(feed, nullptr, /*draft_vocabulary=*/true);
     for (int64_t i = 0; i < k; ++i) {
       out.push_back(t);
       if (i + 1 < k) {
-        t = greedy_next({t}, gated ? &conf : nullptr);
+        t = greedy_next({t}, gated ? &conf : nullptr, /*draft_vocabulary=*/true);
         if (conf < min_confidence) {
           cache_.set_length(length() - 1);  // the last proposal leaves the cache again
           break;
@@ -89,7 +90,9 @@ std::vector<int64_t> Sequence::draft(const std::vector<int64_t>& feed, int64_t k
   auto logits = forward(feed, /*all_logits=*/false)[0];
   c10::InferenceMode guard;
   for (int64_t i = 0; i < k; ++i) {
-    auto p = processed_probs(logits, params);
+    // Drawn from the draft vocabulary only: the masked distribution is the q handed to the
+    // verifier, so the target's test stays exact.
+    auto p = processed_probs(model_->draft_masked(logits), params);
     const int64_t t = sample_from(p, rng_);
     // The stop decision uses the draft's own randomness only, so the target's test of the
     // tokens before it stays exact.

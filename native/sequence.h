@@ -44,7 +44,8 @@ class Sequence {
   torch::Tensor checked_tokens(const std::vector<int64_t>& tokens) const;
   // Appends tokens and returns the argmax of the last position's logits (and, if confidence
   // != null, its softmax probability).
-  int64_t greedy_next(const std::vector<int64_t>& tokens, float* confidence = nullptr);
+  // draft_vocabulary: the argmax over the model's draft vocabulary (LlamaModel).
+  int64_t greedy_next(const std::vector<int64_t>& tokens, float* confidence = nullptr, bool draft_vocabulary = false);
 
   std::shared_ptr<const LlamaModel> model_;
   KVCache cache_;

@@ -28,6 +28,7 @@ let tmp: string;
 let target: Model;
 let targetBg: Model;
 let near: Model; // the target with a perturbed lm_head: a drafter that is often, not always, right
+let nearRestricted: Model; // the same, proposing from every other token id only (a draft vocabulary)
 let ref: ReferenceLlama;
 
 beforeAll(() => {
@@ -45,6 +46,7 @@ beforeAll(() => {
   head.data = head.data.map((v) => v + 0.25 * (noise() - 0.5));
   writeSafetensors(path.join(nearDir, 'model.safetensors'), tensors, { format: 'pt' });
   near = Model.loadSync(nearDir);
+  nearRestricted = Model.loadSync(nearDir, { draftVocabulary: Array.from({ length: V / 2 }, (_, i) => 2 * i) });
   // Max-Gram's fallback table for this prompt: the target's argmax after "<s>Hi" + t (every
   // fourth entry -1), so its first draft is often the target's mode.
   const bgDir = path.join(tmp, 'target-bigram');
@@ -260,6 +262,9 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
       // Drafts that stop before a sampled token the draft gives p < 0.15: the stop depends on
       // the draft's own draws, which must leave the output's distribution alone.
       ['sdc', target, { method: 'sd', draftModel: near, draftConfidence: 0.15 }],
+      // A draft that can propose only even token ids: q is 0 on the odd ones, which the target
+      // still samples (through its corrections).
+      ['sdv', target, { method: 'sd', draftModel: nearRestricted }],
       ['mag', targetBg, { method: 'mag' }],
     ];
     for (const [name, model, extra] of runs) {
@@ -276,7 +281,7 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
   });
 
   test('the speculative runs drafted, accepted and rejected', () => {
-    for (const name of ['sd', 'sdc', 'mag']) {
+    for (const name of ['sd', 'sdc', 'sdv', 'mag']) {
       const { drafted, accepted } = drafting[name];
       expect(drafted).toBeGreaterThan(SEEDS);
       expect(accepted / drafted).toBeGreaterThan(0.1);
@@ -284,7 +289,7 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
     }
     // The confidence stop cut drafts short: fewer drafted tokens than 'sd' with the same k.
     expect(drafting.sdc.drafted).toBeLessThan(0.9 * drafting.sd.drafted);
-    for (const name of ['ar', 'sd', 'sdc', 'mag']) expect(samples[name].every((t) => t.length === 4)).toBe(true);
+    for (const name of ['ar', 'sd', 'sdc', 'sdv', 'mag']) expect(samples[name].every((t) => t.length === 4)).toBe(true);
   });
 
   test('a seed reproduces a speculative sampled generation', async () => {
@@ -305,9 +310,11 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
   test.each([
     ['sd', '(t1, t2)', 0],
     ['sdc', '(t1, t2)', 0],
+    ['sdv', '(t1, t2)', 0],
     ['mag', '(t1, t2)', 0],
     ['sd', '(t2, t3)', 1],
     ['sdc', '(t2, t3)', 1],
+    ['sdv', '(t2, t3)', 1],
     ['mag', '(t2, t3)', 1],
   ] as const)("homogeneity of %s with 'ar': joint of %s", (name, _label, i) => {
     const h = homogeneity(joint(name, i), joint('ar', i));
@@ -326,7 +333,7 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
       const p2 = proc(ref.forward([...CTX, a])[CTX.length]);
       for (let b = 0; b < V; b++) exact[a * V + b] = p1[a] * p2[b];
     }
-    for (const name of ['ar', 'sd', 'sdc', 'mag']) {
+    for (const name of ['ar', 'sd', 'sdc', 'sdv', 'mag']) {
       const counts = new Map<number, number>();
       for (const t of samples[name]) counts.set(t[0] * V + t[1], (counts.get(t[0] * V + t[1]) ?? 0) + 1);
       const fit = goodnessOfFit(counts, exact, SEEDS);

@@ -8,6 +8,14 @@
 
 namespace cascade::binding {
 
+inline std::vector<int64_t> ids_from_value(Napi::Env env, const Napi::Value& v, const char* what) {
+  if (v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
+    auto a = v.As<Napi::Int32Array>();
+    return std::vector<int64_t>(a.Data(), a.Data() + a.ElementLength());
+  }
+  throw Napi::TypeError::New(env, std::string(what) + " must be an Int32Array");
+}
+
 inline Napi::Object object_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
   if (info.Length() <= i || !info[i].IsObject()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an object");
   return info[i].As<Napi::Object>();

@@ -61,6 +61,7 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
   Napi::Function f = DefineClass(env, "Model",
                                  {InstanceAccessor<&ModelWrap::NumParams>("numParams"),
                                   InstanceAccessor<&ModelWrap::VocabSize>("vocabSize"),
+                                  InstanceAccessor<&ModelWrap::DraftVocabularySize>("draftVocabularySize"),
                                   InstanceAccessor<&ModelWrap::Dtype>("dtype"),
                                   InstanceAccessor<&ModelWrap::Kernels>("kernels"),
                                   InstanceAccessor<&ModelWrap::Threads, &ModelWrap::SetThreads>("threads"),
@@ -75,7 +76,7 @@ ModelWrap* ModelWrap::FromValue(Napi::Env env, const Napi::Value& v) {
   return ModelWrap::Unwrap(v.As<Napi::Object>());
 }
 
-// new Model(config, shardPaths, { dtype, threads })
+// new Model(config, shardPaths, { dtype, threads, kernels, draftVocabulary?: Int32Array })
 ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
   Napi::Env env = info.Env();
   ModelConfig cfg = config_from_object(object_arg(info, 0, "config"));
@@ -99,6 +100,17 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWra
   threads = t.IsUndefined() ? 1 : threads_from_value(env, t);
   apply_threads();
   model = LlamaModel::load(cfg, shards, dtype, torch::kCPU, use_kernels);
+  Napi::Value dv = opts.Get("draftVocabulary");
+  if (!dv.IsUndefined() && !dv.IsNull()) {
+    auto ids = ids_from_value(env, dv, "draftVocabulary");
+    if (ids.empty()) throw Napi::RangeError::New(env, "draftVocabulary is empty");
+    try {
+      model->set_draft_vocabulary(ids);
+    } catch (const std::invalid_argument& e) {
+      throw Napi::RangeError::New(env, e.what());
+    }
+  }
+  draft_vocabulary_size_ = int64_t(model->draft_vocabulary().size());
   num_params_ = model->num_params();
   vocab_size_ = model->config().vocab_size;
   dtype_name_ = dtype == torch::kFloat32 ? "float32" : dtype == torch::kBFloat16 ? "bfloat16" : "float16";
@@ -117,6 +129,10 @@ Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
 
 Napi::Value ModelWrap::NumParams(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(num_params_)); }
 Napi::Value ModelWrap::VocabSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(vocab_size_)); }
+// Tokens a draft of this model proposes from: the draft vocabulary's size, else vocabSize.
+Napi::Value ModelWrap::DraftVocabularySize(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(draft_vocabulary_size_ ? draft_vocabulary_size_ : vocab_size_));
+}
 Napi::Value ModelWrap::Dtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dtype_name_); }
 // The kernels' instruction set in use ("avx512", "avx2", "portable"), or null for libtorch.
 Napi::Value ModelWrap::Kernels(const Napi::CallbackInfo& info) {

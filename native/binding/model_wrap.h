@@ -25,12 +25,13 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   static Napi::FunctionReference* constructor_;
   Napi::Value NumParams(const Napi::CallbackInfo& info);
   Napi::Value VocabSize(const Napi::CallbackInfo& info);
+  Napi::Value DraftVocabularySize(const Napi::CallbackInfo& info);
   Napi::Value Dtype(const Napi::CallbackInfo& info);
   Napi::Value Kernels(const Napi::CallbackInfo& info);
   Napi::Value Threads(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   // Facts about the weights, kept so that they stay readable after dispose().
-  int64_t num_params_ = 0, vocab_size_ = 0;
+  int64_t num_params_ = 0, vocab_size_ = 0, draft_vocabulary_size_ = 0;
   std::string dtype_name_;
   std::string kernels_name_;  // empty: libtorch computes
   void SetThreads(const Napi::CallbackInfo& info, const Napi::Value& v);

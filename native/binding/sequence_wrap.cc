@@ -137,14 +137,6 @@ Napi::Value SequenceWrap::StepAsync(const Napi::CallbackInfo& info) {
 
 namespace {
 
-std::vector<int64_t> ids_from_value(Napi::Env env, const Napi::Value& v, const char* what) {
-  if (v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
-    auto a = v.As<Napi::Int32Array>();
-    return std::vector<int64_t>(a.Data(), a.Data() + a.ElementLength());
-  }
-  throw Napi::TypeError::New(env, std::string(what) + " must be an Int32Array");
-}
-
 Napi::Object result_to_object(Napi::Env env, const VerifyResult& r) {
   auto o = Napi::Object::New(env);
   o.Set("accepted", double(r.accepted));
