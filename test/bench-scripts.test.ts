@@ -10,9 +10,11 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { measureCeiling } from '../bench/ceiling';
+import { compareDraftVocabularies } from '../bench/draft-vocab';
 import { verifyCost } from '../bench/verify-cost';
 import type { Family } from '../lib/cli/family';
-import { makeTinyFamily } from './helpers/tiny-family';
+import { Model } from '../lib/model';
+import { makeTinyFamily, TINY_FAMILY_VOCAB } from './helpers/tiny-family';
 
 const PROMPTS = ['Hello', 'abc abc abc', 'The cat sat on the mat. The cat'];
 const MAX_NEW = 20;
@@ -21,10 +23,12 @@ const GREEDY = { temperature: 0, topK: 0, topP: 1 };
 let tmp: string;
 let family: Family;
 let sameFamily: Family;
+let tinyDir: string;
 
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-ceiling-'));
   ({ family, sameFamily } = makeTinyFamily(tmp));
+  tinyDir = tmp;
 });
 afterAll(() => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
@@ -105,6 +109,22 @@ test('a continuation that fills the context is measured too (the oracle feeds al
   expect(r.bestSingleDraft).toBeNull();
 });
 
+test('draft-vocab: every variant equals AR; a draft proposing from half the tokens gets fewer of them accepted', async () => {
+  const half = Array.from({ length: TINY_FAMILY_VOCAB / 2 }, (_, i) => 2 * i + 1);
+  const restricted = { mid: Model.loadSync(path.join(tinyDir, 'mid'), { draftVocabulary: half }) };
+  const rows = await compareDraftVocabularies(family.target, { all: { mid: family.drafts.mid }, restricted }, PROMPTS, ['sd:mid@4', 'csd'], {
+    maxNewTokens: MAX_NEW,
+    cascade: { drafters: ['mid'], K: [[3, 1], [0, 0]], lenience: 1 },
+  });
+  expect(rows.map((r) => r.name)).toEqual(['ar', 'sd:mid@4 all', 'sd:mid@4 restricted', 'csd all', 'csd restricted']);
+  const by = Object.fromEntries(rows.map((r) => [r.name, r]));
+  expect(by.ar.tokensPerPass).toBe(1);
+  // The mid is often right with every token; without the even ids it cannot be where the target writes one.
+  expect(by['sd:mid@4 restricted'].tokensPerPass).toBeLessThan(by['sd:mid@4 all'].tokensPerPass);
+  for (const r of rows) expect(r.speedupVsAR > 0 && r.msPerStep > 0).toBe(true);
+  await expect(compareDraftVocabularies(family.target, { all: {}, restricted: {} }, PROMPTS, ['sd:nope@2'], { maxNewTokens: 4 })).rejects.toThrow(/bad method "sd:nope@2"/);
+});
+
 test('the scripts refuse bad flags with a message naming the flag', () => {
   const { spawnSync } = require('child_process') as typeof import('child_process');
   const root = path.resolve(__dirname, '..');
@@ -118,4 +138,7 @@ test('the scripts refuse bad flags with a message naming the flag', () => {
   const noDataset = run('ceiling.js');
   expect(noDataset.status).toBe(2);
   expect(noDataset.stdout).toMatch(/--dataset/);
+  const vocab = run('draft-vocab.js');
+  expect(vocab.status).toBe(2);
+  expect(vocab.stderr).toMatch(/--dataset is required/);
 });
