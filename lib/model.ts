@@ -133,7 +133,9 @@ export class Model {
     const addon = loadNative();
     const draftVocabulary = resolveDraftVocabulary(abs, config.vocabSize, options.draftVocabulary);
     const native = new addon.Model(config, shards, { dtype, threads, kernels: options.kernels ?? true, draftVocabulary });
-    return new Model(abs, config, tokenizer, native, contextLength);
+    const model = new Model(abs, config, tokenizer, native, contextLength);
+    model.draftIds = draftVocabulary ?? null;
+    return model;
   }
 
   get numParams(): number {
@@ -142,6 +144,11 @@ export class Model {
   /** Tokens this model's drafts propose from (LoadOptions.draftVocabulary), else vocabSize. */
   get draftVocabularySize(): number {
     return this.native.draftVocabularySize;
+  }
+  private draftIds: Int32Array | null = null;
+  /** The draft vocabulary's token ids (increasing; a copy), or null when drafts use every token. */
+  get draftVocabulary(): Int32Array | null {
+    return this.draftIds ? this.draftIds.slice() : null;
   }
   get dtype(): Dtype {
     return this.native.dtype;

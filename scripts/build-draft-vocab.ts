@@ -8,7 +8,8 @@
  *   2. then, while there is room, the tokens of reference answers (--reference), most frequent
  *      first (held-out questions bring words the target's answers to the training questions
  *      did not use);
- *   3. EOS always (ending the answer is a token the draft must be able to propose).
+ *   3. always: EOS and the tokens of the prompt template (a generation that goes on past EOS
+ *      writes the next record's "Question:" first).
  * Ties go to the smaller id. Written as DRAFT_VOCAB_FILE (little-endian int32 ids, increasing)
  * into each --out folder, where Model.load finds it.
  *
@@ -82,7 +83,8 @@ function main(argv: string[]): void {
   const tok = loadTokenizerDir(tokenizer);
   const eos = tok.token_to_id('<|endoftext|>') ?? 0;
   const own = answerTokenCounts(tok, readGsm8k(target));
-  const ids = draftVocabulary(own, answerTokenCounts(tok, readGsm8k(reference)), size, [eos]);
+  const template = tok.encode(formatGsm8kPrompt(''), { add_special_tokens: false }).ids;
+  const ids = draftVocabulary(own, answerTokenCounts(tok, readGsm8k(reference)), size, [eos, ...template]);
   const buf = Buffer.alloc(ids.length * 4);
   ids.forEach((v, i) => buf.writeInt32LE(v, i * 4));
   for (const dir of out.split(',')) {

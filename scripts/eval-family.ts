@@ -31,9 +31,10 @@ function logSoftmaxAt(logits: Float32Array, offset: number, V: number, target: n
   return logits[offset + target] - max - Math.log(sum);
 }
 
-function argmaxAt(logits: Float32Array, offset: number, V: number): number {
-  let best = 0;
-  for (let j = 1; j < V; j++) if (logits[offset + j] > logits[offset + best]) best = j;
+/** The first maximal index of logits[offset .. offset + V), among `allowed` ids when given. */
+function argmaxAt(logits: Float32Array, offset: number, V: number, allowed?: Uint8Array): number {
+  let best = -1;
+  for (let j = 0; j < V; j++) if ((!allowed || allowed[j]) && (best < 0 || logits[offset + j] > logits[offset + best])) best = j;
   return best;
 }
 
@@ -116,8 +117,19 @@ async function main(argv: string[]): Promise<void> {
 
   // Greedy agreement along the target's own continuation.
   const qs = fs.readFileSync(testFile, 'utf8').split('\n').filter(Boolean).slice(0, questions).map((l) => JSON.parse(l).question as string);
-  const agree: Record<string, { match: number; total: number }> = { mid: { match: 0, total: 0 }, small: { match: 0, total: 0 } };
+  // Also with each draft's argmax over its draft vocabulary (what its drafts propose).
+  const agree: Record<string, { match: number; total: number; matchDraftVocab: number }> = {
+    mid: { match: 0, total: 0, matchDraftVocab: 0 },
+    small: { match: 0, total: 0, matchDraftVocab: 0 },
+  };
   const V = target.config.vocabSize;
+  const allowedOf = (m: Model): Uint8Array => {
+    const ids = m.draftVocabulary;
+    const allowed = new Uint8Array(V).fill(ids ? 0 : 1);
+    for (const t of ids ?? []) allowed[t] = 1;
+    return allowed;
+  };
+  const allowed = { mid: allowedOf(models.mid), small: allowedOf(models.small) };
   for (let qi = 0; qi < qs.length; qi++) {
     const prompt = target.encodePrompt(PROMPT_TEMPLATE.replace('{prompt}', qs[qi]));
     const r = await target.generate(prompt, { maxNewTokens: nTokens, stopOnEos: false, method: 'mag' });
@@ -128,6 +140,7 @@ async function main(argv: string[]): Promise<void> {
       for (let i = 0; i < cont.length; i++) {
         agree[d].total++;
         if (argmaxAt(logits, (prompt.length - 1 + i) * V, V) === cont[i]) agree[d].match++;
+        if (argmaxAt(logits, (prompt.length - 1 + i) * V, V, allowed[d as 'mid' | 'small']) === cont[i]) agree[d].matchDraftVocab++;
       }
     }
     if ((qi + 1) % 20 === 0) process.stderr.write(`eval: agreement ${qi + 1}/${qs.length}: mid ${(agree.mid.match / agree.mid.total).toFixed(3)} small ${(agree.small.match / agree.small.total).toFixed(3)}\n`);
@@ -135,6 +148,8 @@ async function main(argv: string[]): Promise<void> {
   for (const d of ['mid', 'small']) {
     const entry = (report.models as Record<string, Record<string, unknown>>)[d];
     entry.greedyAgreement = agree[d].match / agree[d].total;
+    entry.draftVocabularySize = models[d].draftVocabularySize;
+    entry.greedyAgreementDraftVocabulary = agree[d].matchDraftVocab / agree[d].total;
     entry.costRatio = ((report.models as Record<string, Record<string, number>>).target.decodeMs) / (entry.decodeMs as number);
   }
 

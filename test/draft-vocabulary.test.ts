@@ -135,6 +135,9 @@ test("the folder's draft-vocab.i32 is the default; null turns it off", () => {
   expect(Model.loadSync(dir).draftVocabularySize).toBe(4);
   expect(Model.loadSync(dir, { draftVocabulary: null }).draftVocabularySize).toBe(V);
   expect(Model.loadSync(dir, { draftVocabulary: [5, 1] }).draftVocabularySize).toBe(2);
+  expect(Array.from(Model.loadSync(dir).draftVocabulary!)).toEqual(ids);
+  expect(Array.from(Model.loadSync(dir, { draftVocabulary: [5, 1] }).draftVocabulary!)).toEqual([1, 5]);
+  expect(Model.loadSync(dir, { draftVocabulary: null }).draftVocabulary).toBeNull();
   const seq = Model.loadSync(dir).createSequence({ contextLength: 16 });
   expect(Array.from(seq.native.draft(Int32Array.of(256, 1, 2), 3, GREEDY, 0).tokens).every((t) => ids.includes(t))).toBe(true);
 });
