@@ -501,6 +501,13 @@ describe('greedy exactness of random cascades', () => {
     const many = [...few, ...idsOf('the cat and the cat').slice(1)];
     ctx.catchUp(many, 16); // 22 new: one pass over all but the last
     expect({ length: ctx.length, forwards: ctx.seq.forwards }).toEqual({ length: many.length - 1, forwards: forwards + 1 });
+    // A draft leaves tentative tokens in the cache; catching up on the committed text keeps them
+    // (the level may be called again in the same draft, with them as its prefix).
+    const { tokens } = ctx.draft(ctx.sync(many), 3, { temperature: 0, topK: 0, topP: 1 });
+    expect(ctx.length).toBe(many.length + 2);
+    ctx.catchUp(many, 16);
+    expect(ctx.length).toBe(many.length + 2);
+    expect(ctx.sync(many, tokens.slice(0, 2))).toEqual(tokens.slice(1, 2));
     ctx.dispose();
   });
 

@@ -18,9 +18,7 @@ export class CachedContext {
   sync(base: readonly number[], extra: readonly number[] = []): number[] {
     const B = base.length, total = B + extra.length;
     const cached = this.inCache;
-    const limit = Math.min(cached.length, total - 1);
-    let keep = 0;
-    while (keep < limit && cached[keep] === (keep < B ? base[keep] : extra[keep - B])) keep++;
+    const keep = this.reusable(base, extra);
     if (keep < cached.length) {
       this.seq.truncate(keep);
       cached.length = keep;
@@ -46,13 +44,25 @@ export class CachedContext {
     }
   }
 
+  /** How many cached tokens `base` followed by `extra` shares (at most all but its last). */
+  private reusable(base: readonly number[], extra: readonly number[]): number {
+    const B = base.length;
+    const cached = this.inCache;
+    const limit = Math.min(cached.length, B + extra.length - 1);
+    let keep = 0;
+    while (keep < limit && cached[keep] === (keep < B ? base[keep] : extra[keep - B])) keep++;
+    return keep;
+  }
+
   /**
    * prefill(), only when the cache lags `context` by more than `lag` tokens: a drafter that sat
    * unused catches up in one pass of its own, while a drafter used at every step keeps feeding
    * its few new tokens inside its draft call (a separate pass for them would cost a forward).
+   * Otherwise the cache is left as it is, tentative tokens included (a level called again
+   * within one draft finds the prefix it already holds).
    */
   catchUp(context: readonly number[], lag: number): void {
-    if (this.sync(context).length > lag) this.prefill(context);
+    if (context.length - this.reusable(context, []) > lag) this.prefill(context);
   }
 
   /**
