@@ -315,7 +315,7 @@ describe('tune on a tiny family', () => {
 });
 
 describe('bench and tune commands', () => {
-  const BENCH = ['dataset', 'format', 'limit', 'methods', 'max-new-tokens', 'threads', 'dtype', 'k', 'draft', 'model', 'warmup', 'json', 'out', 'help'];
+  const BENCH = ['dataset', 'format', 'limit', 'methods', 'max-new-tokens', 'threads', 'dtype', 'k', 'draft', 'model', 'full-draft-vocabulary', 'warmup', 'json', 'out', 'help'];
   const TUNE = ['dataset', 'format', 'limit', 'max-new-tokens', 'budget', 'threads', 'dtype', 'margin', 'restart', 'dry-run', 'help'];
 
   test('bench --help exits 0 and lists its flags', async () => {

@@ -75,4 +75,30 @@ describe('default model family', () => {
     expect(child.status).toBe(0);
     expect(JSON.parse(child.stdout).tokens).toEqual(a.tokens);
   });
+
+  test('the drafts load their draft vocabularies; bench --full-draft-vocabulary turns them off', async () => {
+    for (const d of ['mid', 'small']) {
+      const ids = loaded[d].draftVocabulary!;
+      expect(ids.length).toBe(1024);
+      // EOS and the prompt template's tokens are always in it.
+      for (const t of [...loaded[d].tokenizer.eosIds, ...loaded[d].tokenizer.encode('Question: \nAnswer:', { addBos: false })]) expect(ids.includes(t)).toBe(true);
+    }
+    const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');
+    if (!fs.existsSync(cli)) {
+      console.warn('dist/ not built: skipping the bench check (npm ci builds it)');
+      return;
+    }
+    const data = path.join(fs.mkdtempSync(path.join(require('os').tmpdir(), 'cascade-family-')), 'q.jsonl');
+    fs.writeFileSync(data, JSON.stringify({ question, answer: '' }) + '\n');
+    const sizes: number[] = [];
+    for (const extra of [[], ['--full-draft-vocabulary']]) {
+      const args = [cli, 'bench', '--dataset', data, '--limit', '1', '--max-new-tokens', '24', '--warmup', '0', '--methods', 'ar,sd:small@4,csd', '--json', ...extra];
+      const r = spawnSync(process.execPath, args, { encoding: 'utf8' });
+      expect(r.status).toBe(0);
+      const report = JSON.parse(r.stdout) as { methods: Array<{ identicalToAR: boolean }>; models: Record<string, { draftVocabularySize?: number }> };
+      expect(report.methods.every((m) => m.identicalToAR)).toBe(true);
+      sizes.push(report.models.small.draftVocabularySize!);
+    }
+    expect(sizes).toEqual([1024, 4096]);
+  });
 });

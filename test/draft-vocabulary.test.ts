@@ -190,3 +190,24 @@ test('build-draft-vocab: the target\'s tokens first, then the reference\'s by co
   expect(Array.from(draftVocabulary(target, reference, 5, [0]))).toEqual([0, 10, 11, 12, 20]);
   expect(() => draftVocabulary(target, reference, 3, [0])).toThrow(/use 3 distinct tokens, more than --size 3 holds/);
 });
+
+test('generate --full-draft-vocabulary: the draft folder\'s set is ignored; the output is AR\'s either way', async () => {
+  const { cli } = await import('./helpers/cli');
+  const dir = path.join(tmp, 'draft-with-file');
+  perturbedCopy(targetDir, dir, 0.3, 5);
+  const buf = Buffer.alloc(8 * 4);
+  [0, 1, 2, 3, 4, 5, 6, 7].forEach((v, i) => buf.writeInt32LE(v, i * 4));
+  fs.writeFileSync(path.join(dir, DRAFT_VOCAB_FILE), buf);
+  const base = ['generate', '--model', targetDir, '--max-new-tokens', '16', '--json', '--raw', 'Hello there'];
+  const ar = JSON.parse((await cli(...base)).out);
+  const accepted: number[] = [];
+  for (const extra of [[], ['--full-draft-vocabulary']]) {
+    const r = await cli(...base, '--method', 'sd', '--draft', dir, '--k', '4', ...extra);
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.out);
+    expect(out.tokens).toEqual(ar.tokens);
+    accepted.push(out.stats.accepted);
+  }
+  // Eight token ids leave the draft almost nothing to get right; every token, a near copy of the target.
+  expect(accepted[1]).toBeGreaterThan(accepted[0]);
+});

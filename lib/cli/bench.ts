@@ -25,6 +25,7 @@ export const BENCH_FLAGS: Record<string, FlagSpec> = {
   k: { type: 'int', help: 'default draft length for mag / sd', default: 4, min: 1, max: 64 },
   draft: { type: 'string', help: 'default draft name for sd', default: 'mid' },
   model: { type: 'string', help: 'target model folder (default: the embedded family)' },
+  'full-draft-vocabulary': { type: 'boolean', help: 'drafts propose from every token, ignoring their folders\' draft-vocab.i32' },
   warmup: { type: 'int', help: 'untimed prompts per method first', default: 1, min: 0 },
   json: { type: 'boolean', help: 'print ONE JSON object with a "methods" array' },
   out: { type: 'string', help: 'folder for bench.json and bench.svg' },
@@ -170,7 +171,12 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
   }
   if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}"`);
   if (!flags.dataset) throw new UsageError('--dataset FILE is required');
-  const family = await loadFamily({ dtype: flags.dtype as Dtype, threads: flags.threads as number, target: flags.model as string | undefined });
+  const family = await loadFamily({
+    dtype: flags.dtype as Dtype,
+    threads: flags.threads as number,
+    target: flags.model as string | undefined,
+    fullDraftVocabulary: flags['full-draft-vocabulary'] as boolean,
+  });
   const template = promptTemplate(family.target.dir);
   const prompts = readPrompts(flags.dataset as string, flags.format as DatasetFormat, flags.limit as number, flags.skip as number).map((q) => (template ? template.replace('{prompt}', q) : q));
   const defaults = { k: flags.k as number, draft: flags.draft as string, cascade: familyCascade() };
@@ -188,7 +194,10 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
     threads: flags.threads,
     dtype: flags.dtype,
     greedy: true,
-    models: { target: { dir: family.target.dir, params: family.target.numParams }, ...Object.fromEntries(Object.entries(family.drafts).map(([n, m]) => [n, { dir: m.dir, params: m.numParams }])) },
+    models: {
+      target: { dir: family.target.dir, params: family.target.numParams },
+      ...Object.fromEntries(Object.entries(family.drafts).map(([n, m]) => [n, { dir: m.dir, params: m.numParams, draftVocabularySize: m.draftVocabularySize }])),
+    },
     date: new Date().toISOString(),
     methods: rows,
   };

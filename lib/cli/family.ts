@@ -39,8 +39,17 @@ export interface Family {
   drafts: Record<string, Model>;
 }
 
-/** Loads the target and whichever family drafts exist (or the given folders). */
-export async function loadFamily(options: { dtype: Dtype; threads: number; target?: string | Model; drafts?: Record<string, string> }): Promise<Family> {
+/**
+ * Loads the target and whichever family drafts exist (or the given folders). fullDraftVocabulary:
+ * the drafts propose from every token, ignoring their folders' draft-vocab.i32.
+ */
+export async function loadFamily(options: {
+  dtype: Dtype;
+  threads: number;
+  target?: string | Model;
+  drafts?: Record<string, string>;
+  fullDraftVocabulary?: boolean;
+}): Promise<Family> {
   const root = familyDir();
   let target: Model;
   if (options.target instanceof Model) target = options.target;
@@ -51,6 +60,7 @@ export async function loadFamily(options: { dtype: Dtype; threads: number; targe
   }
   const drafts: Record<string, Model> = {};
   const dirs: Record<string, string> = options.drafts ?? Object.fromEntries(FAMILY_DRAFTS.map((n) => [n, path.join(root, n)] as const).filter(([, d]) => fs.existsSync(d)));
-  for (const [name, dir] of Object.entries(dirs)) drafts[name] = await Model.load(dir, { dtype: options.dtype, threads: options.threads });
+  const draftVocabulary = options.fullDraftVocabulary ? null : undefined;
+  for (const [name, dir] of Object.entries(dirs)) drafts[name] = await Model.load(dir, { dtype: options.dtype, threads: options.threads, draftVocabulary });
   return { target, drafts };
 }

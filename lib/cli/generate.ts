@@ -29,6 +29,7 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   draft: { type: 'string', help: 'draft model folder for --method sd (default: the default family\'s mid draft)' },
   k: { type: 'int', help: 'draft tokens per verification pass', default: 4, min: 1, max: 64 },
   'draft-confidence': { type: 'number', help: 'with sd: stop a draft before a token the draft gives probability below this (0 = off)', default: 0, min: 0, max: 0.999999 },
+  'full-draft-vocabulary': { type: 'boolean', help: 'drafts propose from every token, ignoring their folders\' draft-vocab.i32' },
   raw: { type: 'boolean', help: 'use the prompt as given, without the model\'s prompt template' },
   json: { type: 'boolean', help: 'print one JSON object: text, tokens, promptTokens, finishReason, stats' },
   help: { type: 'boolean', help: 'show this help' },
@@ -81,7 +82,13 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
     const dirs = flags.drafts !== undefined ? parseDrafts(flags.drafts as string) : undefined;
     if (!onFamily && !dirs) throw new UsageError('--method csd with --model needs --drafts name=DIR,... and --cascade');
     cascade = flags.cascade !== undefined ? readCascadeArg(flags.cascade as string) : familyCascade();
-    const family = await loadFamily({ dtype: flags.dtype as Dtype, threads: flags.threads as number, target: model, drafts: dirs });
+    const family = await loadFamily({
+      dtype: flags.dtype as Dtype,
+      threads: flags.threads as number,
+      target: model,
+      drafts: dirs,
+      fullDraftVocabulary: flags['full-draft-vocabulary'] as boolean,
+    });
     draftModels = family.drafts;
   }
   let draftModel: Model | undefined;
@@ -89,7 +96,11 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
     const draftDir = (flags.draft as string | undefined) ?? defaultDraftDir();
     if (flags.draft === undefined && !fs.existsSync(draftDir))
       throw new Error(`--method sd needs --draft DIR (the default draft ${path.resolve(draftDir)} is missing)`);
-    draftModel = await Model.load(draftDir, { dtype: flags.dtype as Dtype, threads: flags.threads as number });
+    draftModel = await Model.load(draftDir, {
+      dtype: flags.dtype as Dtype,
+      threads: flags.threads as number,
+      draftVocabulary: flags['full-draft-vocabulary'] ? null : undefined,
+    });
   }
   const template = flags.raw ? undefined : promptTemplate(model.dir);
   const prompt = template ? template.replace('{prompt}', promptText) : promptText;
