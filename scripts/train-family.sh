@@ -2,9 +2,9 @@
 # Retrains the whole default family from GSM8K train (as committed in models/), on this
 # project's own code, two runs at a time (1 thread each). On an otherwise idle 2-core machine,
 # from each run's logged throughput: about 45 minutes for the three models (the target's run is
-# the long one), then about 55 for the distilled drafts (3 for the target's greedy answers to
+# the long one), then about 80 for the distilled drafts (3 for the target's greedy answers to
 # GSM8K train questions, then mid and small fine-tuned on them from their weights in two rounds,
-# the small in a third; then the drafts' draft vocabularies;
+# the small in two more; then the drafts' draft vocabularies;
 # docs/model-family.md, "Distilled drafts"). On a busy machine it took up to twice as long.
 # DATA defaults to ../shared/data/gsm8k.
 set -euo pipefail
@@ -34,6 +34,8 @@ wait
 # Third round, the small only (it drafts in the tuned cascade): 1500 steps more (2.4 epochs),
 # about 14 minutes alone.
 node dist/scripts/train.js "${dcommon[@]}" --init models/small --out models/small --state-dir models/.train-state/small-distill3 --preset small --steps 1500 --lr 7e-4 --seed 33
+# Fourth round, the small only: 2500 steps more at a lower peak lr (4 epochs), about 25 minutes alone.
+node dist/scripts/train.js "${dcommon[@]}" --init models/small --out models/small --state-dir models/.train-state/small-distill4 --preset small --steps 2500 --lr 5e-4 --seed 44
 # Draft vocabularies: the target's answer tokens on the training questions, then reference ones.
 node dist/scripts/build-draft-vocab.js --target "$DISTILL" --reference "$DATA/train.jsonl" --tokenizer models/tokenizer --size 1024 --out models/small,models/mid
 for m in mid small; do
@@ -41,6 +43,7 @@ for m in mid small; do
   cp "models/.train-state/$m-distill2/log.jsonl" "docs/training/$m-distill2.jsonl"
 done
 cp models/.train-state/small-distill3/log.jsonl docs/training/small-distill3.jsonl
+cp models/.train-state/small-distill4/log.jsonl docs/training/small-distill4.jsonl
 node dist/scripts/build-bigram.js --data "$DATA/train.jsonl" --tokenizer models/tokenizer --out models/target
 for m in target mid small; do cp "models/.train-state/$m/log.jsonl" "docs/training/$m.jsonl"; done
 node dist/scripts/eval-family.js --models models --test "$DATA/test.jsonl" --out docs
