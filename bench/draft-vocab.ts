@@ -11,7 +11,8 @@ import * as path from 'path';
 import { formatHelp, parseArgs, UsageError, type FlagSpec } from '../lib/cli/args';
 import { readPrompts } from '../lib/cli/datasets';
 import { promptTemplate } from '../lib/cli/defaults';
-import { familyCascade, familyDir, FAMILY_DRAFTS } from '../lib/cli/family';
+import { FALLBACK_CASCADE, familyCascade, familyDir, FAMILY_DRAFTS } from '../lib/cli/family';
+import { parseMethod } from '../lib/cli/methods';
 import { Model } from '../lib/model';
 import type { GenerateOptions } from '../lib/options';
 import type { CascadeMatrix } from '../lib/cascade/config';
@@ -20,7 +21,7 @@ const FLAGS: Record<string, FlagSpec> = {
   dataset: { type: 'string', help: 'GSM8K jsonl' },
   limit: { type: 'int', help: 'prompts', default: 60, min: 1 },
   'max-new-tokens': { type: 'int', help: 'tokens per prompt', default: 128, min: 1 },
-  methods: { type: 'string', help: 'sd:DRAFT@K or csd (the tuned cascade), comma-separated', default: 'sd:small@7,sd:mid@6,csd' },
+  methods: { type: 'string', help: "the bench's method syntax (sd:DRAFT@K, csd = the tuned cascade, ...), comma-separated", default: 'sd:small@7,sd:mid@6,csd' },
   threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
   out: { type: 'string', help: 'JSON file for the results' },
   help: { type: 'boolean', help: 'show this help' },
@@ -44,8 +45,9 @@ export interface DraftVocabRow {
 }
 
 /**
- * Runs AR and each method (`sd:DRAFT@K`, or `csd` with `cascade`) with the drafts of `all` and of
- * `restricted` in turn, prompt by prompt; throws if any output differs from AR's.
+ * Runs AR and each method (the bench's syntax, parseMethod: `sd:DRAFT@K`, `csd` with `cascade`,
+ * ...) with the drafts of `all` and of `restricted` in turn, prompt by prompt; throws if any
+ * output differs from AR's.
  */
 export async function compareDraftVocabularies(
   target: Model,
@@ -54,12 +56,8 @@ export async function compareDraftVocabularies(
   methods: string[],
   options: { maxNewTokens: number; cascade?: CascadeMatrix; onPrompt?: (done: number) => void },
 ): Promise<DraftVocabRow[]> {
-  const optionsOf = (spec: string, drafts: Record<string, Model>): GenerateOptions => {
-    if (spec === 'csd' && options.cascade) return { method: 'csd', cascade: options.cascade, draftModels: drafts };
-    const m = /^sd:(\w+)@(\d+)$/.exec(spec);
-    if (!m || !drafts[m[1]]) throw new UsageError(`bad method "${spec}": expected sd:DRAFT@K (DRAFT one of ${Object.keys(drafts).join(', ')}) or csd`);
-    return { method: 'sd', draftModel: drafts[m[1]], k: Number(m[2]) };
-  };
+  const defaults = { k: 4, draft: 'small', cascade: options.cascade ?? FALLBACK_CASCADE };
+  const optionsOf = (spec: string, drafts: Record<string, Model>): GenerateOptions => parseMethod(spec, { target, drafts }, defaults).options;
   const runs: Array<[string, GenerateOptions]> = [['ar', {}]];
   for (const spec of methods)
     for (const [variant, drafts] of Object.entries(variants)) runs.push([`${spec} ${variant}`, optionsOf(spec, drafts)]);

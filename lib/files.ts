@@ -65,6 +65,13 @@ export function weightFiles(dir: string): string[] {
   throw new Error(`model folder ${dir}: no model.safetensors or model.safetensors.index.json`);
 }
 
+/** Writes little-endian int32 values (the format of the token-id files a model folder holds). */
+export function writeInt32File(file: string, values: Int32Array): void {
+  const buf = Buffer.alloc(values.length * 4);
+  values.forEach((v, i) => buf.writeInt32LE(v, i * 4));
+  fs.writeFileSync(file, buf);
+}
+
 /** Reads a set of token ids (little-endian int32, strictly increasing), e.g. a draft vocabulary. */
 export function readTokenIdSet(file: string, vocabSize: number): Int32Array {
   const buf = fs.readFileSync(file);

@@ -103,6 +103,8 @@ export class Model {
     readonly tokenizer: TextTokenizer,
     readonly native: NativeModel,
     readonly contextLength: number,
+    /** The draft vocabulary's ids as loaded (increasing), or null. */
+    private readonly draftIds: Int32Array | null,
   ) {}
 
   /** Loads a Hugging Face model folder (config.json, safetensors weights, tokenizer.json). */
@@ -133,9 +135,7 @@ export class Model {
     const addon = loadNative();
     const draftVocabulary = resolveDraftVocabulary(abs, config.vocabSize, options.draftVocabulary);
     const native = new addon.Model(config, shards, { dtype, threads, kernels: options.kernels ?? true, draftVocabulary });
-    const model = new Model(abs, config, tokenizer, native, contextLength);
-    model.draftIds = draftVocabulary ?? null;
-    return model;
+    return new Model(abs, config, tokenizer, native, contextLength, draftVocabulary ?? null);
   }
 
   get numParams(): number {
@@ -145,7 +145,6 @@ export class Model {
   get draftVocabularySize(): number {
     return this.native.draftVocabularySize;
   }
-  private draftIds: Int32Array | null = null;
   /** The draft vocabulary's token ids (increasing; a copy), or null when drafts use every token. */
   get draftVocabulary(): Int32Array | null {
     return this.draftIds ? this.draftIds.slice() : null;

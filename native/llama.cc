@@ -96,6 +96,22 @@ std::pair<torch::Tensor, torch::Tensor> LlamaModel::rope_tables(int64_t position
   return {rope_cos_, rope_sin_};
 }
 
+namespace {
+// A [rows, cols] matrix held in `dtype` (bfloat16 or float16), packed for the kernels.
+kernels::PackedWeight packed(const torch::Tensor& t, torch::ScalarType dtype, bool glu = false) {
+  const auto wtype = dtype == torch::kFloat16 ? kernels::WeightType::F16 : kernels::WeightType::BF16;
+  const auto stype = dtype == torch::kFloat16 ? kernels::SourceType::F16 : kernels::SourceType::BF16;
+  auto ct = t.contiguous();
+  return kernels::pack(ct.data_ptr(), stype, ct.size(0), ct.size(1), wtype, glu);
+}
+
+// A packed weight back as a [n, k] tensor of `dtype` (exact: the packed values are that type's).
+torch::Tensor unpacked(const kernels::PackedWeight& w, torch::ScalarType dtype) {
+  auto v = kernels::unpack(w);
+  return torch::from_blob(v.data(), {w.n, w.k}, torch::kFloat32).to(dtype);
+}
+}  // namespace
+
 std::shared_ptr<LlamaModel> LlamaModel::load(const ModelConfig& cfg, const std::vector<std::string>& shards,
                                              torch::ScalarType dtype, torch::Device device, bool use_kernels) {
   if (use_kernels && (!device.is_cpu() || (dtype != torch::kBFloat16 && dtype != torch::kFloat16)))
@@ -134,15 +150,8 @@ std::shared_ptr<LlamaModel> LlamaModel::load(const ModelConfig& cfg, const std::
   m->final_norm = get("model.norm.weight", {H}, small_dtype);
   // A tied checkpoint may still store lm_head.weight; Hugging Face uses the embedding then.
   m->lm_head = c.tie_word_embeddings ? m->embed : get("lm_head.weight", {c.vocab_size, H}, dtype);
-  // Packs a [rows, cols] matrix in `dtype` for the kernels.
-  const auto wtype = dtype == torch::kFloat16 ? kernels::WeightType::F16 : kernels::WeightType::BF16;
-  const auto stype = dtype == torch::kFloat16 ? kernels::SourceType::F16 : kernels::SourceType::BF16;
-  auto packed = [&](const torch::Tensor& t, bool glu = false) {
-    auto ct = t.contiguous();
-    return kernels::pack(ct.data_ptr(), stype, ct.size(0), ct.size(1), wtype, glu);
-  };
   if (use_kernels) {
-    m->khead_ = packed(m->lm_head);
+    m->khead_ = packed(m->lm_head, dtype);
     if (!c.tie_word_embeddings) m->lm_head = torch::Tensor();  // only the packed copy is used
   }
   for (int64_t i = 0; i < c.num_layers; ++i) {
@@ -161,7 +170,7 @@ std::shared_ptr<LlamaModel> LlamaModel::load(const ModelConfig& cfg, const std::
     w.w_down = get(p + "mlp.down_proj.weight", {H, I}, dtype);
     if (use_kernels) {
       // The matrices live on packed only; the layer keeps its norms and biases.
-      m->klayers_.push_back({packed(w.wqkv), packed(w.wo), packed(w.w_gate_up, /*glu=*/true), packed(w.w_down)});
+      m->klayers_.push_back({packed(w.wqkv, dtype), packed(w.wo, dtype), packed(w.w_gate_up, dtype, /*glu=*/true), packed(w.w_down, dtype)});
       w.wqkv = w.wo = w.w_gate_up = w.w_down = torch::Tensor();
     }
     m->layers_.push_back(std::move(w));
@@ -215,13 +224,6 @@ int64_t LlamaModel::num_params() const {
   return n;
 }
 
-namespace {
-// A packed weight back as a [n, k] tensor of `dtype` (exact: the packed values are that type's).
-torch::Tensor unpacked(const kernels::PackedWeight& w, torch::ScalarType dtype) {
-  auto v = kernels::unpack(w);
-  return torch::from_blob(v.data(), {w.n, w.k}, torch::kFloat32).to(dtype);
-}
-}  // namespace
 
 std::vector<torch::Tensor> LlamaModel::parameters() const {
   if (kernels_) {
@@ -392,10 +394,7 @@ void LlamaModel::set_draft_vocabulary(const std::vector<int64_t>& ids) {
   auto index = torch::tensor(ids, torch::kInt64);
   if (kernels_) {
     // The rows in the weight dtype (lm_head is kept only when tied; else from the packed copy).
-    auto rows = (lm_head.defined() ? lm_head : unpacked(khead_, dtype_)).to(torch::kCPU).index_select(0, index).contiguous();
-    const auto wtype = dtype_ == torch::kFloat16 ? kernels::WeightType::F16 : kernels::WeightType::BF16;
-    const auto stype = dtype_ == torch::kFloat16 ? kernels::SourceType::F16 : kernels::SourceType::BF16;
-    kdraft_head_ = kernels::pack(rows.data_ptr(), stype, rows.size(0), rows.size(1), wtype, false);
+    kdraft_head_ = packed((lm_head.defined() ? lm_head : unpacked(khead_, dtype_)).to(torch::kCPU).index_select(0, index), dtype_);
   }
   draft_mask_ = torch::full({V}, -std::numeric_limits<float>::infinity(), torch::kFloat32);
   draft_mask_.index_fill_(0, index, 0.f);

@@ -7,9 +7,9 @@
  *
  *   node dist/scripts/build-bigram.js --data FILE[,FILE] [--format gsm8k|text] --tokenizer DIR --out DIR[,DIR...]
  */
-import * as fs from 'fs';
 import * as path from 'path';
 
+import { writeInt32File } from '../lib/files';
 import { BIGRAM_FILE } from '../lib/model';
 import { loadTokenizerDir, tokenStream } from './train';
 import { readTexts, type DataFormat } from './train-tokenizer';
@@ -32,12 +32,6 @@ export function bigramTable(stream: Int32Array, vocabSize: number): Int32Array {
   return table;
 }
 
-export function writeBigramTable(file: string, table: Int32Array): void {
-  const buf = Buffer.alloc(table.length * 4);
-  table.forEach((v, i) => buf.writeInt32LE(v, i * 4));
-  fs.writeFileSync(file, buf);
-}
-
 function main(argv: string[]): void {
   const arg = (name: string): string | undefined => {
     const i = argv.indexOf(`--${name}`);
@@ -55,7 +49,7 @@ function main(argv: string[]): void {
   for (const id of tok.get_vocab(true).values()) vocab = Math.max(vocab, id + 1);
   const table = bigramTable(tokenStream(tok, readTexts(data.split(','), format), eos), vocab);
   for (const dir of out.split(',')) {
-    writeBigramTable(path.join(dir, BIGRAM_FILE), table);
+    writeInt32File(path.join(dir, BIGRAM_FILE), table);
     process.stderr.write(`build-bigram: wrote ${path.join(dir, BIGRAM_FILE)} (${table.filter((t) => t >= 0).length}/${vocab} tokens with a successor)\n`);
   }
 }

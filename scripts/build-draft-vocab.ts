@@ -20,6 +20,7 @@ import * as path from 'path';
 
 import type { Tokenizer } from '@huggingface/tokenizers';
 
+import { writeInt32File } from '../lib/files';
 import { DRAFT_VOCAB_FILE } from '../lib/model';
 import { loadTokenizerDir } from './train';
 import { formatGsm8k, formatGsm8kPrompt } from './train-tokenizer';
@@ -85,10 +86,8 @@ function main(argv: string[]): void {
   const own = answerTokenCounts(tok, readGsm8k(target));
   const template = tok.encode(formatGsm8kPrompt(''), { add_special_tokens: false }).ids;
   const ids = draftVocabulary(own, answerTokenCounts(tok, readGsm8k(reference)), size, [eos, ...template]);
-  const buf = Buffer.alloc(ids.length * 4);
-  ids.forEach((v, i) => buf.writeInt32LE(v, i * 4));
   for (const dir of out.split(',')) {
-    fs.writeFileSync(path.join(dir, DRAFT_VOCAB_FILE), buf);
+    writeInt32File(path.join(dir, DRAFT_VOCAB_FILE), ids);
     process.stderr.write(`build-draft-vocab: wrote ${path.join(dir, DRAFT_VOCAB_FILE)} (${ids.length} ids; the target's answers use ${own.size})\n`);
   }
 }

@@ -3,6 +3,7 @@
 // runs and processes.
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 
 import { assertSameVocabulary, Model } from '../lib/model';
@@ -88,17 +89,22 @@ describe('default model family', () => {
       console.warn('dist/ not built: skipping the bench check (npm ci builds it)');
       return;
     }
-    const data = path.join(fs.mkdtempSync(path.join(require('os').tmpdir(), 'cascade-family-')), 'q.jsonl');
-    fs.writeFileSync(data, JSON.stringify({ question, answer: '' }) + '\n');
-    const sizes: number[] = [];
-    for (const extra of [[], ['--full-draft-vocabulary']]) {
-      const args = [cli, 'bench', '--dataset', data, '--limit', '1', '--max-new-tokens', '24', '--warmup', '0', '--methods', 'ar,sd:small@4,csd', '--json', ...extra];
-      const r = spawnSync(process.execPath, args, { encoding: 'utf8' });
-      expect(r.status).toBe(0);
-      const report = JSON.parse(r.stdout) as { methods: Array<{ identicalToAR: boolean }>; models: Record<string, { draftVocabularySize?: number }> };
-      expect(report.methods.every((m) => m.identicalToAR)).toBe(true);
-      sizes.push(report.models.small.draftVocabularySize!);
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-family-'));
+    try {
+      const data = path.join(tmp, 'q.jsonl');
+      fs.writeFileSync(data, JSON.stringify({ question, answer: '' }) + '\n');
+      const sizes: number[] = [];
+      for (const extra of [[], ['--full-draft-vocabulary']]) {
+        const args = [cli, 'bench', '--dataset', data, '--limit', '1', '--max-new-tokens', '24', '--warmup', '0', '--methods', 'ar,sd:small@4,csd', '--json', ...extra];
+        const r = spawnSync(process.execPath, args, { encoding: 'utf8' });
+        expect(r.status).toBe(0);
+        const report = JSON.parse(r.stdout) as { methods: Array<{ identicalToAR: boolean }>; models: Record<string, { draftVocabularySize?: number }> };
+        expect(report.methods.every((m) => m.identicalToAR)).toBe(true);
+        sizes.push(report.models.small.draftVocabularySize!);
+      }
+      expect(sizes).toEqual([1024, 4096]);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
     }
-    expect(sizes).toEqual([1024, 4096]);
   });
 });

@@ -15,7 +15,7 @@ import type { Family } from '../lib/cli/family';
 import { Model } from '../lib/model';
 import type { Dtype } from '../lib/native';
 import { greedyWithProbabilities } from './helpers/greedy-reference';
-import { makeTinyModel, perturbedCopy } from './helpers/tiny-model';
+import { makeTargetAndNearDraft } from './helpers/tiny-model';
 
 const V = 260;
 const GREEDY = { temperature: 0, topK: 0, topP: 1 };
@@ -25,10 +25,7 @@ let draftDir: string;
 
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-confidence-'));
-  targetDir = path.join(tmp, 'target');
-  makeTinyModel(targetDir, { vocabSize: V, seed: 101 });
-  draftDir = path.join(tmp, 'draft');
-  perturbedCopy(targetDir, draftDir, 0.3, 5);
+  ({ targetDir, draftDir } = makeTargetAndNearDraft(tmp, V));
 });
 afterAll(() => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });

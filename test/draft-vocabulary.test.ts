@@ -14,7 +14,8 @@ import { DRAFT_VOCAB_FILE, Model } from '../lib/model';
 import type { Dtype } from '../lib/native';
 import { draftVocabulary } from '../scripts/build-draft-vocab';
 import { greedyWithProbabilities } from './helpers/greedy-reference';
-import { makeTinyModel, mulberry32, perturbedCopy } from './helpers/tiny-model';
+import { writeInt32File } from '../lib/files';
+import { makeTargetAndNearDraft, makeTinyModel, mulberry32, perturbedCopy } from './helpers/tiny-model';
 
 const V = 260;
 const GREEDY = { temperature: 0, topK: 0, topP: 1 };
@@ -24,10 +25,7 @@ let draftDir: string;
 
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-draft-vocab-'));
-  targetDir = path.join(tmp, 'target');
-  makeTinyModel(targetDir, { vocabSize: V, seed: 101 });
-  draftDir = path.join(tmp, 'draft');
-  perturbedCopy(targetDir, draftDir, 0.3, 5);
+  ({ targetDir, draftDir } = makeTargetAndNearDraft(tmp, V));
 });
 afterAll(() => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
@@ -129,9 +127,7 @@ test("the folder's draft-vocab.i32 is the default; null turns it off", () => {
   const dir = path.join(tmp, 'with-file');
   makeTinyModel(dir, { vocabSize: V, seed: 5 });
   const ids = [0, 3, 17, 200];
-  const buf = Buffer.alloc(16);
-  ids.forEach((v, i) => buf.writeInt32LE(v, i * 4));
-  fs.writeFileSync(path.join(dir, DRAFT_VOCAB_FILE), buf);
+  writeInt32File(path.join(dir, DRAFT_VOCAB_FILE), Int32Array.from(ids));
   expect(Model.loadSync(dir).draftVocabularySize).toBe(4);
   expect(Model.loadSync(dir, { draftVocabulary: null }).draftVocabularySize).toBe(V);
   expect(Model.loadSync(dir, { draftVocabulary: [5, 1] }).draftVocabularySize).toBe(2);
@@ -195,9 +191,7 @@ test('generate --full-draft-vocabulary: the draft folder\'s set is ignored; the 
   const { cli } = await import('./helpers/cli');
   const dir = path.join(tmp, 'draft-with-file');
   perturbedCopy(targetDir, dir, 0.3, 5);
-  const buf = Buffer.alloc(8 * 4);
-  [0, 1, 2, 3, 4, 5, 6, 7].forEach((v, i) => buf.writeInt32LE(v, i * 4));
-  fs.writeFileSync(path.join(dir, DRAFT_VOCAB_FILE), buf);
+  writeInt32File(path.join(dir, DRAFT_VOCAB_FILE), Int32Array.of(0, 1, 2, 3, 4, 5, 6, 7));
   const base = ['generate', '--model', targetDir, '--max-new-tokens', '16', '--json', '--raw', 'Hello there'];
   const ar = JSON.parse((await cli(...base)).out);
   const accepted: number[] = [];

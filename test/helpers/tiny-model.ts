@@ -104,6 +104,15 @@ export function editHead(dir: string, scale: number, sigma: number, seed: number
   writeSafetensors(file, t, { format: 'pt' });
 }
 
+/** A tiny target (seed 101) and a draft that is its copy with a noisy lm_head (sigma 0.3: often,
+ * not always, right), written under `dir` as target/ and draft/. */
+export function makeTargetAndNearDraft(dir: string, vocabSize: number): { targetDir: string; draftDir: string } {
+  const targetDir = path.join(dir, 'target'), draftDir = path.join(dir, 'draft');
+  makeTinyModel(targetDir, { vocabSize, seed: 101 });
+  perturbedCopy(targetDir, draftDir, 0.3, 5);
+  return { targetDir, draftDir };
+}
+
 /** Copies a model folder and adds N(0, sigma) noise to its lm_head (a drafter that is often,
  * not always, right). */
 export function perturbedCopy(from: string, to: string, sigma: number, seed: number): void {
