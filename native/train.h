@@ -24,8 +24,15 @@ class Trainer {
   Trainer(const ModelConfig& cfg, const TrainOptions& opts);
 
   // One optimizer step on tokens [B, T + 1] (inputs are the first T, targets the last T).
-  // Returns the mean next-token cross-entropy before the step.
-  double step(const torch::Tensor& tokens, double lr);
+  // loss_mask, when defined, is [B, T] (0/1): only the targets it marks count (e.g. a draft
+  // trained on answers only). Returns the training objective before the step: the mean
+  // next-token cross-entropy, mixed with the teacher's KL term when a teacher is set.
+  double step(const torch::Tensor& tokens, double lr, const torch::Tensor& loss_mask = {});
+  // Knowledge distillation: each step's objective becomes (1 - weight) * cross-entropy +
+  // weight * KL(teacher || model), the teacher's next-token distribution at every counted
+  // position. The teacher must have this model's vocabulary; it runs without gradients, on
+  // the kernels when it was loaded for them (as the target runs at inference). nullptr clears it. eval_loss stays plain cross-entropy.
+  void set_teacher(std::shared_ptr<const LlamaModel> teacher, double weight);
   // Mean cross-entropy over tokens [B, T + 1] without updating.
   double eval_loss(const torch::Tensor& tokens);
   int64_t steps_done() const { return steps_; }
@@ -42,11 +49,17 @@ class Trainer {
   void load_state(const std::string& path);
 
  private:
-  torch::Tensor loss(const torch::Tensor& tokens);
+  torch::Tensor loss(const torch::Tensor& tokens, const torch::Tensor& loss_mask, bool distill);
+  // forward_train under the trainer's autocast setting.
+  torch::Tensor logits_of(const LlamaModel& model, const torch::Tensor& inputs) const;
+  // The teacher's float32 logits [B * T, V] for inputs [B, T].
+  torch::Tensor teacher_logits(const torch::Tensor& inputs) const;
 
   TrainOptions opts_;
   std::shared_ptr<LlamaModel> model_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::shared_ptr<const LlamaModel> teacher_;
+  double teacher_weight_ = 0;
   int64_t steps_ = 0;
 };
 

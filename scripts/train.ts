@@ -7,6 +7,7 @@
  *        [--steps N] [--batch 8] [--lr 2e-3] [--warmup 100] [--seed 0] [--threads 1]
  *        [--format gsm8k|text] [--eval FILE] [--eval-every 200] [--checkpoint-every 200]
  *        [--state-dir DIR] [--resume] [--fp32] [--save-dtype BF16|F16|F32] [--init DIR]
+ *        [--answers-only] [--teacher DIR] [--kd-weight 0.5]
  *
  * Data: GSM8K jsonl records become "Question: {q}\nAnswer: {a}" + EOS, exactly the format the
  * CLI's prompt template produces at inference; --format text trains on raw text files.
@@ -18,6 +19,14 @@
  * fine-tune a draft on distillation data, scripts/distill-data.ts); its config.json must describe
  * the chosen shape. The schedule is the same (warm-up from 0 to --lr, then cosine to 0.1 --lr).
  * With --resume and a saved state, the state wins.
+ *
+ * Draft training (what speculative decoding needs from a draft is the target's next token in
+ * answers, not a model of the questions):
+ * --answers-only counts the loss only where the target token belongs to an answer (after
+ * "\nAnswer:", the closing EOS included); the questions still feed the context. gsm8k only.
+ * --teacher DIR distils from that model folder (bf16 kernels, as the target runs; no gradients):
+ * the objective is (1 - w) * cross-entropy + w * KL(teacher || model), w = --kd-weight.
+ * The log's loss is that objective; its evalLoss stays plain cross-entropy on every token.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -25,6 +34,7 @@ import * as path from 'path';
 import { Tokenizer } from '@huggingface/tokenizers';
 
 import { weightFiles } from '../lib/files';
+import { Model } from '../lib/model';
 import { loadNative, type NativeConfig } from '../lib/native';
 import { mulberry32 } from '../lib/prng';
 import { readTexts, type DataFormat } from './train-tokenizer';
@@ -62,6 +72,9 @@ interface Args {
   bf16: boolean;
   saveDtype: 'BF16' | 'F16' | 'F32';
   init?: string;
+  answersOnly: boolean;
+  teacher?: string;
+  kdWeight: number;
 }
 
 function fail(msg: string): never {
@@ -71,7 +84,7 @@ function fail(msg: string): never {
 
 export function parseTrainArgs(argv: string[]): Args {
   const raw: Record<string, string | boolean> = {};
-  const booleans = new Set(['resume', 'fp32']);
+  const booleans = new Set(['resume', 'fp32', 'answers-only']);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (!a.startsWith('--')) fail(`unexpected argument ${a}`);
@@ -81,7 +94,8 @@ export function parseTrainArgs(argv: string[]): Args {
     else fail(`--${name} needs a value`);
   }
   const known = new Set(['data', 'format', 'tokenizer', 'out', 'preset', 'hidden', 'layers', 'heads', 'kv-heads', 'intermediate', 'context',
-    'steps', 'batch', 'lr', 'warmup', 'seed', 'threads', 'eval', 'eval-every', 'checkpoint-every', 'state-dir', 'resume', 'fp32', 'save-dtype', 'init']);
+    'steps', 'batch', 'lr', 'warmup', 'seed', 'threads', 'eval', 'eval-every', 'checkpoint-every', 'state-dir', 'resume', 'fp32', 'save-dtype', 'init',
+    'answers-only', 'teacher', 'kd-weight']);
   for (const k of Object.keys(raw)) if (!known.has(k)) fail(`unknown option --${k}`);
   const preset = PRESETS[(raw.preset as string) ?? 'target'];
   if (!preset) fail(`unknown --preset ${String(raw.preset)} (target, mid, small)`);
@@ -103,6 +117,11 @@ export function parseTrainArgs(argv: string[]): Args {
   if (!['BF16', 'F16', 'F32'].includes(saveDtype)) fail('--save-dtype must be BF16, F16 or F32');
   const out = raw.out as string;
   if (raw.init !== undefined && !fs.existsSync(path.join(raw.init as string, 'config.json'))) fail(`--init ${String(raw.init)}: no config.json there`);
+  if (raw.teacher !== undefined && !fs.existsSync(path.join(raw.teacher as string, 'config.json'))) fail(`--teacher ${String(raw.teacher)}: no config.json there`);
+  if (raw['answers-only'] === true && format !== 'gsm8k') fail('--answers-only needs --format gsm8k (answers are what follows "\nAnswer:")');
+  const kdWeight = raw['kd-weight'] === undefined ? 0.5 : Number(raw['kd-weight']);
+  if (!(kdWeight >= 0 && kdWeight <= 1)) fail('--kd-weight must be a number in [0, 1]');
+  if (raw['kd-weight'] !== undefined && raw.teacher === undefined) fail('--kd-weight needs --teacher');
   return {
     data, format, tokenizer: raw.tokenizer as string, out,
     hidden: num('hidden', preset.hidden), layers: num('layers', preset.layers), heads: num('heads', preset.heads),
@@ -112,6 +131,7 @@ export function parseTrainArgs(argv: string[]): Args {
     eval: raw.eval as string | undefined, evalEvery: num('eval-every', 200), checkpointEvery: num('checkpoint-every', 200),
     stateDir: (raw['state-dir'] as string) ?? path.join(out, '..', '.train-state', path.basename(out)),
     resume: raw.resume === true, bf16: raw.fp32 !== true, saveDtype, init: raw.init as string | undefined,
+    answersOnly: raw['answers-only'] === true, teacher: raw.teacher as string | undefined, kdWeight,
   };
 }
 
@@ -132,13 +152,46 @@ export function tokenStream(tok: Tokenizer, texts: string[], eos: number): Int32
   return Int32Array.from(parts);
 }
 
-export function sampleBatch(stream: Int32Array, batch: number, context: number, rand: () => number): Int32Array {
+/**
+ * For tokenStream(tok, texts, eos) of gsm8k records ("Question: q\nAnswer: a"), one flag per
+ * stream token: 1 where the token belongs to an answer (what follows "\nAnswer:", and the EOS
+ * that closes the record). Where the record's tokens do not start with its question part's own
+ * tokens (a merge across the boundary), its answer starts at the first token that differs.
+ */
+export function answerFlags(tok: Tokenizer, texts: string[]): Uint8Array {
+  const parts: number[] = [0];
+  for (const t of texts) {
+    const ids = tok.encode(t, { add_special_tokens: false }).ids;
+    const cut = t.indexOf('\nAnswer:');
+    let start = ids.length;
+    if (cut >= 0) {
+      const q = tok.encode(t.slice(0, cut + '\nAnswer:'.length), { add_special_tokens: false }).ids;
+      start = 0;
+      while (start < q.length && start < ids.length && q[start] === ids[start]) start++;
+    }
+    for (let i = 0; i < ids.length; i++) parts.push(i >= start ? 1 : 0);
+    parts.push(cut >= 0 ? 1 : 0);
+  }
+  return Uint8Array.from(parts);
+}
+
+/** A batch of windows of context + 1 tokens; with `flags` (one per stream token), also the
+ * loss mask of its targets (each window's last `context` flags). */
+export function sampleBatch(stream: Int32Array, batch: number, context: number, rand: () => number): Int32Array;
+export function sampleBatch(
+  stream: Int32Array, batch: number, context: number, rand: () => number, flags: Uint8Array,
+): { tokens: Int32Array; mask: Uint8Array };
+export function sampleBatch(
+  stream: Int32Array, batch: number, context: number, rand: () => number, flags?: Uint8Array,
+): Int32Array | { tokens: Int32Array; mask: Uint8Array } {
   const out = new Int32Array(batch * (context + 1));
+  const mask = flags ? new Uint8Array(batch * context) : undefined;
   for (let b = 0; b < batch; b++) {
     const start = Math.floor(rand() * (stream.length - context - 1));
     out.set(stream.subarray(start, start + context + 1), b * (context + 1));
+    mask?.set(flags!.subarray(start + 1, start + context + 1), b * context);
   }
-  return out;
+  return mask ? { tokens: out, mask } : out;
 }
 
 function learningRate(a: Args, step: number): number {
@@ -194,7 +247,10 @@ export function main(argv: string[]): void {
   let vocab = 0;
   for (const id of tok.get_vocab(true).values()) vocab = Math.max(vocab, id + 1);
   const t0 = Date.now();
-  const stream = tokenStream(tok, readTexts(a.data, a.format), eos);
+  const texts = readTexts(a.data, a.format);
+  const stream = tokenStream(tok, texts, eos);
+  const flags = a.answersOnly ? answerFlags(tok, texts) : undefined;
+  if (flags && flags.length !== stream.length) fail('internal: answer flags do not line up with the token stream');
   const evalStream = a.eval ? tokenStream(tok, readTexts([a.eval], a.format), eos) : undefined;
   process.stderr.write(`train: ${stream.length} training tokens (${((Date.now() - t0) / 1000).toFixed(1)} s to tokenize)\n`);
 
@@ -207,6 +263,16 @@ export function main(argv: string[]): void {
   if (!Number.isInteger(cfg.headDim) || cfg.headDim % 2) fail('--hidden / --heads must be an even integer');
   const native = loadNative();
   const trainer = new native.Trainer(cfg, { seed: a.seed, bf16: a.bf16, threads: a.threads });
+  if (a.teacher) {
+    let teacher: Model;
+    try {
+      teacher = Model.loadSync(a.teacher, { dtype: 'bfloat16', threads: a.threads, draftVocabulary: null });
+      trainer.setTeacher(teacher.native, a.kdWeight);
+    } catch (e) {
+      fail(`--teacher ${a.teacher}: ${(e as Error).message}`);
+    }
+    process.stderr.write(`train: distilling from ${a.teacher} (kd weight ${a.kdWeight})\n`);
+  }
   fs.mkdirSync(a.stateDir, { recursive: true });
   const stateFile = path.join(a.stateDir, 'state.pt');
   const logFile = path.join(a.stateDir, 'log.jsonl');
@@ -239,9 +305,10 @@ export function main(argv: string[]): void {
   const startStep = trainer.stepsDone;
   let smooth = NaN;
   for (let step = trainer.stepsDone; step < a.steps; step++) {
-    const batch = sampleBatch(stream, a.batch, a.context, mulberry32(a.seed * 1_000_003 + step));
+    const rand = mulberry32(a.seed * 1_000_003 + step);
+    const batch = flags ? sampleBatch(stream, a.batch, a.context, rand, flags) : { tokens: sampleBatch(stream, a.batch, a.context, rand) };
     const lr = learningRate(a, step);
-    const loss = trainer.step(batch, a.batch, lr);
+    const loss = trainer.step(batch.tokens, a.batch, lr, 'mask' in batch ? batch.mask : undefined);
     smooth = Number.isNaN(smooth) ? loss : 0.95 * smooth + 0.05 * loss;
     const entry: Record<string, number> = { step: step + 1, loss, lr, tokens: (step + 1) * tokensPerStep };
     const done = step + 1;

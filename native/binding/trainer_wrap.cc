@@ -12,6 +12,7 @@ Napi::Function TrainerWrap::Init(Napi::Env env) {
                       InstanceMethod<&TrainerWrap::LoadWeights>("loadWeights"),
                       InstanceMethod<&TrainerWrap::SaveState>("saveState"),
                       InstanceMethod<&TrainerWrap::LoadState>("loadState"),
+                      InstanceMethod<&TrainerWrap::SetTeacher>("setTeacher"),
                       InstanceAccessor<&TrainerWrap::StepsDone>("stepsDone"),
                       InstanceAccessor<&TrainerWrap::NumParams>("numParams")});
 }
@@ -47,11 +48,36 @@ torch::Tensor TrainerWrap::batch_arg(const Napi::CallbackInfo& info) const {
   return torch::tensor(ids, torch::kInt64).view({B, int64_t(ids.size()) / B});
 }
 
+// step(tokens, batch, lr, lossMask?: Uint8Array of batch * T flags, one per target).
 Napi::Value TrainerWrap::Step(const Napi::CallbackInfo& info) {
   auto batch = batch_arg(info);
   if (info.Length() < 3 || !info[2].IsNumber()) throw Napi::TypeError::New(info.Env(), "learning rate must be a number");
+  torch::Tensor mask;
+  if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) {
+    if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      throw Napi::TypeError::New(info.Env(), "lossMask must be a Uint8Array");
+    auto m = info[3].As<Napi::Uint8Array>();
+    const int64_t B = batch.size(0), T = batch.size(1) - 1;
+    if (int64_t(m.ElementLength()) != B * T)
+      throw Napi::RangeError::New(info.Env(), "lossMask must hold batch * T = " + std::to_string(B * T) + " flags, got " +
+                                                  std::to_string(m.ElementLength()));
+    mask = torch::from_blob(m.Data(), {B, T}, torch::kUInt8).clone();
+  }
   if (at::get_num_threads() != threads_) at::set_num_threads(threads_);
-  return Napi::Number::New(info.Env(), trainer_->step(batch, info[2].As<Napi::Number>().DoubleValue()));
+  return Napi::Number::New(info.Env(), trainer_->step(batch, info[2].As<Napi::Number>().DoubleValue(), mask));
+}
+
+// setTeacher(model: Model | null, weight = 0.5): distil from a loaded float32 model.
+Napi::Value TrainerWrap::SetTeacher(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || info[0].IsNull() || info[0].IsUndefined()) {
+    trainer_->set_teacher(nullptr, 0);
+    return env.Undefined();
+  }
+  auto* teacher = ModelWrap::FromValue(env, info[0]);
+  double weight = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0.5;
+  trainer_->set_teacher(teacher->model, weight);
+  return env.Undefined();
 }
 
 Napi::Value TrainerWrap::EvalLoss(const Napi::CallbackInfo& info) {

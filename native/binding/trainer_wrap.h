@@ -21,6 +21,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   Napi::Value LoadWeights(const Napi::CallbackInfo& info);
   Napi::Value SaveState(const Napi::CallbackInfo& info);
   Napi::Value LoadState(const Napi::CallbackInfo& info);
+  Napi::Value SetTeacher(const Napi::CallbackInfo& info);
   Napi::Value StepsDone(const Napi::CallbackInfo& info);
   Napi::Value NumParams(const Napi::CallbackInfo& info);
 
