@@ -114,8 +114,9 @@ export interface NativeTrainer {
   /** lossMask: batch * T flags (T = tokens per row - 1), 1 where the target counts. */
   step(tokens: Int32Array, batch: number, lr: number, lossMask?: Uint8Array): number;
   /** Distils from `teacher` (a loaded model with this vocabulary): each step's objective
-   *  becomes (1 - weight) * cross-entropy + weight * KL(teacher || model); null clears it. */
-  setTeacher(teacher: NativeModel | null, weight?: number): void;
+   *  becomes (1 - weight) * cross-entropy + weight * the teacher's term: KL(teacher || model)
+   *  ('kl', the default) or the cross-entropy of the teacher's argmax ('argmax'); null clears it. */
+  setTeacher(teacher: NativeModel | null, weight?: number, term?: 'kl' | 'argmax'): void;
   evalLoss(tokens: Int32Array, batch: number): number;
   saveWeights(path: string, dtype: 'F32' | 'F16' | 'BF16'): void;
   /** Replaces the weights by a Hugging Face checkpoint's (safetensors file or shards); throws

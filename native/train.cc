@@ -70,10 +70,14 @@ torch::Tensor Trainer::loss(const torch::Tensor& tokens, const torch::Tensor& lo
       torch::NoGradGuard no_grad;
       teacher_log_probs = torch::log_softmax(teacher_logits(inputs).reshape({-1, V}), -1);
     }
-    // KL(teacher || model) per position: the teacher's full next-token distribution, not only
-    // its argmax, is what the draft learns to match.
-    auto kl = (teacher_log_probs.exp() * (teacher_log_probs - log_probs)).sum(-1);
-    per_position = (1 - teacher_weight_) * per_position + teacher_weight_ * kl;
+    torch::Tensor term;
+    if (teacher_term_ == TeacherTerm::kl) {
+      term = (teacher_log_probs.exp() * (teacher_log_probs - log_probs)).sum(-1);
+    } else {
+      // The first maximal index, as greedy decoding picks (ties are vanishingly rare in fp32).
+      term = -log_probs.gather(1, teacher_log_probs.argmax(-1, true)).squeeze(1);
+    }
+    per_position = (1 - teacher_weight_) * per_position + teacher_weight_ * term;
   }
   if (!loss_mask.defined()) return per_position.mean();
   auto mask = loss_mask.reshape({-1}).to(torch::kFloat32);
@@ -98,7 +102,7 @@ torch::Tensor Trainer::teacher_logits(const torch::Tensor& inputs) const {
   return teacher_->forward_packed(inputs.reshape({-1}), ptrs, std::vector<int64_t>(B, T), true);
 }
 
-void Trainer::set_teacher(std::shared_ptr<const LlamaModel> teacher, double weight) {
+void Trainer::set_teacher(std::shared_ptr<const LlamaModel> teacher, double weight, TeacherTerm term) {
   if (teacher) {
     if (teacher->config().vocab_size != model_->config().vocab_size)
       throw std::invalid_argument("setTeacher: the teacher's vocabulary (" + std::to_string(teacher->config().vocab_size) +
@@ -107,6 +111,7 @@ void Trainer::set_teacher(std::shared_ptr<const LlamaModel> teacher, double weig
   }
   teacher_ = std::move(teacher);
   teacher_weight_ = teacher_ ? weight : 0;
+  teacher_term_ = term;
 }
 
 double Trainer::step(const torch::Tensor& tokens, double lr, const torch::Tensor& loss_mask) {

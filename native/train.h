@@ -29,10 +29,13 @@ class Trainer {
   // next-token cross-entropy, mixed with the teacher's KL term when a teacher is set.
   double step(const torch::Tensor& tokens, double lr, const torch::Tensor& loss_mask = {});
   // Knowledge distillation: each step's objective becomes (1 - weight) * cross-entropy +
-  // weight * KL(teacher || model), the teacher's next-token distribution at every counted
-  // position. The teacher must have this model's vocabulary; it runs without gradients, on
-  // the kernels when it was loaded for them (as the target runs at inference). nullptr clears it. eval_loss stays plain cross-entropy.
-  void set_teacher(std::shared_ptr<const LlamaModel> teacher, double weight);
+  // weight * the teacher's term at every counted position: KL(teacher || model), the teacher's
+  // whole next-token distribution, or (argmax) the cross-entropy of the teacher's greedy token,
+  // what a greedy draft must predict, in whatever context the data gives. The teacher must
+  // have this model's vocabulary; it runs without gradients, on the kernels when it was loaded
+  // for them (as the target runs at inference). nullptr clears it. eval_loss stays plain cross-entropy.
+  enum class TeacherTerm { kl, argmax };
+  void set_teacher(std::shared_ptr<const LlamaModel> teacher, double weight, TeacherTerm term = TeacherTerm::kl);
   // Mean cross-entropy over tokens [B, T + 1] without updating.
   double eval_loss(const torch::Tensor& tokens);
   int64_t steps_done() const { return steps_; }
@@ -60,6 +63,7 @@ class Trainer {
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   std::shared_ptr<const LlamaModel> teacher_;
   double teacher_weight_ = 0;
+  TeacherTerm teacher_term_ = TeacherTerm::kl;
   int64_t steps_ = 0;
 };
 

@@ -1,13 +1,19 @@
 /**
- * Sequence-level distillation data: the target's own greedy continuations of GSM8K questions,
+ * Sequence-level distillation data: the target's own continuations of GSM8K questions (greedy,
+ * or sampled with --temperature),
  * written as GSM8K jsonl ({"question", "answer"}) for scripts/train.ts, so that a draft trained
  * on it learns to predict what the target will say (the acceptance of speculative decoding).
  *
  *   node dist/scripts/distill-data.js --model models/target --data ../shared/data/gsm8k/train.jsonl
  *        --out FILE [--max-new-tokens 160] [--batch 16] [--limit N] [--threads 1] [--dtype bfloat16]
+ *        [--temperature T --seed S]
  *
  * Each question is wrapped in the model's prompt template ("Question: {q}\nAnswer:") and
- * continued greedily until EOS, --max-new-tokens, or the context ends. Sequences are decoded
+ * continued greedily (or, with --temperature, sampled: question i with seed S + i, as
+ * model.generate samples with that seed) until EOS, --max-new-tokens, or the context ends.
+ * Sampled answers are text the target writes but not its greedy text: a draft trained on them
+ * with the teacher's argmax as its labels (train.ts --teacher --kd-term argmax) learns what the
+ * target says next in more contexts than the greedy answers alone hold. Sequences are decoded
  * together (continuous batching through the native verifyBatch: one packed pass per token for all
  * of them), which gives exactly the tokens of plain greedy generation one at a time.
  *
@@ -30,6 +36,10 @@ import type { Sequence } from '../lib/sequence';
 export interface DistillOptions {
   maxNewTokens?: number;
   batch?: number;
+  /** 0 (the default): greedy. Otherwise prompt i is sampled at this temperature (no top-k or
+   *  top-p) with seed `seed + i`. */
+  temperature?: number;
+  seed?: number;
   /** Called after each finished question with (done, total). */
   onProgress?: (done: number, total: number) => void;
 }
@@ -53,12 +63,14 @@ export function promptTemplate(dir: string): string {
 }
 
 /**
- * Greedy continuations of `prompts` (token ids), decoded `batch` at a time through verifyBatch.
- * Results are in the order of `prompts`.
+ * Continuations of `prompts` (token ids), greedy or sampled (options.temperature), decoded
+ * `batch` at a time through verifyBatch. Results are in the order of `prompts`.
  */
-export async function greedyContinuations(model: Model, prompts: number[][], options: DistillOptions = {}): Promise<Array<{ tokens: number[]; eos: boolean }>> {
+export async function continuations(model: Model, prompts: number[][], options: DistillOptions = {}): Promise<Array<{ tokens: number[]; eos: boolean }>> {
   const maxNew = options.maxNewTokens ?? 160;
   const batch = Math.max(1, options.batch ?? 16);
+  const temperature = options.temperature ?? 0;
+  const sampling = { temperature, topK: 0, topP: 1 };
   const eosIds = new Set(model.tokenizer.eosIds);
   const addon = loadNative();
   const results: Array<{ tokens: number[]; eos: boolean }> = new Array(prompts.length);
@@ -72,6 +84,7 @@ export async function greedyContinuations(model: Model, prompts: number[][], opt
       const index = nextPrompt++;
       const seq = free.pop() ?? model.createSequence();
       seq.truncate(0);
+      if (temperature > 0) seq.native.reseed((options.seed ?? 0) + index);
       const p = prompts[index];
       if (p.length >= seq.capacity) throw new RangeError(`prompt ${index} is ${p.length} tokens; the context is ${seq.capacity}`);
       // The whole prompt is one block of known tokens: the pass prefills it and yields the first token.
@@ -80,7 +93,7 @@ export async function greedyContinuations(model: Model, prompts: number[][], opt
   };
   refill();
   while (active.length > 0) {
-    const out = await addon.verifyBatch(active.map((s) => ({ sequence: s.seq.native, block: s.block, fixed: s.fixed })));
+    const out = await addon.verifyBatch(active.map((s) => ({ sequence: s.seq.native, block: s.block, fixed: s.fixed, sampling })));
     for (let i = active.length - 1; i >= 0; i--) {
       const s = active[i];
       const next = out[i].next;
@@ -129,7 +142,7 @@ export async function main(argv: string[]): Promise<void> {
     if (!argv[i].startsWith('--') || i + 1 >= argv.length) fail(`bad argument ${argv[i]} (every option takes a value)`);
     raw[argv[i].slice(2)] = argv[++i];
   }
-  const known = ['model', 'data', 'out', 'max-new-tokens', 'batch', 'limit', 'threads', 'dtype'];
+  const known = ['model', 'data', 'out', 'max-new-tokens', 'batch', 'limit', 'threads', 'dtype', 'temperature', 'seed'];
   for (const k of Object.keys(raw)) if (!known.includes(k)) fail(`unknown option --${k}`);
   if (!raw.data) fail('--data FILE (GSM8K jsonl, train split) is required');
   if (!raw.out) fail('--out FILE is required');
@@ -147,6 +160,10 @@ export async function main(argv: string[]): Promise<void> {
   const dtype = (raw.dtype ?? 'bfloat16') as Dtype;
   if (!['float32', 'bfloat16', 'float16'].includes(dtype)) fail('--dtype must be float32, bfloat16 or float16');
   if (!fs.existsSync(raw.data)) fail(`--data ${raw.data}: file not found`);
+  const temperature = raw.temperature === undefined ? 0 : Number(raw.temperature);
+  if (!(temperature >= 0 && Number.isFinite(temperature))) fail('--temperature must be a number >= 0');
+  const seed = raw.seed === undefined ? 0 : Number(raw.seed);
+  if (!Number.isSafeInteger(seed) || seed < 0) fail('--seed must be an integer >= 0');
 
   const questions = fs.readFileSync(raw.data, 'utf8').split('\n').filter((l) => l.trim()).slice(0, limit)
     .map((l, i) => {
@@ -170,8 +187,8 @@ export async function main(argv: string[]): Promise<void> {
   if (kept.length < questions.length) process.stderr.write(`distill-data: ${questions.length - kept.length} question(s) skipped: the prompt fills the context\n`);
   const t0 = Date.now();
   let lastReport = 0;
-  const conts = await greedyContinuations(model, prompts, {
-    maxNewTokens, batch,
+  const conts = await continuations(model, prompts, {
+    maxNewTokens, batch, temperature, seed,
     onProgress: (d, n) => {
       if (Date.now() - lastReport > 10_000 || d === n) {
         lastReport = Date.now();

@@ -7,7 +7,7 @@
  *        [--steps N] [--batch 8] [--lr 2e-3] [--warmup 100] [--seed 0] [--threads 1]
  *        [--format gsm8k|text] [--eval FILE] [--eval-every 200] [--checkpoint-every 200]
  *        [--state-dir DIR] [--resume] [--fp32] [--save-dtype BF16|F16|F32] [--init DIR]
- *        [--answers-only] [--teacher DIR] [--kd-weight 0.5]
+ *        [--answers-only] [--teacher DIR] [--kd-weight 0.5] [--kd-term kl|argmax]
  *
  * Data: GSM8K jsonl records become "Question: {q}\nAnswer: {a}" + EOS, exactly the format the
  * CLI's prompt template produces at inference; --format text trains on raw text files.
@@ -25,7 +25,10 @@
  * --answers-only counts the loss only where the target token belongs to an answer (after
  * "\nAnswer:", the closing EOS included); the questions still feed the context. gsm8k only.
  * --teacher DIR distils from that model folder (bf16 kernels, as the target runs; no gradients):
- * the objective is (1 - w) * cross-entropy + w * KL(teacher || model), w = --kd-weight.
+ * the objective is (1 - w) * cross-entropy + w * the teacher's term, w = --kd-weight: with
+ * --kd-term kl (the default) KL(teacher || model); with argmax the cross-entropy of the
+ * teacher's greedy token at each position, so that text the target did not write greedily
+ * (its sampled answers, say) still teaches what the target would say next.
  * The log's loss is that objective; its evalLoss stays plain cross-entropy on every token.
  */
 import * as fs from 'fs';
@@ -75,6 +78,7 @@ interface Args {
   answersOnly: boolean;
   teacher?: string;
   kdWeight: number;
+  kdTerm: 'kl' | 'argmax';
 }
 
 function fail(msg: string): never {
@@ -95,7 +99,7 @@ export function parseTrainArgs(argv: string[]): Args {
   }
   const known = new Set(['data', 'format', 'tokenizer', 'out', 'preset', 'hidden', 'layers', 'heads', 'kv-heads', 'intermediate', 'context',
     'steps', 'batch', 'lr', 'warmup', 'seed', 'threads', 'eval', 'eval-every', 'checkpoint-every', 'state-dir', 'resume', 'fp32', 'save-dtype', 'init',
-    'answers-only', 'teacher', 'kd-weight']);
+    'answers-only', 'teacher', 'kd-weight', 'kd-term']);
   for (const k of Object.keys(raw)) if (!known.has(k)) fail(`unknown option --${k}`);
   const preset = PRESETS[(raw.preset as string) ?? 'target'];
   if (!preset) fail(`unknown --preset ${String(raw.preset)} (target, mid, small)`);
@@ -122,6 +126,9 @@ export function parseTrainArgs(argv: string[]): Args {
   const kdWeight = raw['kd-weight'] === undefined ? 0.5 : Number(raw['kd-weight']);
   if (!(kdWeight >= 0 && kdWeight <= 1)) fail('--kd-weight must be a number in [0, 1]');
   if (raw['kd-weight'] !== undefined && raw.teacher === undefined) fail('--kd-weight needs --teacher');
+  const kdTerm = ((raw['kd-term'] as string) ?? 'kl') as Args['kdTerm'];
+  if (kdTerm !== 'kl' && kdTerm !== 'argmax') fail('--kd-term must be kl or argmax');
+  if (raw['kd-term'] !== undefined && raw.teacher === undefined) fail('--kd-term needs --teacher');
   return {
     data, format, tokenizer: raw.tokenizer as string, out,
     hidden: num('hidden', preset.hidden), layers: num('layers', preset.layers), heads: num('heads', preset.heads),
@@ -131,7 +138,7 @@ export function parseTrainArgs(argv: string[]): Args {
     eval: raw.eval as string | undefined, evalEvery: num('eval-every', 200), checkpointEvery: num('checkpoint-every', 200),
     stateDir: (raw['state-dir'] as string) ?? path.join(out, '..', '.train-state', path.basename(out)),
     resume: raw.resume === true, bf16: raw.fp32 !== true, saveDtype, init: raw.init as string | undefined,
-    answersOnly: raw['answers-only'] === true, teacher: raw.teacher as string | undefined, kdWeight,
+    answersOnly: raw['answers-only'] === true, teacher: raw.teacher as string | undefined, kdWeight, kdTerm,
   };
 }
 
@@ -267,11 +274,11 @@ export function main(argv: string[]): void {
     let teacher: Model;
     try {
       teacher = Model.loadSync(a.teacher, { dtype: 'bfloat16', threads: a.threads, draftVocabulary: null });
-      trainer.setTeacher(teacher.native, a.kdWeight);
+      trainer.setTeacher(teacher.native, a.kdWeight, a.kdTerm);
     } catch (e) {
       fail(`--teacher ${a.teacher}: ${(e as Error).message}`);
     }
-    process.stderr.write(`train: distilling from ${a.teacher} (kd weight ${a.kdWeight})\n`);
+    process.stderr.write(`train: distilling from ${a.teacher} (${a.kdTerm}, weight ${a.kdWeight})\n`);
   }
   fs.mkdirSync(a.stateDir, { recursive: true });
   const stateFile = path.join(a.stateDir, 'state.pt');

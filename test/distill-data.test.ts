@@ -9,7 +9,7 @@ import * as path from 'path';
 import { parseModelConfig } from '../lib/config';
 import { Model } from '../lib/model';
 import { loadNative, type NativeConfig } from '../lib/native';
-import { greedyContinuations, main as distillMain, toRecord } from '../scripts/distill-data';
+import { continuations, main as distillMain, toRecord } from '../scripts/distill-data';
 import { makeTinyModel, mulberry32, TRAINABLE_TINY } from './helpers/tiny-model';
 
 let tmp: string;
@@ -55,12 +55,26 @@ describe('scripts/distill-data', () => {
 
   test('batched continuations (fewer slots than prompts) equal plain greedy generation', async () => {
     const prompts = questions.map((q) => model.encodePrompt(`Question: ${q}\nAnswer:`));
-    const got = await greedyContinuations(model, prompts, { maxNewTokens: 24, batch: 2 });
+    const got = await continuations(model, prompts, { maxNewTokens: 24, batch: 2 });
     for (let i = 0; i < prompts.length; i++) {
       const r = await model.generate(prompts[i], { maxNewTokens: 24, method: 'ar', temperature: 0 });
       const eos = r.finishReason === 'eos';
       expect(got[i]).toEqual({ tokens: eos ? r.tokens.slice(0, -1) : r.tokens, eos });
     }
+  });
+
+  test('sampled continuations: prompt i equals generate() sampled with seed S + i', async () => {
+    const prompts = questions.map((q) => model.encodePrompt(`Question: ${q}\nAnswer:`));
+    const got = await continuations(model, prompts, { maxNewTokens: 24, batch: 2, temperature: 0.9, seed: 40 });
+    const greedy = await continuations(model, prompts, { maxNewTokens: 24, batch: 2 });
+    let differs = 0;
+    for (let i = 0; i < prompts.length; i++) {
+      const r = await model.generate(prompts[i], { maxNewTokens: 24, method: 'ar', temperature: 0.9, topK: 0, topP: 1, seed: 40 + i });
+      const eos = r.finishReason === 'eos';
+      expect(got[i]).toEqual({ tokens: eos ? r.tokens.slice(0, -1) : r.tokens, eos });
+      if (JSON.stringify(got[i]) !== JSON.stringify(greedy[i])) differs++;
+    }
+    expect(differs).toBeGreaterThan(0); // sampling happened
   });
 
   test('toRecord: accepts exactly the continuations whose text re-tokenizes to the same ids', () => {

@@ -55,8 +55,9 @@ function logProbs(model: Model, tokens: Int32Array): Float64Array[] {
   return out;
 }
 
-/** The objective computed here: mean over masked positions of (1-w) NLL + w KL(teacher||student). */
-function expected(tokens: Int32Array, mask: Uint8Array | undefined, w: number, teacher?: Model): number {
+/** The objective computed here: mean over masked positions of (1-w) NLL + w * the teacher's
+ * term (KL(teacher||student), or the NLL of the teacher's argmax). */
+function expected(tokens: Int32Array, mask: Uint8Array | undefined, w: number, teacher?: Model, term: 'kl' | 'argmax' = 'kl'): number {
   const s = logProbs(Model.loadSync(studentDir), tokens);
   const t = teacher ? logProbs(teacher, tokens) : undefined;
   let total = 0, n = 0;
@@ -65,10 +66,14 @@ function expected(tokens: Int32Array, mask: Uint8Array | undefined, w: number, t
       const p = b * T + i;
       if (mask && !mask[p]) continue;
       let value = -s[p][tokens[b * (T + 1) + i + 1]];
-      if (t) {
+      if (t && term === 'kl') {
         let kl = 0;
         for (let j = 0; j < cfg.vocabSize; j++) kl += Math.exp(t[p][j]) * (t[p][j] - s[p][j]);
         value = (1 - w) * value + w * kl;
+      } else if (t) {
+        let best = 0;
+        for (let j = 1; j < cfg.vocabSize; j++) if (t[p][j] > t[p][best]) best = j;
+        value = (1 - w) * value + w * -s[p][best];
       }
       total += value;
       n++;
@@ -127,6 +132,20 @@ describe('distillation from a teacher', () => {
     expect(t.evalLoss(tokens, B)).toBeCloseTo(expected(tokens, undefined, 0), 4);
   });
 
+  test.each([0.6, 1])('argmax term, weight %p: (1-w) NLL + w NLL of the teacher\'s greedy token', (w) => {
+    const tokens = batch(10);
+    const teacher = Model.loadSync(teacherDir);
+    const t = student();
+    t.setTeacher(teacher.native, w, 'argmax');
+    const mask = Uint8Array.from({ length: B * T }, (_, i) => i % 2);
+    expect(t.step(tokens, B, 0, mask)).toBeCloseTo(expected(tokens, mask, w, teacher, 'argmax'), 4);
+    // The student as its own teacher: its argmax's NLL, which is below the data tokens' NLL.
+    const self = student();
+    self.setTeacher(Model.loadSync(studentDir).native, 1, 'argmax');
+    expect(self.step(tokens, B, 0)).toBeCloseTo(expected(tokens, undefined, 1, Model.loadSync(studentDir), 'argmax'), 4);
+    expect(self.step(tokens, B, 0)).toBeLessThan(expected(tokens, undefined, 0));
+  });
+
   test('a teacher on the bf16 kernels gives its kernels logits', () => {
     const tokens = batch(7);
     const teacher = Model.loadSync(teacherDir, { dtype: 'bfloat16' });
@@ -152,6 +171,7 @@ describe('distillation from a teacher', () => {
     expect(() => t.setTeacher(Model.loadSync(other).native, 0.5)).toThrow(/vocabulary \(320 tokens\) differs from this model's \(300\)/);
     expect(() => t.setTeacher(Model.loadSync(teacherDir).native, 1.5)).toThrow(/weight must be in \[0, 1\]/);
     expect(() => (t.setTeacher as (x: unknown) => void)({})).toThrow(/expected a native Model/);
+    expect(() => (t.setTeacher as (...a: unknown[]) => void)(Model.loadSync(teacherDir).native, 0.5, 'mse')).toThrow(/term must be 'kl' or 'argmax'/);
     const tokens = batch(9);
     expect(() => t.step(tokens, B, 0, new Uint8Array(5))).toThrow(/lossMask must hold batch \* T = 72 flags, got 5/);
     expect(() => (t.step as (...a: unknown[]) => number)(tokens, B, 0, new Int32Array(B * T))).toThrow(/lossMask must be a Uint8Array/);

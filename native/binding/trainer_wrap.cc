@@ -67,7 +67,7 @@ Napi::Value TrainerWrap::Step(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), trainer_->step(batch, info[2].As<Napi::Number>().DoubleValue(), mask));
 }
 
-// setTeacher(model: Model | null, weight = 0.5): distil from a loaded float32 model.
+// setTeacher(model: Model | null, weight = 0.5, term: 'kl' | 'argmax' = 'kl'): distil from a loaded model.
 Napi::Value TrainerWrap::SetTeacher(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || info[0].IsNull() || info[0].IsUndefined()) {
@@ -76,7 +76,13 @@ Napi::Value TrainerWrap::SetTeacher(const Napi::CallbackInfo& info) {
   }
   auto* teacher = ModelWrap::FromValue(env, info[0]);
   double weight = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0.5;
-  trainer_->set_teacher(teacher->model, weight);
+  auto term = Trainer::TeacherTerm::kl;
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    std::string name = info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+    if (name == "argmax") term = Trainer::TeacherTerm::argmax;
+    else if (name != "kl") throw Napi::TypeError::New(env, "setTeacher: term must be 'kl' or 'argmax'");
+  }
+  trainer_->set_teacher(teacher->model, weight, term);
   return env.Undefined();
 }
 
