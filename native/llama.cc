@@ -471,9 +471,16 @@ torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, co
   }
   auto fptr = [](const torch::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
 
+  // Without all_rows only each sequence's last row reaches the output. The last layer still
+  // writes every row's keys and values to the cache, but its attention, output projection and
+  // MLP run for the R output rows only: nothing else reads the other rows' results (a prompt
+  // pass skips about a seventh of its arithmetic on the target). A row's arithmetic depends on
+  // its position only, so the rows kept are bit for bit what the full pass computes.
+  const int64_t R = all_rows ? N : int64_t(lengths.size());
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const auto& w = layers_[size_t(i)];
     const auto& k = klayers_[size_t(i)];
+    const bool prune = !all_rows && i == c.num_layers - 1 && R < N;
     kernels::rms_norm(x, N, H, fptr(w.attn_norm), eps, xn);
     kernels::linear(xn, N, k.wqkv, fptr(w.bqkv), qkv);
     int64_t row = 0;
@@ -497,28 +504,27 @@ torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, co
           std::memcpy(Vc + (h * slots + pos) * hd, q + A + (nKV + h) * hd, size_t(hd) * sizeof(float));
         }
       }
-      kernels::attention(qkv + row * QKV, QKV, len, nH, nKV, hd, K, Vc, slots * hd, start, c.sliding_window,
-                         attn + row * A, A);
+      if (prune) {
+        // The sequence's last query only, into output row s; its residual row moves to row s.
+        kernels::attention(qkv + (row + len - 1) * QKV, QKV, 1, nH, nKV, hd, K, Vc, slots * hd, start + len - 1,
+                           c.sliding_window, attn + int64_t(s) * A, A);
+        if (row + len - 1 != int64_t(s)) std::memmove(x + int64_t(s) * H, x + (row + len - 1) * H, size_t(H) * sizeof(float));
+      } else {
+        kernels::attention(qkv + row * QKV, QKV, len, nH, nKV, hd, K, Vc, slots * hd, start, c.sliding_window,
+                           attn + row * A, A);
+      }
       row += len;
     }
-    kernels::linear(attn, N, k.wo, fptr(w.bo), x, /*accumulate=*/true);
-    kernels::rms_norm(x, N, H, fptr(w.mlp_norm), eps, xn);
-    kernels::linear_glu(xn, N, k.gate_up, g);
-    kernels::linear(g, N, k.down, nullptr, x, /*accumulate=*/true);
+    const int64_t M = prune ? R : N;
+    kernels::linear(attn, M, k.wo, fptr(w.bo), x, /*accumulate=*/true);
+    kernels::rms_norm(x, M, H, fptr(w.mlp_norm), eps, xn);
+    kernels::linear_glu(xn, M, k.gate_up, g);
+    kernels::linear(g, M, k.down, nullptr, x, /*accumulate=*/true);
   }
   for (size_t s = 0; s < caches.size(); ++s) caches[s]->set_length(caches[s]->length() + lengths[s]);
 
-  // The rows wanted: all, or each sequence's last (moved to the front of x).
-  int64_t R = N;
-  if (!all_rows) {
-    R = 0;
-    int64_t end = 0;
-    for (int64_t len : lengths) {
-      end += len;
-      if (end - 1 != R) std::memmove(x + R * H, x + (end - 1) * H, size_t(H) * sizeof(float));
-      ++R;
-    }
-  }
+  // The rows wanted: all, or each sequence's last (moved to the front of x above, unless the
+  // pass had one row per sequence, which are already the first R).
   kernels::rms_norm(x, R, H, final_norm.data_ptr<float>(), eps, xn);
   if (argmax) {
     argmax->resize(size_t(R));

@@ -277,6 +277,16 @@ describe('bfloat16 compute dtype', () => {
     const again: number[] = [];
     for (const t of tokens) again.push(...reused.forwardSync([t]));
     expect(again).toEqual(steps);
+    // A pass that returns the last position's logits only (a prompt's pass) skips the other
+    // rows' work in its last layer: the same last row bit for bit, and the same cache after it.
+    const V = cfg.vocab_size;
+    const lastOnly = m.createSequence(), full = m.createSequence();
+    const [a, b] = [lastOnly.forwardSync(tokens), full.forwardSync(tokens, { allLogits: true })];
+    expect(Array.from(a)).toEqual(Array.from(b.subarray((T - 1) * V)));
+    for (const t of randomTokens(3, V, 6)) expect(Array.from(lastOnly.forwardSync([t]))).toEqual(Array.from(full.forwardSync([t])));
+    // and a greedy step over a block (its argmax path) picks what the full logits' argmax does
+    const stepped = m.createSequence().native.step(Int32Array.from(tokens), { temperature: 0, topK: 0, topP: 1 });
+    expect(stepped).toBe(argmax(Array.from(b.subarray((T - 1) * V))));
   });
 });
 
