@@ -4,7 +4,9 @@
  *   scored in non-overlapping windows of the training context);
  * - each draft's greedy agreement with the target: along the target's own greedy continuation
  *   (128 tokens) of the first N test questions, the fraction of positions where the draft's
- *   argmax equals the target's token;
+ *   argmax equals the target's token; also up to the first EOS only (greedyAgreementToEos), the
+ *   positions a generation that stops at EOS drafts for (past EOS the target starts a new
+ *   question, which drafts trained on answers only no longer model);
  * - single-token decode cost ratios (target / draft);
  * - training-loss curves as an SVG from each model's training log.
  *
@@ -118,10 +120,11 @@ async function main(argv: string[]): Promise<void> {
   // Greedy agreement along the target's own continuation.
   const qs = fs.readFileSync(testFile, 'utf8').split('\n').filter(Boolean).slice(0, questions).map((l) => JSON.parse(l).question as string);
   // Also with each draft's argmax over its draft vocabulary (what its drafts propose).
-  const agree: Record<string, { match: number; total: number; matchDraftVocab: number }> = {
-    mid: { match: 0, total: 0, matchDraftVocab: 0 },
-    small: { match: 0, total: 0, matchDraftVocab: 0 },
+  const agree: Record<string, { match: number; total: number; matchDraftVocab: number; matchToEos: number; totalToEos: number }> = {
+    mid: { match: 0, total: 0, matchDraftVocab: 0, matchToEos: 0, totalToEos: 0 },
+    small: { match: 0, total: 0, matchDraftVocab: 0, matchToEos: 0, totalToEos: 0 },
   };
+  const eosIds = new Set(target.tokenizer.eosIds);
   const V = target.config.vocabSize;
   const allowedOf = (m: Model): Uint8Array => {
     const ids = m.draftVocabulary;
@@ -134,20 +137,31 @@ async function main(argv: string[]): Promise<void> {
     const prompt = target.encodePrompt(PROMPT_TEMPLATE.replace('{prompt}', qs[qi]));
     const r = await target.generate(prompt, { maxNewTokens: nTokens, stopOnEos: false, method: 'mag' });
     const cont = r.tokens;
+    const firstEos = cont.findIndex((t) => eosIds.has(t));
+    const toEos = firstEos < 0 ? cont.length : firstEos + 1;
     for (const d of ['mid', 'small']) {
       const seq = models[d].createSequence();
       const logits = seq.forwardSync(Int32Array.from([...prompt, ...cont.slice(0, -1)]), { allLogits: true });
       for (let i = 0; i < cont.length; i++) {
         agree[d].total++;
-        if (argmaxAt(logits, (prompt.length - 1 + i) * V, V) === cont[i]) agree[d].match++;
+        const hit = argmaxAt(logits, (prompt.length - 1 + i) * V, V) === cont[i];
+        if (hit) agree[d].match++;
+        if (i < toEos) {
+          agree[d].totalToEos++;
+          if (hit) agree[d].matchToEos++;
+        }
         if (argmaxAt(logits, (prompt.length - 1 + i) * V, V, allowed[d as 'mid' | 'small']) === cont[i]) agree[d].matchDraftVocab++;
       }
     }
-    if ((qi + 1) % 20 === 0) process.stderr.write(`eval: agreement ${qi + 1}/${qs.length}: mid ${(agree.mid.match / agree.mid.total).toFixed(3)} small ${(agree.small.match / agree.small.total).toFixed(3)}\n`);
+    if ((qi + 1) % 20 === 0) {
+      const f = (d: string) => `${(agree[d].match / agree[d].total).toFixed(3)} (to EOS ${(agree[d].matchToEos / agree[d].totalToEos).toFixed(3)})`;
+      process.stderr.write(`eval: agreement ${qi + 1}/${qs.length}: mid ${f('mid')} small ${f('small')}\n`);
+    }
   }
   for (const d of ['mid', 'small']) {
     const entry = (report.models as Record<string, Record<string, unknown>>)[d];
     entry.greedyAgreement = agree[d].match / agree[d].total;
+    entry.greedyAgreementToEos = agree[d].matchToEos / agree[d].totalToEos;
     entry.draftVocabularySize = models[d].draftVocabularySize;
     entry.greedyAgreementDraftVocabulary = agree[d].matchDraftVocab / agree[d].total;
     entry.costRatio = ((report.models as Record<string, Record<string, number>>).target.decodeMs) / (entry.decodeMs as number);

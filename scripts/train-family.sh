@@ -4,7 +4,9 @@
 # from each run's logged throughput: about 45 minutes for the three models (the target's run is
 # the long one), then about 80 for the distilled drafts (3 for the target's greedy answers to
 # GSM8K train questions, then mid and small fine-tuned on them from their weights in two rounds,
-# the small in two more; then the drafts' draft vocabularies;
+# the small in two more; then, on answers only with the target's greedy labels and its sampled
+# answers as well, the mid in two more and the small in three (about 60 minutes more since the
+# trainer stopped page-faulting its activations); then the drafts' draft vocabularies;
 # docs/model-family.md, "Distilled drafts"). On a busy machine it took up to twice as long.
 # DATA defaults to ../shared/data/gsm8k.
 set -euo pipefail
@@ -36,6 +38,25 @@ wait
 node dist/scripts/train.js "${dcommon[@]}" --init models/small --out models/small --state-dir models/.train-state/small-distill3 --preset small --steps 1500 --lr 7e-4 --seed 33
 # Fourth round, the small only: 2500 steps more at a lower peak lr (4 epochs), about 25 minutes alone.
 node dist/scripts/train.js "${dcommon[@]}" --init models/small --out models/small --state-dir models/.train-state/small-distill4 --preset small --steps 2500 --lr 5e-4 --seed 44
+# Later rounds train on answers only (--answers-only: the loss counts the answer tokens, the
+# questions only feed the context) and, from the sixth small / fourth mid round on, label every
+# position with the target's own greedy token (--teacher models/target --kd-term argmax) over
+# the greedy answers plus two passes of the target's answers sampled at temperature 0.7: text
+# the target writes but the greedy pass never reaches, so the drafts overfit the greedy answers
+# less. Each round starts from the previous one's weights.
+SAMPLED1=models/.train-state/distill/target-t07-s1.jsonl
+SAMPLED2=models/.train-state/distill/target-t07-s2.jsonl
+node dist/scripts/distill-data.js --model models/target --data "$DATA/train.jsonl" --out "$SAMPLED1" --batch 32 --max-new-tokens 160 --temperature 0.7 --seed 100000
+node dist/scripts/distill-data.js --model models/target --data "$DATA/train.jsonl" --out "$SAMPLED2" --batch 32 --max-new-tokens 160 --temperature 0.7 --seed 200000
+acommon=(--tokenizer models/tokenizer --batch 8 --warmup 30 --checkpoint-every 500 --answers-only)
+kd=(--teacher models/target --kd-term argmax --kd-weight 1)
+node dist/scripts/train.js "${acommon[@]}" --data "$DISTILL" --eval "$DATA/test.jsonl" --eval-every 200 --init models/small --out models/small --state-dir models/.train-state/small-distill5 --preset small --steps 4000 --lr 5e-4 --seed 55 &
+node dist/scripts/train.js "${acommon[@]}" --data "$DISTILL" --init models/mid --out models/mid --state-dir models/.train-state/mid-distill3 --preset mid --steps 6000 --lr 5e-4 --seed 88
+wait
+node dist/scripts/train.js "${acommon[@]}" "${kd[@]}" --data "$DISTILL,$SAMPLED1" --init models/small --out models/small --state-dir models/.train-state/small-distill6 --preset small --steps 5000 --lr 5e-4 --seed 77 &
+node dist/scripts/train.js "${acommon[@]}" "${kd[@]}" --data "$DISTILL,$SAMPLED1,$SAMPLED2" --init models/mid --out models/mid --state-dir models/.train-state/mid-distill4 --preset mid --steps 2500 --lr 4e-4 --seed 111
+wait
+node dist/scripts/train.js "${acommon[@]}" "${kd[@]}" --data "$DISTILL,$SAMPLED1,$SAMPLED2" --init models/small --out models/small --state-dir models/.train-state/small-distill7 --preset small --steps 5000 --lr 4e-4 --seed 99
 # Draft vocabularies: the target's answer tokens on the training questions, then reference ones.
 node dist/scripts/build-draft-vocab.js --target "$DISTILL" --reference "$DATA/train.jsonl" --tokenizer models/tokenizer --size 1024 --out models/small,models/mid
 for m in mid small; do
@@ -44,6 +65,8 @@ for m in mid small; do
 done
 cp models/.train-state/small-distill3/log.jsonl docs/training/small-distill3.jsonl
 cp models/.train-state/small-distill4/log.jsonl docs/training/small-distill4.jsonl
+for r in 5 6 7; do cp "models/.train-state/small-distill$r/log.jsonl" "docs/training/small-distill$r.jsonl"; done
+for r in 3 4; do cp "models/.train-state/mid-distill$r/log.jsonl" "docs/training/mid-distill$r.jsonl"; done
 node dist/scripts/build-bigram.js --data "$DATA/train.jsonl" --tokenizer models/tokenizer --out models/target
 for m in target mid small; do cp "models/.train-state/$m/log.jsonl" "docs/training/$m.jsonl"; done
 node dist/scripts/eval-family.js --models models --test "$DATA/test.jsonl" --out docs
