@@ -5,7 +5,7 @@
 # the long one), then about 80 for the distilled drafts (3 for the target's greedy answers to
 # GSM8K train questions, then mid and small fine-tuned on them from their weights in two rounds,
 # the small in two more; then, on answers only with the target's greedy labels and its sampled
-# answers as well, the mid in two more and the small in three (about 60 minutes more since the
+# answers as well, the mid in two more and the small in three (about 75 minutes more since the
 # trainer stopped page-faulting its activations); then the drafts' draft vocabularies;
 # docs/model-family.md, "Distilled drafts"). On a busy machine it took up to twice as long.
 # DATA defaults to ../shared/data/gsm8k.
