@@ -6,34 +6,21 @@
  * AR; the option's validation and the bench method syntax are checked. (Sampling exactness with
  * the option: test/speculative-sampling.test.ts.)
  */
-import * as fs from 'fs';
-import * as os from 'os';
-import * as path from 'path';
 
 import { parseMethod } from '../lib/cli/methods';
 import type { Family } from '../lib/cli/family';
 import { Model } from '../lib/model';
 import type { Dtype } from '../lib/native';
 import { greedyWithProbabilities } from './helpers/greedy-reference';
-import { makeTargetAndNearDraft } from './helpers/tiny-model';
+import { useTargetAndNearDraft } from './helpers/tiny-model';
 
 const V = 260;
 const GREEDY = { temperature: 0, topK: 0, topP: 1 };
-let tmp: string;
-let targetDir: string;
-let draftDir: string;
-
-beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-confidence-'));
-  ({ targetDir, draftDir } = makeTargetAndNearDraft(tmp, V));
-});
-afterAll(() => {
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-});
+const fx = useTargetAndNearDraft('cascade-confidence-', V);
 
 describe.each(['float32', 'bfloat16'] as Dtype[])('native draft with minConfidence (%s)', (dtype) => {
   test('stops before the first token after the first whose probability is below the threshold; the cache keeps all but the last', () => {
-    const model = Model.loadSync(draftDir, { dtype });
+    const model = Model.loadSync(fx.draftDir, { dtype });
     // bf16 runs the kernels, whose greedy path takes p(argmax) from the argmax epilogue's
     // log-sum-exp; float32 runs libtorch and takes it from the logits.
     expect(model.kernels === null).toBe(dtype === 'float32');
@@ -67,7 +54,7 @@ describe.each(['float32', 'bfloat16'] as Dtype[])('native draft with minConfiden
 });
 
 test('bad minConfidence values are refused with a clear error', () => {
-  const model = Model.loadSync(draftDir);
+  const model = Model.loadSync(fx.draftDir);
   const seq = model.createSequence({ contextLength: 32 });
   for (const bad of [-0.1, 1, 2, NaN]) expect(() => seq.native.draft(Int32Array.of(256, 72), 3, GREEDY, bad)).toThrow(/minConfidence must be in \[0, 1\)/);
   expect(() => seq.native.draft(Int32Array.of(256, 72), 3, GREEDY, 'x' as unknown as number)).toThrow(/minConfidence must be a number/);
@@ -75,8 +62,8 @@ test('bad minConfidence values are refused with a clear error', () => {
 });
 
 test("greedy 'sd' with draftConfidence equals AR token for token, and drafts fewer tokens", async () => {
-  const target = Model.loadSync(targetDir);
-  const draft = Model.loadSync(draftDir);
+  const target = Model.loadSync(fx.targetDir);
+  const draft = Model.loadSync(fx.draftDir);
   const prompts = [[256, 72, 105], [256, 1, 2, 3, 1, 2, 3], [256, 99, 98, 97]];
   for (const prompt of prompts)
     for (const k of [1, 3, 6]) {
@@ -91,8 +78,8 @@ test("greedy 'sd' with draftConfidence equals AR token for token, and drafts few
 });
 
 test('draftConfidence is validated; the bench method syntax sd[:DRAFT][@K][~C]', async () => {
-  const target = Model.loadSync(targetDir);
-  const draft = Model.loadSync(draftDir);
+  const target = Model.loadSync(fx.targetDir);
+  const draft = Model.loadSync(fx.draftDir);
   for (const bad of [-0.5, 1, 'high'])
     await expect(target.generate([256], { method: 'sd', draftModel: draft, draftConfidence: bad as number })).rejects.toThrow(/draftConfidence must be a number in \[0, 1\)/);
   const family: Family = { target, drafts: { small: draft } };
@@ -107,11 +94,11 @@ test('draftConfidence is validated; the bench method syntax sd[:DRAFT][@K][~C]',
 
 test('generate --draft-confidence: used with sd, out of range is a usage error', async () => {
   const { cli } = await import('./helpers/cli');
-  const ok = await cli('generate', '--model', targetDir, '--method', 'sd', '--draft', draftDir, '--k', '5', '--draft-confidence', '0.5', '--max-new-tokens', '12', '--json', '--raw', 'Hello');
+  const ok = await cli('generate', '--model', fx.targetDir, '--method', 'sd', '--draft', fx.draftDir, '--k', '5', '--draft-confidence', '0.5', '--max-new-tokens', '12', '--json', '--raw', 'Hello');
   expect(ok.code).toBe(0);
-  const ar = await cli('generate', '--model', targetDir, '--max-new-tokens', '12', '--json', '--raw', 'Hello');
+  const ar = await cli('generate', '--model', fx.targetDir, '--max-new-tokens', '12', '--json', '--raw', 'Hello');
   expect(JSON.parse(ok.out).tokens).toEqual(JSON.parse(ar.out).tokens);
-  const bad = await cli('generate', '--model', targetDir, '--method', 'sd', '--draft', draftDir, '--draft-confidence', '1.5', 'Hello');
+  const bad = await cli('generate', '--model', fx.targetDir, '--method', 'sd', '--draft', fx.draftDir, '--draft-confidence', '1.5', 'Hello');
   expect(bad.code).toBe(2);
   expect(bad.err).toMatch(/--draft-confidence/);
 });

@@ -7,7 +7,6 @@
  * with a restricted draft: test/speculative-sampling.test.ts, method 'sdv'.)
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 
 import { DRAFT_VOCAB_FILE, Model } from '../lib/model';
@@ -15,21 +14,11 @@ import type { Dtype } from '../lib/native';
 import { draftVocabulary } from '../scripts/build-draft-vocab';
 import { greedyWithProbabilities } from './helpers/greedy-reference';
 import { writeInt32File } from '../lib/files';
-import { makeTargetAndNearDraft, makeTinyModel, mulberry32, perturbedCopy } from './helpers/tiny-model';
+import { makeTinyModel, mulberry32, perturbedCopy, useTargetAndNearDraft } from './helpers/tiny-model';
 
 const V = 260;
 const GREEDY = { temperature: 0, topK: 0, topP: 1 };
-let tmp: string;
-let targetDir: string;
-let draftDir: string;
-
-beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-draft-vocab-'));
-  ({ targetDir, draftDir } = makeTargetAndNearDraft(tmp, V));
-});
-afterAll(() => {
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-});
+const fx = useTargetAndNearDraft('cascade-draft-vocab-', V);
 
 /** A random subset of the vocabulary with about `share` of the ids. */
 function randomSet(seed: number, share: number): number[] {
@@ -42,11 +31,11 @@ const CONTEXTS = [[256, 72, 105], [256, 10, 20, 30, 40], [256, 200, 3, 3, 3, 3],
 
 describe.each(['float32', 'bfloat16'] as Dtype[])('native draft over a draft vocabulary (%s)', (dtype) => {
   test('greedy drafts are the argmax over the set, confidence its softmax over the set', () => {
-    const full = Model.loadSync(draftDir, { dtype, draftVocabulary: null });
+    const full = Model.loadSync(fx.draftDir, { dtype, draftVocabulary: null });
     let changed = 0;
     for (const [i, share] of [0.1, 0.5, 0.9].entries()) {
       const ids = randomSet(40 + i, share);
-      const model = Model.loadSync(draftDir, { dtype, draftVocabulary: ids });
+      const model = Model.loadSync(fx.draftDir, { dtype, draftVocabulary: ids });
       expect(model.draftVocabularySize).toBe(ids.length);
       for (const context of CONTEXTS) {
         const ref = greedyWithProbabilities(full, context, 6, new Set(ids));
@@ -75,7 +64,7 @@ describe.each(['float32', 'bfloat16'] as Dtype[])('native draft over a draft voc
   test('sampled drafts come from the set, with q zero outside it', () => {
     const ids = randomSet(7, 0.3);
     const inSet = new Set(ids);
-    const model = Model.loadSync(draftDir, { dtype, draftVocabulary: ids });
+    const model = Model.loadSync(fx.draftDir, { dtype, draftVocabulary: ids });
     const seq = model.createSequence({ contextLength: 64, seed: 3 });
     for (let rep = 0; rep < 20; rep++) {
       const r = seq.native.draft(Int32Array.of(256, 72, 105), 4, { temperature: 1, topK: 0, topP: 1 }, 0);
@@ -97,8 +86,8 @@ describe.each(['float32', 'bfloat16'] as Dtype[])('native draft over a draft voc
   });
 
   test("the model's own passes use every token: generation as a target is unchanged", async () => {
-    const full = Model.loadSync(draftDir, { dtype, draftVocabulary: null });
-    const restricted = Model.loadSync(draftDir, { dtype, draftVocabulary: randomSet(9, 0.2) });
+    const full = Model.loadSync(fx.draftDir, { dtype, draftVocabulary: null });
+    const restricted = Model.loadSync(fx.draftDir, { dtype, draftVocabulary: randomSet(9, 0.2) });
     for (const context of CONTEXTS) {
       const a = await full.generate(context, { maxNewTokens: 12, temperature: 0, stopOnEos: false });
       const b = await restricted.generate(context, { maxNewTokens: 12, temperature: 0, stopOnEos: false });
@@ -110,9 +99,9 @@ describe.each(['float32', 'bfloat16'] as Dtype[])('native draft over a draft voc
 });
 
 test("greedy 'sd' with a restricted draft equals AR token for token", async () => {
-  const target = Model.loadSync(targetDir);
+  const target = Model.loadSync(fx.targetDir);
   for (const share of [0.05, 0.5]) {
-    const draft = Model.loadSync(draftDir, { draftVocabulary: randomSet(11, share) });
+    const draft = Model.loadSync(fx.draftDir, { draftVocabulary: randomSet(11, share) });
     for (const context of CONTEXTS)
       for (const k of [1, 3, 6]) {
         const ar = await target.generate(context, { maxNewTokens: 24, temperature: 0, stopOnEos: false });
@@ -124,7 +113,7 @@ test("greedy 'sd' with a restricted draft equals AR token for token", async () =
 });
 
 test("the folder's draft-vocab.i32 is the default; null turns it off", () => {
-  const dir = path.join(tmp, 'with-file');
+  const dir = path.join(fx.tmp, 'with-file');
   makeTinyModel(dir, { vocabSize: V, seed: 5 });
   const ids = [0, 3, 17, 200];
   writeInt32File(path.join(dir, DRAFT_VOCAB_FILE), Int32Array.from(ids));
@@ -147,8 +136,8 @@ test('bad draft vocabularies and files are refused with errors naming the proble
     [[1.5], /draftVocabulary\[0\] = 1.5/],
     ['0,1', /draftVocabulary must be an array of token ids, an Int32Array or null/],
   ];
-  for (const [value, msg] of bad) expect(() => Model.loadSync(draftDir, { draftVocabulary: value as number[] })).toThrow(msg);
-  const dir = path.join(tmp, 'bad-file');
+  for (const [value, msg] of bad) expect(() => Model.loadSync(fx.draftDir, { draftVocabulary: value as number[] })).toThrow(msg);
+  const dir = path.join(fx.tmp, 'bad-file');
   makeTinyModel(dir, { vocabSize: V, seed: 5 });
   const file = path.join(dir, DRAFT_VOCAB_FILE);
   const write = (vals: number[], extra = 0) => {
@@ -189,10 +178,10 @@ test('build-draft-vocab: the target\'s tokens first, then the reference\'s by co
 
 test('generate --full-draft-vocabulary: the draft folder\'s set is ignored; the output is AR\'s either way', async () => {
   const { cli } = await import('./helpers/cli');
-  const dir = path.join(tmp, 'draft-with-file');
-  perturbedCopy(targetDir, dir, 0.3, 5);
+  const dir = path.join(fx.tmp, 'draft-with-file');
+  perturbedCopy(fx.targetDir, dir, 0.3, 5);
   writeInt32File(path.join(dir, DRAFT_VOCAB_FILE), Int32Array.of(0, 1, 2, 3, 4, 5, 6, 7));
-  const base = ['generate', '--model', targetDir, '--max-new-tokens', '16', '--json', '--raw', 'Hello there'];
+  const base = ['generate', '--model', fx.targetDir, '--max-new-tokens', '16', '--json', '--raw', 'Hello there'];
   const ar = JSON.parse((await cli(...base)).out);
   const accepted: number[] = [];
   for (const extra of [[], ['--full-draft-vocabulary']]) {

@@ -7,6 +7,7 @@
  * Everything is a pure function of the options (seeded PRNG), so a failing test reproduces exactly.
  */
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { mulberry32 } from '../../lib/prng';
 import { FloatDType, readSafetensors, TensorSpec, writeSafetensors } from './safetensors';
@@ -111,6 +112,22 @@ export function makeTargetAndNearDraft(dir: string, vocabSize: number): { target
   makeTinyModel(targetDir, { vocabSize, seed: 101 });
   perturbedCopy(targetDir, draftDir, 0.3, 5);
   return { targetDir, draftDir };
+}
+
+/**
+ * The same pair as a test file's fixture: a temporary folder made in beforeAll (the pair written
+ * under it) and removed in afterAll. Read the paths from the returned object inside tests.
+ */
+export function useTargetAndNearDraft(prefix: string, vocabSize: number): { tmp: string; targetDir: string; draftDir: string } {
+  const fx = { tmp: '', targetDir: '', draftDir: '' };
+  beforeAll(() => {
+    fx.tmp = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+    Object.assign(fx, makeTargetAndNearDraft(fx.tmp, vocabSize));
+  });
+  afterAll(() => {
+    if (fx.tmp) fs.rmSync(fx.tmp, { recursive: true, force: true });
+  });
+  return fx;
 }
 
 /** Copies a model folder and adds N(0, sigma) noise to its lm_head (a drafter that is often,
