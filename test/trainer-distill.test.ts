@@ -14,7 +14,8 @@ import * as path from 'path';
 import { parseModelConfig } from '../lib/config';
 import { Model } from '../lib/model';
 import { loadNative, type NativeConfig, type NativeTrainer } from '../lib/native';
-import { answerFlags, loadTokenizerDir, sampleBatch, tokenStream } from '../scripts/train';
+import { main as distillMain } from '../scripts/distill-data';
+import { answerFlags, loadTokenizerDir, parseTrainArgs, sampleBatch, tokenStream } from '../scripts/train';
 import { makeTinyModel, mulberry32, TRAINABLE_TINY } from './helpers/tiny-model';
 
 let tmp: string;
@@ -219,5 +220,65 @@ describe('answerFlags and sampleBatch', () => {
     expect(Array.from(tokens)).toEqual(Array.from(plain)); // same windows with or without flags
     for (let b = 0; b < 4; b++)
       for (let k = 0; k < ctx; k++) expect(mask[b * ctx + k]).toBe(flags[tokens[b * (ctx + 1) + k + 1]]);
+  });
+});
+
+describe('the scripts refuse bad draft-training options with a clear message', () => {
+  /** Runs fn with process.exit and stderr captured: the exit code and what was written. */
+  async function refused(fn: () => unknown): Promise<{ code: number | undefined; err: string }> {
+    let err = '';
+    const write = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      err += chunk.toString();
+      return true;
+    });
+    const exit = jest.spyOn(process, 'exit').mockImplementation(((code?: number) => {
+      throw Object.assign(new Error('exit'), { exitCode: code });
+    }) as never);
+    let code: number | undefined;
+    try {
+      await fn();
+    } catch (e) {
+      code = (e as { exitCode?: number }).exitCode;
+    } finally {
+      write.mockRestore();
+      exit.mockRestore();
+    }
+    return { code, err };
+  }
+  const tokDir = path.join(__dirname, '..', 'models', 'tokenizer');
+  const base = () => ['--data', path.join(tmp, 'data.jsonl'), '--tokenizer', tokDir, '--out', path.join(tmp, 'out')];
+  beforeAll(() => fs.writeFileSync(path.join(tmp, 'data.jsonl'), JSON.stringify({ question: 'q', answer: 'a' }) + '\n'));
+
+  test('train.ts', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--kd-term', 'mse', '--teacher', studentDir], /--kd-term must be kl or argmax/],
+      [['--kd-term', 'argmax'], /--kd-term needs --teacher/],
+      [['--kd-weight', '0.5'], /--kd-weight needs --teacher/],
+      [['--teacher', studentDir, '--kd-weight', '2'], /--kd-weight must be a number in \[0, 1\]/],
+      [['--teacher', path.join(tmp, 'nowhere')], /--teacher .*nowhere: no config.json there/],
+      [['--answers-only', '--format', 'text'], /--answers-only needs --format gsm8k/],
+    ];
+    for (const [extra, msg] of cases) {
+      const r = await refused(() => parseTrainArgs([...base(), ...extra]));
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(msg);
+    }
+    // and the good forms parse
+    const ok = parseTrainArgs([...base(), '--answers-only', '--teacher', studentDir, '--kd-term', 'argmax', '--kd-weight', '1']);
+    expect([ok.answersOnly, ok.teacher, ok.kdTerm, ok.kdWeight]).toEqual([true, studentDir, 'argmax', 1]);
+  });
+
+  test('distill-data.ts', async () => {
+    const args = ['--model', studentDir, '--data', path.join(tmp, 'data.jsonl'), '--out', path.join(tmp, 'd.jsonl')];
+    for (const [extra, msg] of [
+      [['--temperature', '-1'], /--temperature must be a number >= 0/],
+      [['--temperature', 'hot'], /--temperature must be a number >= 0/],
+      [['--seed', '1.5'], /--seed must be an integer >= 0/],
+      [['--seed', '-3'], /--seed must be an integer >= 0/],
+    ] as Array<[string[], RegExp]>) {
+      const r = await refused(() => distillMain([...args, ...extra]));
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(msg);
+    }
   });
 });
