@@ -347,30 +347,43 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& tokens, KVCache& cache, b
   return forward_packed(tokens, {&cache}, {tokens.size(0)}, all_logits);
 }
 
+// outputs[s] must lie in [1, lengths[s]] (callers inside native pass lengths or ones).
+static void check_outputs(const std::vector<int64_t>& lengths, const std::vector<int64_t>& outputs) {
+  if (outputs.size() != lengths.size()) throw std::logic_error("forward: one output count per sequence");
+  for (size_t s = 0; s < lengths.size(); ++s)
+    if (outputs[s] < 1 || outputs[s] > lengths[s]) throw std::logic_error("forward: output rows outside [1, length]");
+}
+
 torch::Tensor LlamaModel::forward_packed(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
                                          const std::vector<int64_t>& lengths, bool all_logits) const {
+  return forward_packed(tokens, caches, lengths, all_logits ? lengths : std::vector<int64_t>(lengths.size(), 1));
+}
+
+torch::Tensor LlamaModel::forward_packed(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
+                                         const std::vector<int64_t>& lengths, const std::vector<int64_t>& outputs) const {
+  check_outputs(lengths, outputs);
   if (kernels_) {
     auto t = tokens.to(torch::kCPU).to(torch::kInt64).contiguous();
     std::vector<int64_t> ids(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
-    return forward_kernels(ids, caches, lengths, all_logits, nullptr);
+    return forward_kernels(ids, caches, lengths, outputs, nullptr);
   }
   std::vector<Segment> segments;
   std::vector<torch::Tensor> cos_parts, sin_parts;
-  std::vector<int64_t> last_rows;
+  std::vector<int64_t> out_rows;
   int64_t row = 0;
   for (size_t s = 0; s < caches.size(); ++s) {
     segments.push_back({caches[s], caches[s]->length(), lengths[s]});
     cos_parts.push_back(caches[s]->cos.narrow(0, caches[s]->length(), lengths[s]));
     sin_parts.push_back(caches[s]->sin.narrow(0, caches[s]->length(), lengths[s]));
     row += lengths[s];
-    last_rows.push_back(row - 1);
+    for (int64_t r = row - outputs[s]; r < row; ++r) out_rows.push_back(r);
   }
   auto cos = (cos_parts.size() == 1 ? cos_parts[0] : torch::cat(cos_parts)).unsqueeze(1);
   auto sin = (sin_parts.size() == 1 ? sin_parts[0] : torch::cat(sin_parts)).unsqueeze(1);
   auto x = embed.index_select(0, tokens.to(device_));  // [N, H]
   for (int64_t i = 0; i < cfg_.num_layers; ++i) x = layer(i, x, cos, sin, segments);
   for (size_t s = 0; s < caches.size(); ++s) caches[s]->set_length(segments[s].start + lengths[s]);
-  if (!all_logits) x = x.index_select(0, torch::tensor(last_rows, torch::kInt64).to(device_));
+  if (int64_t(out_rows.size()) < row) x = x.index_select(0, torch::tensor(out_rows, torch::kInt64).to(device_));
   return logits(x);
 }
 
@@ -406,17 +419,19 @@ torch::Tensor LlamaModel::draft_masked(const torch::Tensor& logits) const {
 }
 
 std::vector<int64_t> LlamaModel::forward_packed_argmax(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
-                                                       const std::vector<int64_t>& lengths, bool all_rows,
+                                                       const std::vector<int64_t>& lengths,
+                                                       const std::vector<int64_t>& outputs,
                                                        std::vector<float>* confidence, bool draft_vocabulary) const {
   std::vector<int64_t> out;
   const bool restricted = draft_vocabulary && !draft_ids_.empty();
   if (kernels_) {
+    check_outputs(lengths, outputs);
     auto t = tokens.to(torch::kCPU).to(torch::kInt64).contiguous();
     std::vector<int64_t> ids(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
-    forward_kernels(ids, caches, lengths, all_rows, &out, confidence, restricted);
+    forward_kernels(ids, caches, lengths, outputs, &out, confidence, restricted);
     return out;
   }
-  auto logits = forward_packed(tokens, caches, lengths, all_rows).to(torch::kCPU).to(torch::kFloat32);
+  auto logits = forward_packed(tokens, caches, lengths, outputs).to(torch::kCPU).to(torch::kFloat32);
   if (restricted) logits = draft_masked(logits);
   logits = logits.contiguous();
   const int64_t V = logits.size(1);
@@ -443,7 +458,7 @@ std::vector<int64_t> LlamaModel::forward_packed_argmax(const torch::Tensor& toke
 // embedding and attention are kernels' row operations on the same buffers, so a pass makes no
 // libtorch calls between the embedding lookup and the output.
 torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
-                                          const std::vector<int64_t>& lengths, bool all_rows,
+                                          const std::vector<int64_t>& lengths, const std::vector<int64_t>& outputs,
                                           std::vector<int64_t>* argmax, std::vector<float>* confidence,
                                           bool draft_vocabulary) const {
   const auto& c = cfg_;
@@ -471,19 +486,20 @@ torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, co
   }
   auto fptr = [](const torch::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
 
-  // Without all_rows only each sequence's last row reaches the output. The last layer still
-  // writes every row's keys and values to the cache, but its attention, output projection and
-  // MLP run for the R output rows only: nothing else reads the other rows' results (a prompt
-  // pass skips about a seventh of its arithmetic on the target). A row's arithmetic depends on
-  // its position only, so the rows kept are bit for bit what the full pass computes.
-  const int64_t R = all_rows ? N : int64_t(lengths.size());
+  // Only each sequence's last outputs[s] rows reach the output. The last layer still writes
+  // every row's keys and values to the cache, but its attention, output projection and MLP run
+  // for the R output rows only: nothing else reads the other rows' results (a prompt pass skips
+  // about a seventh of its arithmetic on the target). A row's arithmetic depends on its
+  // position only, so the rows kept are bit for bit what the full pass computes.
+  int64_t R = 0;
+  for (const int64_t o : outputs) R += o;
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const auto& w = layers_[size_t(i)];
     const auto& k = klayers_[size_t(i)];
-    const bool prune = !all_rows && i == c.num_layers - 1 && R < N;
+    const bool prune = i == c.num_layers - 1 && R < N;
     kernels::rms_norm(x, N, H, fptr(w.attn_norm), eps, xn);
     kernels::linear(xn, N, k.wqkv, fptr(w.bqkv), qkv);
-    int64_t row = 0;
+    int64_t row = 0, out_row = 0;
     for (size_t s = 0; s < caches.size(); ++s) {
       KVCache& cache = *caches[s];
       // Per kv head: keys in 16-position blocks [hd][16], values as rows (kernels::attention).
@@ -505,10 +521,13 @@ torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, co
         }
       }
       if (prune) {
-        // The sequence's last query only, into output row s; its residual row moves to row s.
-        kernels::attention(qkv + (row + len - 1) * QKV, QKV, 1, nH, nKV, hd, K, Vc, slots * hd, start + len - 1,
-                           c.sliding_window, attn + int64_t(s) * A, A);
-        if (row + len - 1 != int64_t(s)) std::memmove(x + int64_t(s) * H, x + (row + len - 1) * H, size_t(H) * sizeof(float));
+        // The sequence's last o queries only, into output rows out_row..; their residual rows
+        // move there too (out_row <= row + len - o: a forward move, safe for memmove).
+        const int64_t o = outputs[s], first = row + len - o;
+        kernels::attention(qkv + first * QKV, QKV, o, nH, nKV, hd, K, Vc, slots * hd, start + len - o,
+                           c.sliding_window, attn + out_row * A, A);
+        if (first != out_row) std::memmove(x + out_row * H, x + first * H, size_t(o * H) * sizeof(float));
+        out_row += o;
       } else {
         kernels::attention(qkv + row * QKV, QKV, len, nH, nKV, hd, K, Vc, slots * hd, start, c.sliding_window,
                            attn + row * A, A);
@@ -523,8 +542,7 @@ torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, co
   }
   for (size_t s = 0; s < caches.size(); ++s) caches[s]->set_length(caches[s]->length() + lengths[s]);
 
-  // The rows wanted: all, or each sequence's last (moved to the front of x above, unless the
-  // pass had one row per sequence, which are already the first R).
+  // The rows wanted: all, or each sequence's last outputs[s] (moved to the front of x above).
   kernels::rms_norm(x, R, H, final_norm.data_ptr<float>(), eps, xn);
   if (argmax) {
     argmax->resize(size_t(R));

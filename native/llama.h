@@ -71,7 +71,12 @@ class LlamaModel {
   // Several sequences in one pass: tokens [N] is the concatenation of each cache's new tokens
   // (lengths[s] of them for caches[s]). The projections and MLPs run once over all N rows, so
   // concurrent sequences share the pass over the weights; attention runs per sequence.
-  // Returns float32 logits [N, V] (all_logits) or [S, V] (each sequence's last position).
+  // outputs[s] (in [1, lengths[s]]): how many of sequence s's last positions need logits.
+  // Returns float32 logits [sum outputs, V], sequence by sequence. Rows that need no logits
+  // still write their keys and values; the kernels skip their last layer's remaining work.
+  torch::Tensor forward_packed(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
+                               const std::vector<int64_t>& lengths, const std::vector<int64_t>& outputs) const;
+  // The same with logits for every row (all_logits) or each sequence's last position only.
   torch::Tensor forward_packed(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
                                const std::vector<int64_t>& lengths, bool all_logits) const;
 
@@ -80,10 +85,18 @@ class LlamaModel {
   // materialised (kernels::linear_argmax); otherwise argmax over forward_packed's logits.
   // confidence (optional): each row's softmax probability of its argmax.
   // draft_vocabulary: the argmax (and confidence) over the draft vocabulary only.
+  // outputs: as for forward_packed (per sequence, how many last rows; all rows or the last).
+  std::vector<int64_t> forward_packed_argmax(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
+                                             const std::vector<int64_t>& lengths, const std::vector<int64_t>& outputs,
+                                             std::vector<float>* confidence = nullptr,
+                                             bool draft_vocabulary = false) const;
   std::vector<int64_t> forward_packed_argmax(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
                                              const std::vector<int64_t>& lengths, bool all_rows,
                                              std::vector<float>* confidence = nullptr,
-                                             bool draft_vocabulary = false) const;
+                                             bool draft_vocabulary = false) const {
+    return forward_packed_argmax(tokens, caches, lengths, all_rows ? lengths : std::vector<int64_t>(lengths.size(), 1),
+                                 confidence, draft_vocabulary);
+  }
 
   // The draft vocabulary: the token ids (sorted, unique, each in [0, V)) this model proposes
   // from when it drafts (Sequence::draft); empty (the default) = every token. A draft model
@@ -121,7 +134,8 @@ class LlamaModel {
   // rows' argmaxes into *argmax (and, if confidence != null, their probabilities) and an
   // undefined tensor.
   torch::Tensor forward_kernels(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
-                                const std::vector<int64_t>& lengths, bool all_rows, std::vector<int64_t>* argmax,
+                                const std::vector<int64_t>& lengths, const std::vector<int64_t>& outputs,
+                                std::vector<int64_t>* argmax,
                                 std::vector<float>* confidence = nullptr, bool draft_vocabulary = false) const;
 
   ModelConfig cfg_;

@@ -87,38 +87,41 @@ std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests) {
   // without materialising the logits (with the kernels), and acceptance is a comparison.
   bool argmax_only = true;
   for (const auto& r : requests) argmax_only = argmax_only && r.params.greedy() && r.lenience == 1 && !r.return_probs;
+  // Block row fixed-1+i predicts the token after block[fixed-1+i]; the drafts start at fixed.
+  // So only the last k+1 rows of each block need logits: a block of many fixed tokens (a
+  // prompt with its first draft, a cascade level catching up) skips the others' output work.
+  std::vector<int64_t> outputs;
+  for (size_t s = 0; s < requests.size(); ++s) outputs.push_back(lengths[s] - requests[s].fixed + 1);
   std::vector<VerifyResult> results;
   if (argmax_only) {
     std::vector<int64_t> best;
     {
       c10::InferenceMode guard;
-      best = model.forward_packed_argmax(torch::tensor(tokens, torch::kInt64), caches, lengths, /*all_rows=*/true);
+      best = model.forward_packed_argmax(torch::tensor(tokens, torch::kInt64), caches, lengths, outputs);
     }
-    int64_t row = 0;
+    int64_t first = 0;  // the sequence's first output row
     for (size_t s = 0; s < requests.size(); ++s) {
       auto& r = requests[s];
-      // As below: row fixed-1+i predicts the token after block[fixed-1+i], drafts start at fixed.
-      const int64_t k = lengths[s] - r.fixed, first = row + r.fixed - 1;
+      const int64_t k = outputs[s] - 1;
       VerifyResult res;
       while (res.accepted < k && best[size_t(first + res.accepted)] == r.block[size_t(r.fixed + res.accepted)]) ++res.accepted;
       res.next = best[size_t(first + res.accepted)];
       r.seq->truncate(starts[s] + r.fixed + res.accepted);
       results.push_back(std::move(res));
-      row += lengths[s];
+      first += outputs[s];
     }
     return results;
   }
   torch::Tensor logits;
   {
     c10::InferenceMode guard;
-    logits = model.forward_packed(torch::tensor(tokens, torch::kInt64), caches, lengths, /*all_logits=*/true).to(torch::kCPU);
+    logits = model.forward_packed(torch::tensor(tokens, torch::kInt64), caches, lengths, outputs).to(torch::kCPU);
   }
-  int64_t row = 0;
+  int64_t first = 0;
   for (size_t s = 0; s < requests.size(); ++s) {
     auto& r = requests[s];
     c10::InferenceMode guard;
-    // Row i predicts the token after block[i]: the drafts are tested against rows fixed-1...
-    auto rows = logits.narrow(0, row + r.fixed - 1, lengths[s] - r.fixed + 1);
+    auto rows = logits.narrow(0, first, outputs[s]);
     std::vector<int64_t> drafts(r.block.begin() + r.fixed, r.block.end());
     auto q = r.draft_probs.defined() ? r.draft_probs.to(torch::kFloat32) : torch::Tensor();
     VerifyResult res = accept_drafts(rows, drafts, q, r.params, r.lenience, r.seq->rng());
@@ -131,7 +134,7 @@ std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests) {
     // Keep the fixed tokens and the accepted drafts; the rest of the block rolls back.
     r.seq->truncate(starts[s] + r.fixed + res.accepted);
     results.push_back(std::move(res));
-    row += lengths[s];
+    first += outputs[s];
   }
   return results;
 }

@@ -15,6 +15,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Model } from '../lib/model';
+import { loadNative } from '../lib/native';
 import { readSafetensors, writeSafetensors, type TensorSpec } from './helpers/safetensors';
 import { makeTinyModel, mulberry32, type TinyModelOptions } from './helpers/tiny-model';
 import { argmax, maxAbsDiff } from './helpers/stats';
@@ -287,6 +288,59 @@ describe('bfloat16 compute dtype', () => {
     // and a greedy step over a block (its argmax path) picks what the full logits' argmax does
     const stepped = m.createSequence().native.step(Int32Array.from(tokens), { temperature: 0, topK: 0, topP: 1 });
     expect(stepped).toBe(argmax(Array.from(b.subarray((T - 1) * V))));
+  });
+
+  test('a verification block of many fixed tokens computes only its last rows, as the full pass does', async () => {
+    const dir = path.join(tmp, 'bf16_fixed');
+    const cfg = makeTinyModel(dir, {});
+    const V = cfg.vocab_size;
+    const m = Model.loadSync(dir, { dtype: 'bfloat16' });
+    const greedy = { temperature: 0, topK: 0, topP: 1 };
+    const tokens = randomTokens(T, V, 8);
+    const nextOf = (ctx: number[]) => argmax(Array.from(m.createSequence().forwardSync(ctx)));
+    // Drafts = the model's own greedy tokens for the first two, then a wrong one: accepted 2.
+    for (const fixed of [1, 4, T - 3]) {
+      const k = T - fixed;
+      const block = tokens.slice(0, fixed);
+      for (let i = 0; i < k; i++) block.push(i < 2 ? nextOf(block) : (nextOf(block) + 1) % V);
+      // Greedy argmax path and the logits path (returnProbs) over the same block.
+      const want = m.createSequence().forwardSync(block, { allLogits: true });
+      const wantArg = (i: number) => argmax(Array.from(want.subarray((fixed - 1 + i) * V, (fixed + i) * V)));
+      const accepted = Math.min(k, 2);
+      const seq = m.createSequence();
+      const r = seq.native.verify(Int32Array.from(block), { sampling: greedy, fixed });
+      expect(r.accepted).toBe(accepted);
+      expect(r.next).toBe(wantArg(accepted));
+      expect(seq.length).toBe(fixed + accepted);
+      const withProbs = m.createSequence().native.verify(Int32Array.from(block), { sampling: greedy, fixed, returnProbs: true });
+      expect(withProbs.accepted).toBe(accepted);
+      expect(withProbs.probs!.length).toBe((k + 1) * V);
+      for (let i = 0; i <= k; i++) {
+        const row = Array.from(want.subarray((fixed - 1 + i) * V, (fixed + i) * V));
+        const mx = Math.max(...row);
+        const z = row.reduce((a, x) => a + Math.exp(x - mx), 0);
+        for (let j = 0; j < V; j++) expect(withProbs.probs![i * V + j]).toBeCloseTo(Math.exp(row[j] - mx) / z, 6);
+      }
+      // The cache it leaves holds every kept row's keys and values: the next pass matches.
+      const ref = m.createSequence();
+      ref.forwardSync(block.slice(0, fixed + accepted));
+      expect(Array.from(seq.forwardSync([r.next]))).toEqual(Array.from(ref.forwardSync([r.next])));
+    }
+    // Several sequences in one packed pass, each with its own fixed count, agree with their
+    // passes alone.
+    const blocks = [tokens.slice(0, 9), tokens.slice(2, 5), tokens.slice(1, 11)];
+    const fixeds = [6, 1, 10];
+    for (const returnProbs of [false, true]) {
+      const batch = blocks.map((blk, i) => ({ sequence: m.createSequence().native, block: Int32Array.from(blk), sampling: greedy, fixed: fixeds[i], returnProbs }));
+      const together = await loadNative().verifyBatch(batch);
+      blocks.forEach((blk, i) => {
+        const alone = m.createSequence().native.verify(Int32Array.from(blk), { sampling: greedy, fixed: fixeds[i], returnProbs });
+        expect(together[i].accepted).toBe(alone.accepted);
+        expect(together[i].next).toBe(alone.next);
+        if (returnProbs) expect(Array.from(together[i].probs!)).toEqual(Array.from(alone.probs!));
+        expect(batch[i].sequence.length).toBe(fixeds[i] + alone.accepted);
+      });
+    }
   });
 });
 
