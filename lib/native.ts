@@ -93,7 +93,7 @@ export interface NativeVerifyResult {
 export interface NativeSequence {
   verify(block: Int32Array, options?: NativeVerifyOptions): NativeVerifyResult;
   verifyAsync(block: Int32Array, options?: NativeVerifyOptions): Promise<NativeVerifyResult>;
-  /** minConfidence: stop before a token (after the first) the draft gives a lower probability. */
+  /** minConfidence: stop at a position (after the first) where the draft's most likely token has a lower probability. */
   draft(feed: Int32Array, k: number, sampling?: NativeSampling, minConfidence?: number): { tokens: Int32Array; probs?: Float32Array };
   draftAsync(feed: Int32Array, k: number, sampling?: NativeSampling): Promise<{ tokens: Int32Array; probs?: Float32Array }>;
   readonly length: number;

@@ -33,10 +33,11 @@ export interface GenerateOptions {
   /** Draft tokens per verification pass. Default 4. */
   k?: number;
   /**
-   * Method 'sd': the draft model stops its draft before a token (after the first) to which it
-   * gives a probability below this (greedy: its argmax's; sampling: the sampled token's), so
-   * `k` becomes the longest draft. 0 (default) always drafts k tokens. Exactness is unaffected:
-   * the stop depends on the draft's own outputs only. In [0, 1).
+   * Method 'sd': the draft model stops its draft at a position (after the first) where its most
+   * likely token has a probability below this (greedy: the token it would propose; sampling:
+   * the largest probability of its processed distribution, checked before it draws), so `k`
+   * becomes the longest draft. 0 (default) always drafts k tokens. Exactness is unaffected:
+   * the stop depends on the draft's distribution only, never on the token it draws. In [0, 1).
    */
   draftConfidence?: number;
   /** Max-Gram occurrence choice: 'recent' (default) or 'earliest'. */

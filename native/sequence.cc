@@ -93,13 +93,15 @@ std::vector<int64_t> Sequence::draft(const std::vector<int64_t>& feed, int64_t k
     // Drawn from the draft vocabulary only: the masked distribution is the q handed to the
     // verifier, so the target's test stays exact.
     auto p = processed_probs(model_->draft_masked(logits), params);
-    const int64_t t = sample_from(p, rng_);
-    // The stop decision uses the draft's own randomness only, so the target's test of the
-    // tokens before it stays exact.
-    if (i > 0 && gated && p[t].item<float>() < min_confidence) {
+    // The stop is decided from q alone, before the draw: where q's most likely token is below
+    // the threshold. A stop that looked at the drawn token (its q) would propose only the
+    // confident draws, a proposal distribution other than the q the verifier divides by, and
+    // the token at a stop position would no longer follow the target.
+    if (i > 0 && gated && p.max().item<float>() < min_confidence) {
       cache_.set_length(length() - 1);  // the last proposal leaves the cache again
       break;
     }
+    const int64_t t = sample_from(p, rng_);
     rows.push_back(p);
     out.push_back(t);
     if (i + 1 < k) logits = model_->forward(torch::tensor(std::vector<int64_t>{t}, torch::kInt64), cache_, false)[0];

@@ -34,9 +34,11 @@ class Sequence {
   // proposes k tokens autoregressively under `params`. The last proposal is not appended (the
   // caller appends it with the next feed if it is accepted). When sampling, `probs` receives
   // the processed distribution of each proposal, [k, V]. min_confidence > 0 stops the draft
-  // before a token (other than the first) to which the draft gives a probability below it
-  // (greedy: its argmax's softmax probability; sampling: the sampled token's): fewer than k
-  // tokens come back then, and the cache again holds all proposals but the last.
+  // at a position (other than the first) where the draft's most likely token has a probability
+  // below it (greedy: the argmax's softmax probability; sampling: the largest probability of
+  // the processed distribution, decided before the draw so that the stop does not depend on
+  // the drawn token): fewer than k tokens come back then, and the cache again holds all
+  // proposals but the last.
   std::vector<int64_t> draft(const std::vector<int64_t>& feed, int64_t k, const SamplingParams& params,
                              torch::Tensor* probs, float min_confidence = 0.f);
 

@@ -119,7 +119,7 @@ export class ReviewerLevel implements Drafter {
     private readonly contextLength: number,
     /** Seeds this level's sampler: derived from the generation's seed, apart from the target's. */
     private readonly seed = 0,
-    /** Drafting alone: stop before a token the model gives a lower probability (0: never). */
+    /** Drafting alone: stop where the model's most likely token has a lower probability (0: never). */
     private readonly confidence = 0,
   ) {}
 

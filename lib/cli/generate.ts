@@ -28,7 +28,7 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   drafts: { type: 'string', help: 'drafter folders for --method csd as name=DIR,name=DIR (default: the family\'s mid and small)' },
   draft: { type: 'string', help: 'draft model folder for --method sd (default: the default family\'s mid draft)' },
   k: { type: 'int', help: 'draft tokens per verification pass', default: 4, min: 1, max: 64 },
-  'draft-confidence': { type: 'number', help: 'with sd: stop a draft before a token the draft gives probability below this (0 = off)', default: 0, min: 0, max: 0.999999 },
+  'draft-confidence': { type: 'number', help: "with sd: stop a draft where the draft's most likely token has probability below this (0 = off)", default: 0, min: 0, max: 0.999999 },
   'full-draft-vocabulary': { type: 'boolean', help: 'drafts propose from every token, ignoring their folders\' draft-vocab.i32' },
   raw: { type: 'boolean', help: 'use the prompt as given, without the model\'s prompt template' },
   json: { type: 'boolean', help: 'print one JSON object: text, tokens, promptTokens, finishReason, stats' },

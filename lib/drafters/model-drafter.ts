@@ -23,7 +23,7 @@ export class ModelDrafter implements Drafter {
     private readonly contextLength: number,
     name?: string,
     private readonly seed = 0,
-    /** Stop a draft before a token the draft model gives a lower probability (0: never). */
+    /** Stop a draft where the draft model's most likely token has a lower probability (0: never). */
     private readonly minConfidence = 0,
   ) {
     this.name = name ?? `model:${model.dir.split('/').pop()}`;
