@@ -10,11 +10,14 @@ export type FinishReason = 'eos' | 'stop' | 'length' | 'context';
 export interface GenerationStats {
   /** Wall-clock time of the whole call, prompt included. */
   wallMs: number;
-  /** Time to process the prompt and produce the first token. */
+  /** Time to process the prompt and produce the first token(s): with a drafter, the prompt's
+   * pass also verifies a first draft and may emit several tokens at once (`firstTokens`). */
   promptMs: number;
+  /** Tokens the prompt's pass emitted (1 without a drafter). */
+  firstTokens: number;
   /** Native target forward passes (each may carry many tokens). */
   targetForwards: number;
-  /** Generated tokens per second after the first token. */
+  /** Generated tokens per second after the prompt's pass (its `firstTokens` excluded). */
   tokensPerSecond: number;
   seed: number;
   [extra: string]: unknown;
@@ -79,6 +82,7 @@ export async function runGeneration(
   let text = '';
   let finishReason: FinishReason | undefined;
   let promptMs = 0;
+  let firstTokens = 0;
   const check = () => {
     if (options.signal?.aborted) throw abortError(options.signal);
   };
@@ -141,6 +145,7 @@ export async function runGeneration(
     check();
     accept(await source.start(promptTokens));
     promptMs = performance.now() - t0;
+    firstTokens = tokens.length;
   }
   while (!finishReason) {
     check();
@@ -156,8 +161,9 @@ export async function runGeneration(
     stats: {
       wallMs,
       promptMs,
+      firstTokens,
       targetForwards: source.targetForwards,
-      tokensPerSecond: tokens.length > 1 && decodeMs > 0 ? ((tokens.length - 1) * 1000) / decodeMs : 0,
+      tokensPerSecond: tokens.length > firstTokens && decodeMs > 0 ? ((tokens.length - firstTokens) * 1000) / decodeMs : 0,
       seed: options.seed,
       ...(source.stats?.() ?? {}),
     },

@@ -268,7 +268,7 @@ export class Model {
     const cascade = drafter instanceof AdaptiveScheduler ? drafter.cascade : drafter;
     if (cascade instanceof Cascade) for (const l of cascade.levels) passes.push({ passes: l.passes, params: l.model.numParams });
     const draftCost = passes.slice(1).reduce((s, p) => s + p.passes * p.params, 0);
-    const verifyPasses = Math.max(1, source.targetForwards - 1); // the prompt pass drafts nothing
+    const verifyPasses = Math.max(1, source.verificationPasses);
     return {
       swi: swi(tokens, P, passes),
       ewif: ewif(source.conditionalAcceptance(), draftCost / verifyPasses / P),

@@ -1,6 +1,11 @@
 // Speculative decoding as a TokenSource: a drafter proposes, ONE native call verifies the
 // block (forward + acceptance + rollback), the accepted tokens and the correction/bonus token
 // go out. Autoregressive decoding is the same loop with no drafter.
+//
+// The prompt's pass verifies the first draft: the drafter proposes the first tokens from the
+// prompt alone, and the target's pass over the prompt carries them as a block whose fixed part
+// is the prompt. That pass is bound by arithmetic, so a few more rows add little to it
+// (bench/README.md), while a separate first verification would stream the weights once more.
 import { type Drafter } from './drafters/drafter';
 import type { TokenSource } from './generate';
 import type { NativeSampling } from './native';
@@ -9,7 +14,10 @@ import type { Sequence } from './sequence';
 export class SpeculativeSource implements TokenSource {
   private pending = -1;
   private emitted = 0;
+  /** Verification passes (the prompt's included when it carried a draft). */
   private passes = 0;
+  /** Steps after the prompt's pass: the ones `timing` covers. */
+  private timedSteps = 0;
   private drafted = 0;
   private acceptedDrafts = 0;
   /** Wall time of the drafter's calls and of the target's verification calls, ms. */
@@ -34,11 +42,46 @@ export class SpeculativeSource implements TokenSource {
     return this.target.forwards;
   }
 
+  /** Target passes that verified a block (the prompt's counts when it carried a draft). */
+  get verificationPasses(): number {
+    return this.passes;
+  }
+
   async start(promptTokens: number[]): Promise<number[]> {
-    this.pending = await this.target.step(promptTokens, this.sampling);
-    this.emitted = 1;
-    await this.drafter?.begin([...promptTokens, this.pending]);
-    return [this.pending];
+    // Room for the prompt and the drafts in the cache, and for the drafts and the token after
+    // them in the caller's budget.
+    const max = this.drafter ? Math.max(0, Math.min(this.k, this.target.capacity - promptTokens.length, this.maxNewTokens - 1)) : 0;
+    if (max === 0) {
+      this.pending = await this.target.step(promptTokens, this.sampling);
+      this.emitted = 1;
+      await this.drafter?.begin([...promptTokens, this.pending]);
+      return [this.pending];
+    }
+    await this.drafter!.begin(promptTokens);
+    const block = await this.drafter!.draft(max, this.sampling);
+    const r = await this.target.verify([...promptTokens, ...block.tokens], {
+      sampling: this.sampling,
+      draftProbs: block.probs,
+      fixed: promptTokens.length,
+    });
+    return this.commit(block.tokens, r);
+  }
+
+  /** Records a verification's outcome and hands the emitted tokens to the drafter. */
+  private commit(drafts: number[], r: { accepted: number; next: number }): number[] {
+    const out = [...drafts.slice(0, r.accepted), r.next];
+    this.passes++;
+    this.drafted += drafts.length;
+    this.acceptedDrafts += r.accepted;
+    for (let i = 0; i < drafts.length; i++) {
+      this.proposedAt[i] = (this.proposedAt[i] ?? 0) + 1;
+      this.acceptedAt[i] = (this.acceptedAt[i] ?? 0) + (i < r.accepted ? 1 : 0);
+      if (i <= r.accepted) this.reachedAt[i] = (this.reachedAt[i] ?? 0) + 1;
+    }
+    this.drafter?.accept(out);
+    this.pending = r.next;
+    this.emitted += out.length;
+    return out;
   }
 
   async next(): Promise<number[]> {
@@ -57,18 +100,8 @@ export class SpeculativeSource implements TokenSource {
     this.draftMs += t1 - t0;
     this.verifyMs += t2 - t1;
     this.drafter?.observeVerify?.(block.tokens.length + 1, t2 - t1);
-    const out = [...block.tokens.slice(0, r.accepted), r.next];
-    this.passes++;
-    this.drafted += block.tokens.length;
-    this.acceptedDrafts += r.accepted;
-    for (let i = 0; i < block.tokens.length; i++) {
-      this.proposedAt[i] = (this.proposedAt[i] ?? 0) + 1;
-      this.acceptedAt[i] = (this.acceptedAt[i] ?? 0) + (i < r.accepted ? 1 : 0);
-      if (i <= r.accepted) this.reachedAt[i] = (this.reachedAt[i] ?? 0) + 1;
-    }
-    this.drafter?.accept(out);
-    this.pending = r.next;
-    this.emitted += out.length;
+    this.timedSteps++;
+    const out = this.commit(block.tokens, r);
     this.stepMs += performance.now() - t0;
     return out;
   }
@@ -85,10 +118,11 @@ export class SpeculativeSource implements TokenSource {
       accepted: this.acceptedDrafts,
       // Tokens emitted per verification pass (accepted drafts + the correction/bonus token).
       meanAcceptedLength: this.passes ? (this.acceptedDrafts + this.passes) / this.passes : 1,
+      verificationPasses: this.passes,
       acceptanceByPosition: this.proposedAt.map((p, i) => (p ? this.acceptedAt[i] / p : 0)),
       // Where the time of the verification steps went (the prompt's pass excluded): drafting,
       // and the target's fused verification calls; the rest of a step is bookkeeping.
-      timing: { steps: this.passes, stepMs: this.stepMs, draftMs: this.draftMs, verifyMs: this.verifyMs },
+      timing: { steps: this.timedSteps, stepMs: this.stepMs, draftMs: this.draftMs, verifyMs: this.verifyMs },
       ...(this.drafter?.stats ? { drafter: this.drafter.stats() } : {}),
     };
   }

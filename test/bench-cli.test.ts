@@ -151,23 +151,26 @@ describe('runBench on a tiny family', () => {
     expect(line).toContain(`NO (${differing})`);
   });
 
-  test('tokens per pass excludes the prompt pass of each request (an always-right draft)', async () => {
-    // `same` drafts exactly the target's tokens: after the prompt pass, each verification pass
-    // emits min(k + 1, remaining) tokens.
+  test('tokens per pass counts every verification pass, the prompt pass that carried the first draft included (an always-right draft)', async () => {
+    // `same` drafts exactly the target's tokens: the prompt's pass verifies the first draft and
+    // every verification pass emits min(k + 1, remaining) tokens. AR's prompt pass verifies
+    // nothing: its tokens per pass are those of the passes after it (1).
     const k = 3;
     const n = 21;
     let generated = 0, verifies = 0;
     for (const p of PROMPTS) {
       const toks = await arTokens(sameFamily, p, n);
-      generated += toks.length - 1;
-      verifies += Math.ceil((toks.length - 1) / (k + 1));
+      generated += toks.length;
+      verifies += Math.ceil(toks.length / (k + 1));
       if (toks.includes(EOS)) expect(toks.indexOf(EOS)).toBe(toks.length - 1);
     }
     const r = await runBench(sameFamily, [parseMethod('ar', sameFamily, DEFAULTS), parseMethod(`sd:same@${k}`, sameFamily, { ...DEFAULTS, draft: 'same' })], PROMPTS, { maxNewTokens: n, warmup: 0 });
     expect(r[1].identicalToAR).toBe(true);
-    expect(r[1].targetForwards).toBe(PROMPTS.length + verifies);
+    expect(r[1].targetForwards).toBe(verifies);
     expect(r[1].meanAcceptedLength).toBeCloseTo(generated / verifies, 12);
     expect(r[1].acceptanceByPosition.every((a) => a === 1)).toBe(true);
+    expect(r[0].targetForwards).toBe(generated);
+    expect(r[0].meanAcceptedLength).toBe(1);
   });
 });
 

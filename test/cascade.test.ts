@@ -627,14 +627,14 @@ describe('greedy exactness of random cascades', () => {
   test('a cascade whose levels are always right drafts the whole block: target passes follow from k', async () => {
     // `same` reviews Max-Gram proposals and corrects them, so its drafts are the target's own
     // tokens: every top-level draft is accepted. With row 0 = [k, 0] each verification pass
-    // emits min(k + 1, remaining) tokens.
+    // (the prompt's included: it verifies the first draft) emits min(k + 1, remaining) tokens.
     const k = 5;
     for (const n of [1, 2, 6, 7, 20, 33]) {
       const r = await target.generate(idsOf('Hello'), {
         method: 'csd', cascade: { drafters: ['same'], K: [[k, 0], [0, 3]], lenience: 2 }, draftModels: { same: drafts.same }, maxNewTokens: n, stopOnEos: false,
       });
       expect(r.tokens).toEqual(ref.greedy(idsOf('Hello'), n));
-      expect(r.stats.targetForwards).toBe(1 + Math.ceil((n - 1) / (k + 1)));
+      expect(r.stats.targetForwards).toBe(Math.ceil(n / (k + 1)));
       expect(r.stats.accepted).toBe(r.stats.drafted);
     }
   });
@@ -677,21 +677,21 @@ describe('metrics', () => {
   test('an always-right autoregressive level: target passes, level passes, SWI and EWIF by hand', async () => {
     // Row 0 = [3, 0]: the `same` level fills 3 positions; its own row is empty, so it adds one
     // token per pass (autoregressive). Each target pass accepts all drafts.
-    const n = 21;
+    const n = 20;
     const r = await target.generate(idsOf('Hello'), {
       method: 'csd', cascade: { drafters: ['same'], K: [[3, 0], [0, 0]], lenience: 1 }, draftModels: { same: drafts.same }, maxNewTokens: n, stopOnEos: false,
     });
     expect(r.tokens).toEqual(ref.greedy(idsOf('Hello'), n));
-    const verifies = Math.ceil((n - 1) / 4); // 5 verification passes of 4 tokens
-    const levelPasses = n - 1 - verifies; // 15 drafted tokens, one level pass each
-    expect(r.stats.targetForwards).toBe(1 + verifies);
+    const verifies = Math.ceil(n / 4); // 5 verification passes of 4 tokens, the prompt's first
+    const levelPasses = n - verifies; // 15 drafted tokens, one level pass each
+    expect(r.stats.targetForwards).toBe(verifies);
     expect(r.stats.meanAcceptedLength).toBe(4);
     expect(r.stats.acceptanceByPosition).toEqual([1, 1, 1]);
     expect(r.stats.levels).toEqual([
       { level: 'same', passes: levelPasses, produced: levelPasses, proposed: 0, accepted: 0, acceptanceByPosition: [] },
     ]);
-    // Every pass costs the same (same parameter count): 21 tokens for 6 + 15 passes.
-    expect(r.stats.swi).toBeCloseTo(n / (1 + verifies + levelPasses), 12);
+    // Every pass costs the same (same parameter count): 20 tokens for 5 + 15 passes.
+    expect(r.stats.swi).toBeCloseTo(n / (verifies + levelPasses), 12);
     // 4 tokens per verification pass, paid with 1 target pass + 3 drafter passes of equal cost.
     expect(r.stats.ewif).toBeCloseTo(4 / (1 + levelPasses / verifies), 12);
   });
@@ -703,7 +703,8 @@ describe('metrics', () => {
     const k = 4;
     for (const [prompt, n] of [[idsOf('the cat and the'), 30], [[BOS, 5, 9, 5, 9], 25], [idsOf('To be or'), 17]] as const) {
       const want = ref.greedy([...prompt], n);
-      let emitted = 1, verifies = 0, levelPasses = 0;
+      // The prompt's pass verifies the first draft (emitted starts at 0).
+      let emitted = 0, verifies = 0, levelPasses = 0;
       const proposedAt: number[] = [], acceptedAt: number[] = [], reachedAt: number[] = [], condAcceptedAt: number[] = [];
       while (emitted < n) {
         const m = Math.min(k, n - emitted - 1);
@@ -731,17 +732,17 @@ describe('metrics', () => {
         method: 'csd', cascade: { drafters: ['near'], K: [[k, 0], [0, 0]], lenience: 1 }, draftModels: { near: drafts.near }, maxNewTokens: n, stopOnEos: false,
       });
       expect(r.tokens).toEqual(want);
-      expect(r.stats.targetForwards).toBe(1 + verifies);
+      expect(r.stats.targetForwards).toBe(verifies);
       expect(r.stats.drafted).toBe(levelPasses);
       expect(r.stats.accepted).toBe(accepted);
-      expect(r.stats.meanAcceptedLength).toBeCloseTo((n - 1) / verifies, 12);
+      expect(r.stats.meanAcceptedLength).toBeCloseTo(n / verifies, 12);
       const byPos = r.stats.acceptanceByPosition as number[];
       expect(byPos.length).toBe(proposedAt.length);
       byPos.forEach((v, j) => expect(v).toBeCloseTo(acceptedAt[j] / proposedAt[j], 12));
       expect(r.stats.levels).toEqual([
         { level: 'near', passes: levelPasses, produced: levelPasses, proposed: 0, accepted: 0, acceptanceByPosition: [] },
       ]);
-      expect(r.stats.swi).toBeCloseTo(n / (1 + verifies + levelPasses), 12);
+      expect(r.stats.swi).toBeCloseTo(n / (verifies + levelPasses), 12);
       // EWIF (§7): position acceptances alpha_j = P(j accepted | all before accepted), drafting
       // cost per verification pass = level passes / verification passes (equal parameter counts).
       const alpha = reachedAt.map((reached, j) => (condAcceptedAt[j] ?? 0) / reached);

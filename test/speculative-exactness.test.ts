@@ -221,11 +221,11 @@ describe('greedy: every drafter, every k, gives exactly the target greedy ids', 
 });
 
 describe('greedy counters from first principles', () => {
-  // After the prompt pass (1 token), each pass emits min(k + 1, tokens left) tokens when every
-  // draft is accepted, and exactly 1 when every draft is rejected.
-  const perfectPasses = (n: number, k: number) => 1 + Math.ceil((n - 1) / (k + 1));
+  // The prompt's pass verifies the first draft; each pass emits min(k + 1, tokens left) tokens
+  // when every draft is accepted, and exactly 1 when every draft is rejected.
+  const perfectPasses = (n: number, k: number) => Math.ceil(n / (k + 1));
 
-  test('oracle: every draft accepted at every position; ceil((n-1)/(k+1)) verify passes', async () => {
+  test('oracle: every draft accepted at every position; ceil(n/(k+1)) passes', async () => {
     for (const k of KS)
       for (const [model, list] of [[target, cases], [small, limitCases]] as const)
         for (const c of list) {
@@ -237,20 +237,23 @@ describe('greedy counters from first principles', () => {
           expect(r.stats.accepted).toBe(r.stats.drafted);
           expect(r.stats.drafted).toBe(n - r.stats.targetForwards); // every token but the per-pass bonus was drafted
           expect((r.stats.acceptanceByPosition as number[]).every((a) => a === 1)).toBe(true);
-          expect((r.stats.acceptanceByPosition as number[]).length).toBe(Math.max(0, Math.min(k, n - 2))); // the first pass drafts the most
-          expect(r.stats.meanAcceptedLength).toBeCloseTo((n - 1) / (r.stats.targetForwards - 1), 12);
+          expect((r.stats.acceptanceByPosition as number[]).length).toBe(Math.max(0, Math.min(k, n - 1))); // the first pass drafts the most
+          expect(r.stats.meanAcceptedLength).toBeCloseTo(n / r.stats.targetForwards, 12);
+          // The prompt's pass carried the first draft: it emitted k + 1 tokens (or all n).
+          expect(r.stats.firstTokens).toBe(Math.min(k + 1, n));
+          expect(r.stats.verificationPasses).toBe(r.stats.targetForwards);
         }
   });
 
-  test('oracle with n - 1 a multiple of k + 1: meanAcceptedLength is exactly k + 1', async () => {
+  test('oracle with n a multiple of k + 1: meanAcceptedLength is exactly k + 1', async () => {
     const c = cases[4];
     for (const k of [1, 2, 3]) {
-      const n = 1 + 3 * (k + 1);
+      const n = 3 * (k + 1);
       const want = ref.greedy(c.prompt, n);
       const r = await generateWith(target, c.prompt, new OracleDrafter(c.prompt.length, want), k, n);
       expect(r.tokens).toEqual(want);
       expect(r.stats.meanAcceptedLength).toBe(k + 1);
-      expect(r.stats.targetForwards).toBe(4);
+      expect(r.stats.targetForwards).toBe(3);
     }
   });
 
@@ -262,6 +265,7 @@ describe('greedy counters from first principles', () => {
         expect(r.stats.accepted).toBe(0);
         expect(r.stats.drafted).toBeGreaterThan(0);
         expect(r.stats.targetForwards).toBe(c.n);
+        expect(r.stats.firstTokens).toBe(1);
         expect(r.stats.meanAcceptedLength).toBe(1);
         expect((r.stats.acceptanceByPosition as number[]).every((a) => a === 0)).toBe(true);
       }
@@ -297,7 +301,11 @@ describe('greedy counters from first principles', () => {
           at += emitted.length;
           origAccept(emitted);
         };
-        at = 1;
+        const origBegin = d.begin.bind(d);
+        d.begin = (context) => {
+          at = context.length - c.prompt.length; // 0: the prompt's pass verifies the first draft
+          origBegin(context);
+        };
         const r = await generateWith(target, c.prompt, d, k, c.n);
         expect(r.tokens).toEqual(c.want);
         let accepted = 0;

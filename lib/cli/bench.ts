@@ -71,7 +71,7 @@ export async function runBench(
 ): Promise<MethodResult[]> {
   const { target } = family;
   if (methods[0]?.name !== 'ar') methods = [parseArOnly(), ...methods.filter((m) => m.name !== 'ar')];
-  const acc = methods.map(() => ({ tokens: 0, wallMs: 0, forwards: 0, requests: 0, swiCost: 0, mismatches: 0, proposedAt: [] as number[], acceptedAt: [] as number[], steps: 0, stepMs: 0, draftMs: 0, verifyMs: 0, promptMs: 0, ewifWeighted: 0, ewifWeight: 0, levels: new Map<string, { passes: number; produced: number; proposed: number; accepted: number }>() }));
+  const acc = methods.map(() => ({ tokens: 0, wallMs: 0, forwards: 0, verifications: 0, first: 0, swiCost: 0, mismatches: 0, proposedAt: [] as number[], acceptedAt: [] as number[], steps: 0, stepMs: 0, draftMs: 0, verifyMs: 0, promptMs: 0, ewifWeighted: 0, ewifWeight: 0, levels: new Map<string, { passes: number; produced: number; proposed: number; accepted: number }>() }));
   const gen = (m: MethodSpec, p: string): Promise<GenerationResult> =>
     target.generate(p, { ...m.options, maxNewTokens: options.maxNewTokens, temperature: 0, stopOnEos: true });
   for (const m of methods) for (const p of prompts.slice(0, options.warmup)) await gen(m, p);
@@ -85,7 +85,10 @@ export async function runBench(
       a.tokens += r.tokens.length;
       a.wallMs += r.stats.wallMs;
       a.forwards += r.stats.targetForwards;
-      if (r.tokens.length > 0) a.requests++;
+      // Passes that verified a block: the prompt's too when it carried the first draft.
+      const verifications = Number(r.stats.verificationPasses ?? r.stats.targetForwards - 1);
+      a.verifications += verifications;
+      a.first += r.stats.firstTokens;
       a.swiCost += r.tokens.length / Math.max(1e-9, Number(r.stats.swi ?? 1));
       const timing = r.stats.timing as { steps: number; stepMs: number; draftMs: number; verifyMs: number } | undefined;
       if (timing) {
@@ -95,7 +98,7 @@ export async function runBench(
         a.verifyMs += timing.verifyMs;
       }
       a.promptMs += r.stats.promptMs;
-      const steps = Math.max(1, r.stats.targetForwards - 1);
+      const steps = Math.max(1, verifications);
       a.ewifWeighted += Number(r.stats.ewif ?? 1) * steps;
       a.ewifWeight += steps;
       for (const l of (r.stats.levels as Array<{ level: string; passes: number; produced: number; proposed: number; accepted: number }> | undefined) ?? []) {
@@ -117,7 +120,8 @@ export async function runBench(
     }
   }
   const arTps = (acc[0].tokens * 1000) / acc[0].wallMs;
-  const decodeTps = (a: (typeof acc)[number]) => ((a.tokens - a.requests) * 1000) / Math.max(1e-9, a.wallMs - a.promptMs);
+  // After each request's prompt pass (and the tokens it emitted).
+  const decodeTps = (a: (typeof acc)[number]) => ((a.tokens - a.first) * 1000) / Math.max(1e-9, a.wallMs - a.promptMs);
   return methods.map((m, i) => {
     const a = acc[i];
     const tps = (a.tokens * 1000) / a.wallMs;
@@ -131,7 +135,8 @@ export async function runBench(
       swi: a.tokens / a.swiCost,
       // Tokens per verification pass (the prompt pass of each request, and the first token
       // it produced, excluded), as SpeculativeSource counts it per generation.
-      meanAcceptedLength: a.forwards > a.requests ? (a.tokens - a.requests) / (a.forwards - a.requests) : 1,
+      // Tokens per verification pass: a prompt pass without a draft emitted 1 token.
+      meanAcceptedLength: a.verifications > 0 ? (a.tokens - (a.forwards - a.verifications)) / a.verifications : 1,
       targetForwards: a.forwards,
       identicalToAR: a.mismatches === 0,
       mismatches: a.mismatches,

@@ -51,7 +51,7 @@ export function matchedPrefix(proposal: readonly number[], emitted: readonly num
 export interface Drafter {
   readonly name: string;
   readonly counters: DrafterCounters;
-  /** Starts a sequence: `context` is the prompt plus the first generated (pending) token. */
+  /** Starts a sequence: `context` is the prompt, or the prompt and the first generated token. */
   begin(context: number[]): void | Promise<void>;
   /**
    * Proposes up to `max` tokens following the current context extended by `prefix` (tentative
