@@ -71,6 +71,9 @@ describe('runBench on a tiny family', () => {
       expect(Number.isFinite(r.tokensPerSecond)).toBe(true);
       expect(r.tokensPerSecond).toBeCloseTo((r.tokens * 1000) / r.wallMs, 6);
       expect(r.speedupVsAR).toBeCloseTo(r.tokensPerSecond / rows[0].tokensPerSecond, 9);
+      // One round: its speedup is the pooled one.
+      expect(r.speedupVsARByRound).toHaveLength(1);
+      expect(r.speedupVsARByRound[0]).toBeCloseTo(r.speedupVsAR, 9);
       expect(r.meanAcceptedLength).toBeGreaterThanOrEqual(1);
       expect(r.targetForwards).toBeGreaterThanOrEqual(PROMPTS.length);
       expect(r.targetForwards).toBeLessThanOrEqual(r.tokens);
@@ -104,6 +107,28 @@ describe('runBench on a tiny family', () => {
     expect(ar.meanAcceptedLength).toBe(1);
     expect(ar.swi).toBeCloseTo(1, 12);
     expect(ar.describe).toBe('target alone');
+  });
+
+  test('--rounds: the prompts run again, results pool over the rounds, each round has its own speedup', async () => {
+    const specs2 = ['ar', 'sd:small@3'].map((x) => parseMethod(x, family, DEFAULTS));
+    const prompts = PROMPTS.slice(0, 2);
+    const one = await runBench(family, specs2, prompts, { maxNewTokens: MAX_NEW, warmup: 0 });
+    const three = await runBench(family, specs2, prompts, { maxNewTokens: MAX_NEW, warmup: 0, rounds: 3 });
+    three.forEach((r, i) => {
+      expect(r.identicalToAR).toBe(true);
+      expect(r.tokens).toBe(3 * one[i].tokens);
+      expect(r.targetForwards).toBe(3 * one[i].targetForwards);
+      expect(r.speedupVsARByRound).toHaveLength(3);
+      // Every round makes the same tokens, so the pooled speedup is a ratio of summed wall
+      // times: between the rounds' smallest and largest.
+      expect(r.speedupVsAR).toBeGreaterThanOrEqual(Math.min(...r.speedupVsARByRound) - 1e-12);
+      expect(r.speedupVsAR).toBeLessThanOrEqual(Math.max(...r.speedupVsARByRound) + 1e-12);
+    });
+    expect(three[0].speedupVsARByRound).toEqual([1, 1, 1]);
+    const table = formatTable(three).split('\n');
+    expect(table[0]).toContain('rounds');
+    const sd = three[1];
+    expect(table[3]).toContain(`${Math.min(...sd.speedupVsARByRound).toFixed(2)}-${Math.max(...sd.speedupVsARByRound).toFixed(2)}x`);
   });
 
   test('formatTable lists every method with its verdict', () => {
@@ -363,6 +388,9 @@ describe('bench and tune commands', () => {
     const d = await cli('bench', 'extra', '--dataset', 'x.jsonl');
     expect(d.code).toBe(2);
     expect(d.err).toMatch(/unexpected argument "extra"/);
+    const rounds = await cli('bench', '--dataset', 'x.jsonl', '--rounds', '0');
+    expect(rounds.code).toBe(2);
+    expect(rounds.err).toMatch(/--rounds must be in \[1, 100\], got 0/);
   });
 
   test('bench end to end with --model: --json report, --out files, a bad --methods entry', async () => {
@@ -373,8 +401,9 @@ describe('bench and tune commands', () => {
     const r = await cli(...args, '--methods', 'ar,mag@2', '--json', '--out', outDir);
     expect({ code: r.code, err: r.err.includes('error') ? r.err : '' }).toEqual({ code: 0, err: '' });
     expect(r.out.trimEnd().split('\n')).toHaveLength(1);
-    const report = JSON.parse(r.out) as { prompts: number; greedy: boolean; methods: MethodResult[]; models: { target: { dir: string } } };
+    const report = JSON.parse(r.out) as { prompts: number; rounds: number; greedy: boolean; methods: MethodResult[]; models: { target: { dir: string } } };
     expect(report.prompts).toBe(PROMPTS.length);
+    expect(report.rounds).toBe(1);
     expect(report.greedy).toBe(true);
     expect(report.models.target.dir).toBe(targetDir);
     expect(report.methods.map((m) => [m.name, m.identicalToAR])).toEqual([['ar', true], ['mag@2', true]]);

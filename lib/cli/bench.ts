@@ -27,6 +27,7 @@ export const BENCH_FLAGS: Record<string, FlagSpec> = {
   model: { type: 'string', help: 'target model folder (default: the embedded family)' },
   'full-draft-vocabulary': { type: 'boolean', help: 'drafts propose from every token, ignoring their folders\' draft-vocab.i32' },
   warmup: { type: 'int', help: 'untimed prompts per method first', default: 1, min: 0 },
+  rounds: { type: 'int', help: 'passes over the prompts (results pooled; per-round speedups reported too)', default: 1, min: 1, max: 100 },
   json: { type: 'boolean', help: 'print ONE JSON object with a "methods" array' },
   out: { type: 'string', help: 'folder for bench.json and bench.svg' },
   help: { type: 'boolean', help: 'show this help' },
@@ -38,7 +39,10 @@ export interface MethodResult {
   tokens: number;
   wallMs: number;
   tokensPerSecond: number;
+  /** Over all rounds pooled (total tokens / total wall time, against AR's). */
   speedupVsAR: number;
+  /** The same for each round alone: the spread says how much the machine's speed moved. */
+  speedupVsARByRound: number[];
   swi: number;
   meanAcceptedLength: number;
   targetForwards: number;
@@ -67,8 +71,9 @@ export async function runBench(
   family: Family,
   methods: MethodSpec[],
   prompts: string[],
-  options: { maxNewTokens: number; warmup: number; progress?: ProgressBar },
+  options: { maxNewTokens: number; warmup: number; rounds?: number; progress?: ProgressBar },
 ): Promise<MethodResult[]> {
+  const rounds = options.rounds ?? 1;
   const { target } = family;
   if (methods[0]?.name !== 'ar') methods = [parseArOnly(), ...methods.filter((m) => m.name !== 'ar')];
   const acc = methods.map(() => ({ tokens: 0, wallMs: 0, forwards: 0, verifications: 0, first: 0, swiCost: 0, mismatches: 0, proposedAt: [] as number[], acceptedAt: [] as number[], steps: 0, stepMs: 0, draftMs: 0, verifyMs: 0, promptMs: 0, ewifWeighted: 0, ewifWeight: 0, levels: new Map<string, { passes: number; produced: number; proposed: number; accepted: number }>() }));
@@ -76,14 +81,18 @@ export async function runBench(
     target.generate(p, { ...m.options, maxNewTokens: options.maxNewTokens, temperature: 0, stopOnEos: true });
   for (const m of methods) for (const p of prompts.slice(0, options.warmup)) await gen(m, p);
   let done = 0;
+  // Per round and method: tokens and wall time.
+  const byRound = Array.from({ length: rounds }, () => methods.map(() => ({ tokens: 0, wallMs: 0 })));
   // Prompt-major order: every method sees the same machine state for the same prompt.
-  for (const p of prompts) {
+  for (let round = 0; round < rounds; round++) for (const p of prompts) {
     let reference: number[] | undefined;
     for (let i = 0; i < methods.length; i++) {
       const r = await gen(methods[i], p);
       const a = acc[i];
       a.tokens += r.tokens.length;
       a.wallMs += r.stats.wallMs;
+      byRound[round][i].tokens += r.tokens.length;
+      byRound[round][i].wallMs += r.stats.wallMs;
       a.forwards += r.stats.targetForwards;
       // Passes that verified a block: the prompt's too when it carried the first draft.
       const verifications = Number(r.stats.verificationPasses ?? r.stats.targetForwards - 1);
@@ -132,6 +141,7 @@ export async function runBench(
       wallMs: a.wallMs,
       tokensPerSecond: tps,
       speedupVsAR: tps / arTps,
+      speedupVsARByRound: byRound.map((r) => (r[i].tokens / r[i].wallMs) / (r[0].tokens / r[0].wallMs)),
       swi: a.tokens / a.swiCost,
       // Tokens per verification pass (the prompt pass of each request, and the first token
       // it produced, excluded), as SpeculativeSource counts it per generation.
@@ -158,9 +168,12 @@ function parseArOnly(): MethodSpec {
 }
 
 export function formatTable(rows: MethodResult[]): string {
-  const head = ['method', 'tok/s', 'speedup', 'SWI', 'tok/pass', 'ms/step', 'draft', 'verify', 'identical', 'config'];
+  // With several rounds, the per-round speedups' range beside the pooled one.
+  const ranged = rows.some((r) => r.speedupVsARByRound.length > 1);
+  const range = (r: MethodResult) => `${Math.min(...r.speedupVsARByRound).toFixed(2)}-${Math.max(...r.speedupVsARByRound).toFixed(2)}x`;
+  const head = ['method', 'tok/s', 'speedup', ...(ranged ? ['rounds'] : []), 'SWI', 'tok/pass', 'ms/step', 'draft', 'verify', 'identical', 'config'];
   const body = rows.map((r) => [
-    r.name, r.tokensPerSecond.toFixed(1), `${r.speedupVsAR.toFixed(2)}x`, r.swi.toFixed(2), r.meanAcceptedLength.toFixed(2),
+    r.name, r.tokensPerSecond.toFixed(1), `${r.speedupVsAR.toFixed(2)}x`, ...(ranged ? [range(r)] : []), r.swi.toFixed(2), r.meanAcceptedLength.toFixed(2),
     r.msPerStep.toFixed(3), r.draftMsPerStep.toFixed(3), r.verifyMsPerStep.toFixed(3), r.identicalToAR ? 'yes' : `NO (${r.mismatches})`, r.describe,
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
@@ -186,15 +199,18 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
   const prompts = readPrompts(flags.dataset as string, flags.format as DatasetFormat, flags.limit as number, flags.skip as number).map((q) => (template ? template.replace('{prompt}', q) : q));
   const defaults = { k: flags.k as number, draft: flags.draft as string, cascade: familyCascade() };
   const methods = (flags.methods as string).split(',').filter(Boolean).map((s) => parseMethod(s, family, defaults));
-  const total = prompts.length * (methods.some((m) => m.name === 'ar') ? methods.length : methods.length + 1);
+  const rounds = flags.rounds as number;
+  const total = rounds * prompts.length * (methods.some((m) => m.name === 'ar') ? methods.length : methods.length + 1);
   const rows = await runBench(family, methods, prompts, {
     maxNewTokens: flags['max-new-tokens'] as number,
     warmup: flags.warmup as number,
+    rounds,
     progress: new ProgressBar(total, 'bench', err),
   });
   const report = {
     dataset: path.resolve(flags.dataset as string),
     prompts: prompts.length,
+    rounds,
     maxNewTokens: flags['max-new-tokens'],
     threads: flags.threads,
     dtype: flags.dtype,
@@ -212,7 +228,7 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
     fs.writeFileSync(path.join(dir, 'bench.json'), JSON.stringify(report, null, 2) + '\n');
     fs.writeFileSync(
       path.join(dir, 'bench.svg'),
-      barChart(`Wall-clock speedup over target AR (${prompts.length} prompts, ${String(flags['max-new-tokens'])} tokens, ${String(flags.threads)} thread, ${String(flags.dtype)})`,
+      barChart(`Wall-clock speedup over target AR (${prompts.length} prompts${rounds > 1 ? ` x ${rounds} rounds` : ''}, ${String(flags['max-new-tokens'])} tokens, ${String(flags.threads)} thread, ${String(flags.dtype)})`,
         rows.map((r) => ({ label: r.name, value: r.speedupVsAR })), 'x', 1),
     );
   }
