@@ -54,7 +54,8 @@ export interface MethodResult {
   msPerStep: number;
   draftMsPerStep: number;
   verifyMsPerStep: number;
-  /** Time to the first token of every request, summed (the target's prompt pass). */
+  /** Time to the first token(s) of every request, summed: the target's prompt pass, with the
+   * first draft it verifies when there is a drafter. */
   promptMs: number;
   /** The paper's EWIF (predicted from measured acceptance), mean over requests weighted by
    * their verification passes; 1 for AR. */
@@ -62,7 +63,7 @@ export interface MethodResult {
   /** Per cascade level (csd / acsd), summed over requests: review passes, tokens produced,
    * drafts reviewed and accepted, and the acceptance rate. */
   levels: Array<{ level: string; passes: number; produced: number; proposed: number; accepted: number; acceptance: number }>;
-  /** Tokens per second and speedup after each request's first token (prompt time excluded). */
+  /** Tokens per second and speedup after each request's prompt pass and the tokens it emitted. */
   decodeTokensPerSecond: number;
   decodeSpeedupVsAR: number;
 }
@@ -143,9 +144,8 @@ export async function runBench(
       speedupVsAR: tps / arTps,
       speedupVsARByRound: byRound.map((r) => (r[i].tokens / r[i].wallMs) / (r[0].tokens / r[0].wallMs)),
       swi: a.tokens / a.swiCost,
-      // Tokens per verification pass (the prompt pass of each request, and the first token
-      // it produced, excluded), as SpeculativeSource counts it per generation.
-      // Tokens per verification pass: a prompt pass without a draft emitted 1 token.
+      // Tokens per verification pass, the prompt's included when it carried the first draft (a
+      // prompt pass without one, as AR's, emitted 1 token and is left out).
       meanAcceptedLength: a.verifications > 0 ? (a.tokens - (a.forwards - a.verifications)) / a.verifications : 1,
       targetForwards: a.forwards,
       identicalToAR: a.mismatches === 0,
