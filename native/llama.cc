@@ -356,7 +356,7 @@ static void check_outputs(const std::vector<int64_t>& lengths, const std::vector
 
 torch::Tensor LlamaModel::forward_packed(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
                                          const std::vector<int64_t>& lengths, bool all_logits) const {
-  return forward_packed(tokens, caches, lengths, all_logits ? lengths : std::vector<int64_t>(lengths.size(), 1));
+  return forward_packed(tokens, caches, lengths, output_counts(lengths, all_logits));
 }
 
 torch::Tensor LlamaModel::forward_packed(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,

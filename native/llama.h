@@ -94,8 +94,11 @@ class LlamaModel {
                                              const std::vector<int64_t>& lengths, bool all_rows,
                                              std::vector<float>* confidence = nullptr,
                                              bool draft_vocabulary = false) const {
-    return forward_packed_argmax(tokens, caches, lengths, all_rows ? lengths : std::vector<int64_t>(lengths.size(), 1),
-                                 confidence, draft_vocabulary);
+    return forward_packed_argmax(tokens, caches, lengths, output_counts(lengths, all_rows), confidence, draft_vocabulary);
+  }
+  // The outputs argument for every row (all) or each sequence's last row.
+  static std::vector<int64_t> output_counts(const std::vector<int64_t>& lengths, bool all) {
+    return all ? lengths : std::vector<int64_t>(lengths.size(), 1);
   }
 
   // The draft vocabulary: the token ids (sorted, unique, each in [0, V)) this model proposes

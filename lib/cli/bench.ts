@@ -96,7 +96,7 @@ export async function runBench(
       byRound[round][i].wallMs += r.stats.wallMs;
       a.forwards += r.stats.targetForwards;
       // Passes that verified a block: the prompt's too when it carried the first draft.
-      const verifications = Number(r.stats.verificationPasses ?? r.stats.targetForwards - 1);
+      const verifications = Number(r.stats.verificationPasses);
       a.verifications += verifications;
       a.first += r.stats.firstTokens;
       a.swiCost += r.tokens.length / Math.max(1e-9, Number(r.stats.swi ?? 1));
