@@ -418,7 +418,7 @@ torch::Tensor LlamaModel::draft_masked(const torch::Tensor& logits) const {
   return draft_mask_.defined() ? logits + draft_mask_.to(logits.device()) : logits;
 }
 
-std::vector<int64_t> LlamaModel::forward_packed_argmax(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
+std::vector<int64_t> LlamaModel::forward_packed_argmax(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
                                                        const std::vector<int64_t>& lengths,
                                                        const std::vector<int64_t>& outputs,
                                                        std::vector<float>* confidence, bool draft_vocabulary) const {
@@ -426,12 +426,10 @@ std::vector<int64_t> LlamaModel::forward_packed_argmax(const torch::Tensor& toke
   const bool restricted = draft_vocabulary && !draft_ids_.empty();
   if (kernels_) {
     check_outputs(lengths, outputs);
-    auto t = tokens.to(torch::kCPU).to(torch::kInt64).contiguous();
-    std::vector<int64_t> ids(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
-    forward_kernels(ids, caches, lengths, outputs, &out, confidence, restricted);
+    forward_kernels(tokens, caches, lengths, outputs, &out, confidence, restricted);
     return out;
   }
-  auto logits = forward_packed(tokens, caches, lengths, outputs).to(torch::kCPU).to(torch::kFloat32);
+  auto logits = forward_packed(torch::tensor(tokens, torch::kInt64), caches, lengths, outputs).to(torch::kCPU).to(torch::kFloat32);
   if (restricted) logits = draft_masked(logits);
   logits = logits.contiguous();
   const int64_t V = logits.size(1);

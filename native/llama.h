@@ -86,11 +86,13 @@ class LlamaModel {
   // confidence (optional): each row's softmax probability of its argmax.
   // draft_vocabulary: the argmax (and confidence) over the draft vocabulary only.
   // outputs: as for forward_packed (per sequence, how many last rows; all rows or the last).
-  std::vector<int64_t> forward_packed_argmax(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
+  // Token ids come as a vector: with the kernels a pass then creates no tensor at all (a draft
+  // model's one-token passes are short enough for that to show).
+  std::vector<int64_t> forward_packed_argmax(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
                                              const std::vector<int64_t>& lengths, const std::vector<int64_t>& outputs,
                                              std::vector<float>* confidence = nullptr,
                                              bool draft_vocabulary = false) const;
-  std::vector<int64_t> forward_packed_argmax(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
+  std::vector<int64_t> forward_packed_argmax(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
                                              const std::vector<int64_t>& lengths, bool all_rows,
                                              std::vector<float>* confidence = nullptr,
                                              bool draft_vocabulary = false) const {

@@ -23,7 +23,7 @@ Sequence::Sequence(std::shared_ptr<const LlamaModel> model, int64_t capacity, ui
       cache_(make_cache(*model_, capacity)),
       rng_(seed) {}
 
-torch::Tensor Sequence::checked_tokens(const std::vector<int64_t>& tokens) const {
+void Sequence::check_tokens(const std::vector<int64_t>& tokens) const {
   if (tokens.empty()) throw std::invalid_argument("forward needs at least one token");
   const int64_t V = model_->config().vocab_size;
   for (int64_t t : tokens)
@@ -32,20 +32,19 @@ torch::Tensor Sequence::checked_tokens(const std::vector<int64_t>& tokens) const
   if (length() + static_cast<int64_t>(tokens.size()) > capacity())
     throw std::length_error("sequence of " + std::to_string(length()) + " tokens cannot take " +
                             std::to_string(tokens.size()) + " more: context length is " + std::to_string(capacity()));
-  return torch::tensor(tokens, torch::kInt64);
 }
 
 torch::Tensor Sequence::forward(const std::vector<int64_t>& tokens, bool all_logits) {
-  auto ids = checked_tokens(tokens);
+  check_tokens(tokens);
   c10::InferenceMode guard;
-  return model_->forward(ids, cache_, all_logits).to(torch::kCPU);
+  return model_->forward(torch::tensor(tokens, torch::kInt64), cache_, all_logits).to(torch::kCPU);
 }
 
 int64_t Sequence::greedy_next(const std::vector<int64_t>& tokens, float* confidence, bool draft_vocabulary) {
-  auto ids = checked_tokens(tokens);
+  check_tokens(tokens);
   c10::InferenceMode guard;
   std::vector<float> conf;
-  const int64_t t = model_->forward_packed_argmax(ids, {&cache_}, {ids.size(0)}, /*all_rows=*/false,
+  const int64_t t = model_->forward_packed_argmax(tokens, {&cache_}, {int64_t(tokens.size())}, /*all_rows=*/false,
                                                   confidence ? &conf : nullptr, draft_vocabulary)[0];
   if (confidence) *confidence = conf[0];
   return t;

@@ -28,7 +28,7 @@ class Sequence {
   Rng& rng() { return rng_; }
   KVCache& cache() { return cache_; }
   // Throws unless `tokens` are valid ids that fit in the remaining context.
-  void check_append(const std::vector<int64_t>& tokens) const { checked_tokens(tokens); }
+  void check_append(const std::vector<int64_t>& tokens) const { check_tokens(tokens); }
 
   // A drafter's proposal in one call: appends `feed` (tokens emitted since its last call), then
   // proposes k tokens autoregressively under `params`. The last proposal is not appended (the
@@ -43,7 +43,7 @@ class Sequence {
                              torch::Tensor* probs, float min_confidence = 0.f);
 
  private:
-  torch::Tensor checked_tokens(const std::vector<int64_t>& tokens) const;
+  void check_tokens(const std::vector<int64_t>& tokens) const;
   // Appends tokens and returns the argmax of the last position's logits (and, if confidence
   // != null, its softmax probability).
   // draft_vocabulary: the argmax over the model's draft vocabulary (LlamaModel).

@@ -97,7 +97,7 @@ std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests) {
     std::vector<int64_t> best;
     {
       c10::InferenceMode guard;
-      best = model.forward_packed_argmax(torch::tensor(tokens, torch::kInt64), caches, lengths, outputs);
+      best = model.forward_packed_argmax(tokens, caches, lengths, outputs);
     }
     int64_t first = 0;  // the sequence's first output row
     for (size_t s = 0; s < requests.size(); ++s) {

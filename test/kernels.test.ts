@@ -157,6 +157,19 @@ describe.each(CASES)('%s weights on %s', (type, isa) => {
       const one = run({ op: 'linear', type, isa, x: x.slice(m * K, (m + 1) * K), M: 1, K, w, N }).y;
       expect(Array.from(one)).toEqual(Array.from(all.subarray(m * N, (m + 1) * N)));
     }
+    // The same for glu and the argmax head: a one-row call over a matrix in cache runs a wider
+    // tile (more blocks at once) than a block of rows does.
+    const wGlu = w.slice(0, 2 * 101 * K);
+    const allGlu = run({ op: 'glu', type, isa, x, M, K, w: wGlu, N: 2 * 101 }).y;
+    const allArg = run({ op: 'argmax', type, isa, x, M, K, w, N });
+    for (let m = 0; m < M; m++) {
+      const xm = x.slice(m * K, (m + 1) * K);
+      const glu = run({ op: 'glu', type, isa, x: xm, M: 1, K, w: wGlu, N: 2 * 101 }).y;
+      expect(Array.from(glu)).toEqual(Array.from(allGlu.subarray(m * 101, (m + 1) * 101)));
+      const arg = run({ op: 'argmax', type, isa, x: xm, M: 1, K, w, N });
+      expect([arg.argmax![0], arg.maxLogit![0]]).toEqual([allArg.argmax![m], allArg.maxLogit![m]]);
+      expect(Math.abs(arg.lse![0] - allArg.lse![m])).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(allArg.lse![m])));
+    }
     const two = run({ op: 'linear', type, isa, x, M, K, w, N, threads: 2 }).y;
     expect(Array.from(two)).toEqual(Array.from(all));
     const twoArg = run({ op: 'argmax', type, isa, x, M, K, w, N, threads: 2 });
