@@ -15,7 +15,7 @@ import { readPrompts } from '../lib/cli/datasets';
 import { FALLBACK_CASCADE, familyCascade, type Family } from '../lib/cli/family';
 import { cli } from './helpers/cli';
 import { parseMethod, type MethodSpec } from '../lib/cli/methods';
-import { canonicalCascade, measureSpeedup, seedConfigurations } from '../lib/cli/tune';
+import { canonicalCascade, measureSpeedup, measureSpeedups, seedConfigurations } from '../lib/cli/tune';
 import { describeCascade, validateMatrix } from '../lib/cascade/config';
 import { CascadeConfigError, type CascadeMatrix } from '../lib/cascade/config';
 import type { Model } from '../lib/model';
@@ -294,6 +294,23 @@ describe('tune on a tiny family', () => {
       expect(v).toBeGreaterThan(0);
     }
     expect(m.speedup).toBeCloseTo(m.tokensPerSecond / m.arTokensPerSecond, 9);
+  });
+
+  test('measureSpeedups (tune\'s final comparison): candidates interleaved against one AR run per prompt', async () => {
+    const other = { drafters: CASCADE.drafters, K: CASCADE.K.map((row, i) => row.map((v, j) => (i === 0 && j === CASCADE.drafters.length ? v + 1 : v))), lenience: CASCADE.lenience };
+    const calls: string[] = [];
+    const spy = {
+      generate: async (p: string, o: { method?: string; cascade?: unknown }) => {
+        calls.push(o.method === 'ar' ? 'ar' : o.cascade === CASCADE ? 'a' : 'b');
+        return family.target.generate(p, o as Parameters<Model['generate']>[1]);
+      },
+    };
+    const [a, b] = await measureSpeedups({ target: spy as unknown as Model, drafts: family.drafts }, [CASCADE, other], PROMPTS.slice(0, 2), 10, 2);
+    // Per prompt one AR run, then both candidates, the order turning from prompt to prompt.
+    expect(calls).toEqual(['ar', 'a', 'b', 'ar', 'b', 'a', 'ar', 'a', 'b', 'ar', 'b', 'a']);
+    // The same AR runs (and the same tokens, AR's) stand behind both candidates' ratios.
+    expect(a.arTokensPerSecond).toBe(b.arTokensPerSecond);
+    for (const m of [a, b]) expect(m.speedup).toBeCloseTo(m.tokensPerSecond / m.arTokensPerSecond, 9);
   });
 
   test('measureSpeedup fails loudly when the cascade does not reproduce AR', async () => {

@@ -7,7 +7,9 @@
 // every single change of one K entry by -1/+1 (keeping K upper triangular, row 0 non-empty)
 // and each lenience in {1, 2, 3}; the best improvement is kept; it stops when nothing improves
 // by more than the noise margin or the evaluation budget is spent. A configuration's score is
-// its speedup over AR measured prompt by prompt, back to back (robust to a busy machine).
+// its speedup over AR measured prompt by prompt, back to back (robust to a busy machine). The
+// best few are then measured again together, interleaved prompt by prompt, and the best of
+// that comparison is chosen.
 import * as fs from 'fs';
 
 import { describeCascade, matrixToReadable, validateMatrix, type CascadeMatrix } from '../cascade/config';
@@ -27,7 +29,8 @@ export const TUNE_FLAGS: Record<string, FlagSpec> = {
   threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
   dtype: { type: 'string', help: 'compute dtype (bfloat16 runs the bf16 kernels)', default: 'bfloat16', choices: ['float32', 'bfloat16'] },
   margin: { type: 'number', help: 'relative improvement needed to move', default: 0.02, min: 0 },
-  confirm: { type: 'int', help: 'best configurations measured a second time before choosing', default: 3, min: 1 },
+  confirm: { type: 'int', help: 'best configurations measured again, together, before choosing', default: 3, min: 1 },
+  'confirm-rounds': { type: 'int', help: 'passes over the prompts of that final comparison', default: 2, min: 1 },
   restart: { type: 'boolean', help: 'start from the fallback configuration instead of the saved one' },
   'dry-run': { type: 'boolean', help: 'do not write models/cascade.json' },
   help: { type: 'boolean', help: 'show this help' },
@@ -118,22 +121,41 @@ export function seedConfigurations(drafters: string[]): CascadeMatrix[] {
 }
 
 /**
- * Speedup of `cascade` over target AR on `prompts`: each prompt runs AR then the cascade, back
- * to back, so the ratio of the summed times holds when the machine's speed drifts (other jobs)
- * between configurations. The cascade's tokens must equal AR's (greedy): a mismatch is a bug.
+ * Speedup over target AR on `prompts` of each of `cascades`, measured together: per prompt AR
+ * runs once, then every cascade, in an order that rotates from prompt to prompt, so drift in
+ * the machine's speed (other jobs) falls alike on AR and on every candidate, and candidates are
+ * compared under the same conditions. `rounds` passes over the prompts are pooled. Each
+ * cascade's tokens must equal AR's (greedy): a mismatch is a bug.
  */
+export async function measureSpeedups(
+  family: Family,
+  cascades: CascadeMatrix[],
+  prompts: string[],
+  maxNewTokens: number,
+  rounds = 1,
+): Promise<Array<{ speedup: number; tokensPerSecond: number; arTokensPerSecond: number }>> {
+  const tokens = cascades.map(() => 0), ms = cascades.map(() => 0), arMs = cascades.map(() => 0);
+  let turn = 0;
+  for (let round = 0; round < rounds; round++)
+    for (const p of prompts) {
+      const ar = await family.target.generate(p, { method: 'ar', maxNewTokens, temperature: 0 });
+      for (let j = 0; j < cascades.length; j++) {
+        const i = (j + turn) % cascades.length;
+        const r = await family.target.generate(p, { method: 'csd', cascade: cascades[i], draftModels: family.drafts, maxNewTokens, temperature: 0 });
+        if (r.tokens.length !== ar.tokens.length || r.tokens.some((t, n) => t !== ar.tokens[n]))
+          throw new Error(`tune: ${describeCascade(cascades[i])} produced other tokens than AR on prompt ${JSON.stringify(p.slice(0, 60))}`);
+        tokens[i] += r.tokens.length;
+        ms[i] += r.stats.wallMs;
+        arMs[i] += ar.stats.wallMs;
+      }
+      turn++;
+    }
+  return cascades.map((_, i) => ({ speedup: arMs[i] / ms[i], tokensPerSecond: (tokens[i] * 1000) / ms[i], arTokensPerSecond: (tokens[i] * 1000) / arMs[i] }));
+}
+
+/** measureSpeedups for one cascade: AR and the cascade back to back, prompt by prompt. */
 export async function measureSpeedup(family: Family, cascade: CascadeMatrix, prompts: string[], maxNewTokens: number): Promise<{ speedup: number; tokensPerSecond: number; arTokensPerSecond: number }> {
-  let tokens = 0, ms = 0, arMs = 0;
-  for (const p of prompts) {
-    const ar = await family.target.generate(p, { method: 'ar', maxNewTokens, temperature: 0 });
-    const r = await family.target.generate(p, { method: 'csd', cascade, draftModels: family.drafts, maxNewTokens, temperature: 0 });
-    if (r.tokens.length !== ar.tokens.length || r.tokens.some((t, i) => t !== ar.tokens[i]))
-      throw new Error(`tune: ${describeCascade(cascade)} produced other tokens than AR on prompt ${JSON.stringify(p.slice(0, 60))}`);
-    tokens += r.tokens.length;
-    ms += r.stats.wallMs;
-    arMs += ar.stats.wallMs;
-  }
-  return { speedup: arMs / ms, tokensPerSecond: (tokens * 1000) / ms, arTokensPerSecond: (tokens * 1000) / arMs };
+  return (await measureSpeedups(family, [cascade], prompts, maxNewTokens))[0];
 }
 
 export async function tuneCommand(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
@@ -190,27 +212,25 @@ export async function tuneCommand(argv: string[], out: NodeJS.WritableStream, er
       improved = true;
     }
   }
-  // Measurements differ by a few per cent from run to run; the few best configurations are
-  // measured again and the best on the sum of both runs is kept.
+  // Measurements differ by a few per cent from run to run, as much as the best few
+  // configurations differ: those are measured again, together, interleaved prompt by prompt
+  // (measureSpeedups), and the best of that comparison is kept.
   const finalists = [...seen.entries()].sort((a, b) => b[1].speedup - a[1].speedup).slice(0, flags.confirm as number);
   let m = seen.get(key(best))!;
   if (finalists.length > 1) {
-    let bestScore = -Infinity;
-    for (const [k, first] of finalists) {
-      const cand = candidates.get(k)!;
-      const again = await measureSpeedup(family, cand, prompts, maxNew);
-      const score = first.speedup + again.speedup;
-      err.write(`tune: confirm ${again.speedup.toFixed(3)}x AR (mean ${(score / 2).toFixed(3)}x)  ${describeCascade(cand)}\n`);
-      if (score > bestScore) {
-        bestScore = score;
-        best = cand;
-        m = { speedup: score / 2, tokensPerSecond: (first.tokensPerSecond + again.tokensPerSecond) / 2, arTokensPerSecond: (first.arTokensPerSecond + again.arTokensPerSecond) / 2 };
-      }
-    }
+    const cands = finalists.map(([k]) => candidates.get(k)!);
+    const again = await measureSpeedups(family, cands, prompts, maxNew, flags['confirm-rounds'] as number);
+    let bestAt = 0;
+    again.forEach((a, i) => {
+      err.write(`tune: confirm ${a.speedup.toFixed(3)}x AR (first ${finalists[i][1].speedup.toFixed(3)}x)  ${describeCascade(cands[i])}\n`);
+      if (a.speedup > again[bestAt].speedup) bestAt = i;
+    });
+    best = cands[bestAt];
+    m = again[bestAt];
   }
   const result = {
     cascade: { ...best, readable: matrixToReadable(best) },
-    measured: { tokensPerSecond: m.tokensPerSecond, arTokensPerSecond: m.arTokensPerSecond, speedupVsAR: m.speedup, prompts: prompts.length, maxNewTokens: maxNew, threads: flags.threads, dtype: flags.dtype, evaluated: seen.size, date: new Date().toISOString() },
+    measured: { tokensPerSecond: m.tokensPerSecond, arTokensPerSecond: m.arTokensPerSecond, speedupVsAR: m.speedup, prompts: prompts.length, confirmRounds: finalists.length > 1 ? flags['confirm-rounds'] : 0, maxNewTokens: maxNew, threads: flags.threads, dtype: flags.dtype, evaluated: seen.size, date: new Date().toISOString() },
   };
   if (!flags['dry-run']) fs.writeFileSync(cascadeFile(), JSON.stringify(result, null, 2) + '\n');
   out.write(`best: ${describeCascade(best)}  ${m.speedup.toFixed(2)}x AR (${m.tokensPerSecond.toFixed(1)} vs ${m.arTokensPerSecond.toFixed(1)} tok/s)${flags['dry-run'] ? '' : `\nwrote ${cascadeFile()}`}\n`);
