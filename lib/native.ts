@@ -153,6 +153,8 @@ export interface NativeAddon {
     run(options: KernelTestOptions): KernelTestResult;
     /** Caps the instruction set of every later kernels call (models included); returns the previous cap. */
     setIsaCap(isa: KernelIsa): KernelIsa;
+    /** The processed sampling distribution native code draws from (temperature > 0). */
+    processedProbs(logits: Float32Array, sampling: NativeSampling): Float32Array;
   };
 }
 

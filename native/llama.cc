@@ -559,9 +559,19 @@ torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, co
       for (auto& a : *argmax) a = draft_ids_[size_t(a)];
     return torch::Tensor();
   }
-  auto out = torch::empty({R, V}, torch::kFloat32);
-  kernels::linear(xn, R, khead_, nullptr, out.data_ptr<float>());
+  const bool restricted = draft_vocabulary && !draft_ids_.empty();
+  auto out = torch::empty({R, restricted ? int64_t(draft_ids_.size()) : V}, torch::kFloat32);
+  kernels::linear(xn, R, restricted ? kdraft_head_ : khead_, nullptr, out.data_ptr<float>());
   return out;
+}
+
+torch::Tensor LlamaModel::forward_draft_logits(const std::vector<int64_t>& tokens, KVCache& cache) const {
+  c10::InferenceMode guard;
+  const std::vector<int64_t> lengths{int64_t(tokens.size())}, last{1};
+  if (kernels_) return forward_kernels(tokens, {&cache}, lengths, last, nullptr, nullptr, /*draft_vocabulary=*/true)[0];
+  auto logits = forward_packed(torch::tensor(tokens, torch::kInt64), {&cache}, lengths, last)[0].to(torch::kCPU).to(torch::kFloat32);
+  if (!draft_ids_.empty()) logits = logits.index_select(0, torch::tensor(draft_ids_, torch::kInt64));
+  return logits.contiguous();
 }
 
 torch::Tensor LlamaModel::forward_train(const torch::Tensor& tokens) const {

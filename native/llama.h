@@ -114,6 +114,10 @@ class LlamaModel {
   const std::vector<int64_t>& draft_vocabulary() const { return draft_ids_; }
   // Logits with every token outside the draft vocabulary set to -inf (unchanged without one).
   torch::Tensor draft_masked(const torch::Tensor& logits) const;
+  // A drafting pass: appends tokens to the cache and returns the last row's float32 logits over
+  // the draft vocabulary, [draft_vocabulary().size()] in its order (with the kernels only those
+  // rows of the output matrix are read), or over every token, [V], without one.
+  torch::Tensor forward_draft_logits(const std::vector<int64_t>& tokens, KVCache& cache) const;
 
   // Training forward over a batch of sequences from position 0: tokens [B, T] -> logits [B, T, V].
   torch::Tensor forward_train(const torch::Tensor& tokens) const;
@@ -135,9 +139,9 @@ class LlamaModel {
                       const std::vector<Segment>& segments) const;
   torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& keys, const torch::Tensor& values, int64_t start) const;
   torch::Tensor logits(const torch::Tensor& hidden) const;
-  // The kernels' forward over packed segments: logits [rows, V] float32, or (argmax != null) the
-  // rows' argmaxes into *argmax (and, if confidence != null, their probabilities) and an
-  // undefined tensor.
+  // The kernels' forward over packed segments: logits [rows, V] float32 ([rows, draft vocabulary
+  // size] with draft_vocabulary), or (argmax != null) the rows' argmaxes into *argmax (and, if
+  // confidence != null, their probabilities) and an undefined tensor.
   torch::Tensor forward_kernels(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
                                 const std::vector<int64_t>& lengths, const std::vector<int64_t>& outputs,
                                 std::vector<int64_t>* argmax,

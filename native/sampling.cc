@@ -1,6 +1,12 @@
 #include "sampling.h"
 
+#include <algorithm>
+#include <cmath>
+#include <functional>
 #include <stdexcept>
+#include <vector>
+
+#include "kernels/kernels.h"
 
 namespace cascade {
 
@@ -38,32 +44,71 @@ uint64_t Rng::next() {
 
 double Rng::uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
 
-torch::Tensor processed_probs(const torch::Tensor& logits, const SamplingParams& params) {
-  auto scaled = logits.to(torch::kFloat32) / params.temperature;
-  const int64_t V = scaled.size(0);
+void processed_probs(const float* logits, int64_t V, const SamplingParams& params, float* out) {
+  const float t = static_cast<float>(params.temperature);
+  const float* x = logits;
+  thread_local std::vector<float> masked;
   if (params.top_k > 0 && params.top_k < V) {
-    auto kth = std::get<0>(torch::topk(scaled, params.top_k)).min();
-    scaled = scaled.masked_fill(scaled < kth, -INFINITY);
+    // The k-th largest scaled logit; every token below it leaves (ties with it stay).
+    masked.resize(size_t(V));
+    for (int64_t i = 0; i < V; ++i) masked[size_t(i)] = logits[i] / t;
+    std::nth_element(masked.begin(), masked.begin() + (params.top_k - 1), masked.end(), std::greater<float>());
+    const float kth = masked[size_t(params.top_k - 1)];
+    for (int64_t i = 0; i < V; ++i) masked[size_t(i)] = logits[i] / t < kth ? -INFINITY : logits[i];
+    x = masked.data();
   }
-  auto probs = torch::softmax(scaled, 0);
-  if (params.top_p < 1.0) {
-    // Keep the smallest set of most likely tokens whose mass reaches top_p (the token that
-    // crosses the threshold stays in), then renormalise.
-    auto sorted = torch::sort(probs, /*dim=*/0, /*descending=*/true);
-    auto sorted_probs = std::get<0>(sorted), order = std::get<1>(sorted);
-    auto mass_before = torch::cumsum(sorted_probs, 0) - sorted_probs;
-    auto drop_sorted = mass_before >= params.top_p;
-    auto drop = torch::zeros_like(drop_sorted).scatter(0, order, drop_sorted);
-    probs = probs.masked_fill(drop, 0);
-    probs = probs / probs.sum();
+  kernels::softmax(x, V, t, out);
+  if (params.top_p >= 1.0) return;
+  // A token stays iff the mass of the tokens strictly more probable than it is < top_p. That
+  // mass only grows as the probability falls, so the kept tokens are those above a cut: the
+  // largest probability whose mass above reaches top_p (-1: none does, all stay). Found by
+  // quickselect over the values, O(V) expected; sorting 4096 probabilities cost more than the
+  // whole processing should.
+  thread_local std::vector<float> vals;
+  vals.clear();
+  for (int64_t i = 0; i < V; ++i)
+    if (out[i] > 0) vals.push_back(out[i]);
+  float cut = -1;
+  double need = params.top_p;  // mass still needed above the candidates in [lo, hi)
+  size_t lo = 0, hi = vals.size();
+  while (lo < hi) {
+    const auto first = vals.begin() + lo, last = vals.begin() + hi, mid = first + (hi - lo) / 2;
+    std::nth_element(first, mid, last, std::greater<float>());
+    const float x = *mid;
+    const auto above = std::partition(first, last, [x](float v) { return v > x; });
+    const auto equal = std::partition(above, last, [x](float v) { return v == x; });
+    double m_above = 0, m_equal = 0;
+    for (auto it = first; it != above; ++it) m_above += *it;
+    for (auto it = above; it != equal; ++it) m_equal += *it;
+    if (m_above >= need) {
+      cut = x;  // x's tokens leave; a larger value may qualify too
+      hi = size_t(above - vals.begin());
+    } else {
+      need -= m_above + m_equal;  // x's tokens and everything above stay
+      lo = size_t(equal - vals.begin());
+      if (need <= 0) {
+        if (lo < hi) cut = *std::max_element(vals.begin() + lo, vals.begin() + hi);
+        break;
+      }
+    }
   }
-  return probs;
+  double kept = 0;
+  for (int64_t i = 0; i < V; ++i) {
+    if (out[i] <= cut) out[i] = 0;
+    kept += out[i];
+  }
+  const double inv = 1.0 / kept;
+  for (int64_t i = 0; i < V; ++i) out[i] = static_cast<float>(out[i] * inv);
 }
 
-int64_t sample_from(const torch::Tensor& weights, Rng& rng) {
-  auto w = weights.to(torch::kFloat64).contiguous();
-  const double* p = w.data_ptr<double>();
-  const int64_t V = w.size(0);
+torch::Tensor processed_probs(const torch::Tensor& logits, const SamplingParams& params) {
+  auto l = logits.to(torch::kCPU).to(torch::kFloat32).contiguous();
+  auto out = torch::empty({l.size(0)}, torch::kFloat32);
+  processed_probs(l.data_ptr<float>(), l.size(0), params, out.data_ptr<float>());
+  return out;
+}
+
+int64_t sample_from(const float* p, int64_t V, Rng& rng) {
   double total = 0;
   for (int64_t i = 0; i < V; ++i) total += p[i];
   if (!(total > 0)) throw std::runtime_error("cannot sample: the distribution has no mass");
@@ -79,19 +124,32 @@ int64_t sample_from(const torch::Tensor& weights, Rng& rng) {
   return last_nonzero;  // rounding left `target` a hair past the last bucket
 }
 
-int64_t argmax_index(const torch::Tensor& logits) {
+int64_t sample_from(const torch::Tensor& weights, Rng& rng) {
+  auto w = weights.to(torch::kCPU).to(torch::kFloat32).contiguous();
+  return sample_from(w.data_ptr<float>(), w.size(0), rng);
+}
+
+int64_t argmax_index(const float* p, int64_t V) {
   // First maximal index, so ties resolve the same way in every implementation.
-  auto l = logits.to(torch::kFloat32).contiguous();
-  const float* p = l.data_ptr<float>();
   int64_t best = 0;
-  for (int64_t i = 1; i < l.size(0); ++i)
+  for (int64_t i = 1; i < V; ++i)
     if (p[i] > p[best]) best = i;
   return best;
 }
 
+int64_t argmax_index(const torch::Tensor& logits) {
+  auto l = logits.to(torch::kFloat32).contiguous();
+  return argmax_index(l.data_ptr<float>(), l.size(0));
+}
+
 int64_t pick_token(const torch::Tensor& logits, const SamplingParams& params, Rng& rng) {
-  if (params.greedy()) return argmax_index(logits);
-  return sample_from(processed_probs(logits, params), rng);
+  auto l = logits.to(torch::kCPU).to(torch::kFloat32).contiguous();
+  const int64_t V = l.size(0);
+  if (params.greedy()) return argmax_index(l.data_ptr<float>(), V);
+  thread_local std::vector<float> p;
+  p.resize(size_t(V));
+  processed_probs(l.data_ptr<float>(), V, params, p.data());
+  return sample_from(p.data(), V, rng);
 }
 
 }  // namespace cascade

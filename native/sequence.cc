@@ -1,5 +1,7 @@
 #include "sequence.h"
 
+#include <algorithm>
+
 namespace cascade {
 
 namespace {
@@ -85,27 +87,41 @@ std::vector<int64_t> Sequence::draft(const std::vector<int64_t>& feed, int64_t k
     if (probs) *probs = torch::Tensor();
     return out;
   }
-  std::vector<torch::Tensor> rows;
-  auto logits = forward(feed, /*all_logits=*/false)[0];
+  // Sampled: each proposal is drawn from the processed distribution over the draft vocabulary
+  // (zero outside it), and that distribution is the q handed to the verifier, so the target's
+  // test stays exact. Processing the draft vocabulary's logits alone gives the same distribution
+  // as processing every token's with the others at -inf, and the draw the same token.
+  check_tokens(feed);
+  const int64_t V = model_->config().vocab_size;
+  const auto& ids = model_->draft_vocabulary();
   c10::InferenceMode guard;
+  auto logits = model_->forward_draft_logits(feed, cache_);
+  const int64_t Vd = logits.size(0);
+  auto q = torch::zeros({k, V}, torch::kFloat32);
+  thread_local std::vector<float> p;
+  p.resize(size_t(Vd));
+  int64_t rows = 0;
   for (int64_t i = 0; i < k; ++i) {
-    // Drawn from the draft vocabulary only: the masked distribution is the q handed to the
-    // verifier, so the target's test stays exact.
-    auto p = processed_probs(model_->draft_masked(logits), params);
+    processed_probs(logits.data_ptr<float>(), Vd, params, p.data());
     // The stop is decided from q alone, before the draw: where q's most likely token is below
     // the threshold. A stop that looked at the drawn token (its q) would propose only the
     // confident draws, a proposal distribution other than the q the verifier divides by, and
     // the token at a stop position would no longer follow the target.
-    if (i > 0 && gated && p.max().item<float>() < min_confidence) {
+    if (i > 0 && gated && *std::max_element(p.begin(), p.end()) < min_confidence) {
       cache_.set_length(length() - 1);  // the last proposal leaves the cache again
       break;
     }
-    const int64_t t = sample_from(p, rng_);
-    rows.push_back(p);
+    const int64_t j = sample_from(p.data(), Vd, rng_);
+    const int64_t t = ids.empty() ? j : ids[size_t(j)];
+    float* row = q.data_ptr<float>() + i * V;
+    if (ids.empty()) std::copy(p.begin(), p.end(), row);
+    else
+      for (int64_t c = 0; c < Vd; ++c) row[ids[size_t(c)]] = p[size_t(c)];
     out.push_back(t);
-    if (i + 1 < k) logits = model_->forward(torch::tensor(std::vector<int64_t>{t}, torch::kInt64), cache_, false)[0];
+    ++rows;
+    if (i + 1 < k) logits = model_->forward_draft_logits({t}, cache_);
   }
-  if (probs) *probs = rows.empty() ? torch::Tensor() : torch::stack(rows);
+  if (probs) *probs = rows ? q.narrow(0, 0, rows) : torch::Tensor();
   return out;
 }
 

@@ -1,61 +1,85 @@
 #include "verify.h"
 
+#include <algorithm>
 #include <stdexcept>
+
+#include "kernels/kernels.h"
 
 namespace cascade {
 
-VerifyResult accept_drafts(const torch::Tensor& logits, const std::vector<int64_t>& drafts,
-                           const torch::Tensor& draft_probs, const SamplingParams& params, double lenience, Rng& rng) {
+VerifyResult accept_drafts(const float* logits, int64_t V, const std::vector<int64_t>& drafts, const float* draft_probs,
+                           const SamplingParams& params, double lenience, Rng& rng) {
   const int64_t k = static_cast<int64_t>(drafts.size());
-  const bool have_q = draft_probs.defined();
+  const bool have_q = draft_probs != nullptr;
   VerifyResult r;
-  // The processed target distribution per row. Strict greedy review needs only argmaxes; a
-  // lenient greedy review compares against the plain softmax.
-  torch::Tensor p;
-  if (!params.greedy()) {
-    p = torch::empty_like(logits);
-    for (int64_t i = 0; i <= k; ++i) p[i].copy_(processed_probs(logits[i], params));
-  } else if (lenience > 1) {
-    p = torch::softmax(logits, -1);
-  }
-  auto prob = [&](int64_t i, int64_t x) -> double { return p[i][x].item<double>(); };
-  auto q_at = [&](int64_t i, int64_t x) -> double { return have_q ? draft_probs[i][x].item<double>() : 1.0; };
+  // The verifier's distribution per row: the processed one when sampling, the plain softmax
+  // for a lenient greedy review; strict greedy review needs only argmaxes. Rows are computed as
+  // the test reaches them: the ones after a rejection are never needed.
+  thread_local std::vector<float> prows;
+  prows.resize(size_t((k + 1) * V));
+  auto p_row = [&](int64_t i) -> const float* {
+    float* row = prows.data() + i * V;
+    if (params.greedy()) kernels::softmax(logits + i * V, V, 1.f, row);
+    else processed_probs(logits + i * V, V, params, row);
+    return row;
+  };
+  auto q_at = [&](int64_t i, int64_t x) -> double { return have_q ? draft_probs[i * V + x] : 1.0; };
 
   int64_t n = 0;
+  const float* p = nullptr;  // p_row(n) once computed
   for (; n < k; ++n) {
-    const int64_t x = drafts[n];
+    const int64_t x = drafts[size_t(n)];
+    p = params.greedy() && lenience <= 1 ? nullptr : p_row(n);
     bool accept;
     if (lenience > 1) {
       // Lenient review (draft levels only): the argmax, or a token the reviewer finds at
       // least 1/lenience as likely as the drafter did.
-      accept = argmax_index(logits[n]) == x || prob(n, x) >= q_at(n, x) / lenience;
+      accept = argmax_index(logits + n * V, V) == x || p[x] >= q_at(n, x) / lenience;
     } else if (params.greedy()) {
-      accept = argmax_index(logits[n]) == x;
+      accept = argmax_index(logits + n * V, V) == x;
     } else {
       // Speculative sampling: accept with min(1, p/q); a one-hot q gives probability p(x).
       const double qx = q_at(n, x);
-      accept = qx > 0 && rng.uniform() < std::min(1.0, prob(n, x) / qx);
+      accept = qx > 0 && rng.uniform() < std::min(1.0, double(p[x]) / qx);
     }
     if (!accept) break;
+    p = nullptr;
   }
   r.accepted = n;
   if (params.greedy()) {
-    r.next = argmax_index(logits[n]);
-  } else if (n == k || lenience > 1) {
-    r.next = sample_from(p[n], rng);  // bonus token (or a draft-level correction)
-  } else {
-    // Rejected: sample from the residual norm(max(0, p - q)); with a one-hot q that is p
-    // without the rejected token.
-    torch::Tensor residual;
-    if (have_q) residual = torch::clamp_min(p[n] - draft_probs[n], 0);
-    else {
-      residual = p[n].clone();
-      residual[drafts[n]] = 0;
-    }
-    // No residual mass left means p == q at this row, which cannot reject; guard rounding.
-    r.next = residual.sum().item<double>() > 0 ? sample_from(residual, rng) : sample_from(p[n], rng);
+    r.next = argmax_index(logits + n * V, V);
+    return r;
   }
+  if (!p) p = p_row(n);
+  if (n == k || lenience > 1) {
+    r.next = sample_from(p, V, rng);  // bonus token (or a draft-level correction)
+    return r;
+  }
+  // Rejected: sample from the residual norm(max(0, p - q)); with a one-hot q that is p without
+  // the rejected token.
+  thread_local std::vector<float> residual;
+  residual.resize(size_t(V));
+  double mass = 0;
+  for (int64_t i = 0; i < V; ++i) {
+    const float v = have_q ? std::max(0.f, p[i] - draft_probs[n * V + i]) : p[i];
+    residual[size_t(i)] = v;
+    mass += v;
+  }
+  if (!have_q) {
+    mass -= residual[size_t(drafts[size_t(n)])];
+    residual[size_t(drafts[size_t(n)])] = 0;
+  }
+  // No residual mass left means p == q at this row, which cannot reject; guard rounding.
+  r.next = mass > 0 ? sample_from(residual.data(), V, rng) : sample_from(p, V, rng);
   return r;
+}
+
+VerifyResult accept_drafts(const torch::Tensor& logits, const std::vector<int64_t>& drafts,
+                           const torch::Tensor& draft_probs, const SamplingParams& params, double lenience, Rng& rng) {
+  auto l = logits.to(torch::kCPU).to(torch::kFloat32).contiguous();
+  auto q = draft_probs.defined() ? draft_probs.to(torch::kCPU).to(torch::kFloat32).contiguous() : torch::Tensor();
+  return accept_drafts(l.data_ptr<float>(), l.size(1), drafts, q.defined() ? q.data_ptr<float>() : nullptr, params,
+                       lenience, rng);
 }
 
 std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests) {
@@ -115,22 +139,28 @@ std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests) {
   torch::Tensor logits;
   {
     c10::InferenceMode guard;
-    logits = model.forward_packed(torch::tensor(tokens, torch::kInt64), caches, lengths, outputs).to(torch::kCPU);
+    logits = model.forward_packed(torch::tensor(tokens, torch::kInt64), caches, lengths, outputs)
+                 .to(torch::kCPU)
+                 .to(torch::kFloat32)
+                 .contiguous();
   }
   int64_t first = 0;
   for (size_t s = 0; s < requests.size(); ++s) {
     auto& r = requests[s];
     c10::InferenceMode guard;
-    auto rows = logits.narrow(0, first, outputs[s]);
+    const float* rows = logits.data_ptr<float>() + first * V;
     std::vector<int64_t> drafts(r.block.begin() + r.fixed, r.block.end());
-    auto q = r.draft_probs.defined() ? r.draft_probs.to(torch::kFloat32) : torch::Tensor();
-    VerifyResult res = accept_drafts(rows, drafts, q, r.params, r.lenience, r.seq->rng());
-    if (r.return_probs)
-      res.probs = r.params.greedy() ? torch::softmax(rows, -1) : torch::stack([&] {
-        std::vector<torch::Tensor> ps;
-        for (int64_t i = 0; i < rows.size(0); ++i) ps.push_back(processed_probs(rows[i], r.params));
-        return ps;
-      }());
+    torch::Tensor q = r.draft_probs.defined() ? r.draft_probs.to(torch::kCPU).to(torch::kFloat32).contiguous() : torch::Tensor();
+    VerifyResult res = accept_drafts(rows, V, drafts, q.defined() ? q.data_ptr<float>() : nullptr, r.params, r.lenience,
+                                     r.seq->rng());
+    if (r.return_probs) {
+      res.probs = torch::empty({outputs[s], V}, torch::kFloat32);
+      float* out = res.probs.data_ptr<float>();
+      for (int64_t i = 0; i < outputs[s]; ++i) {
+        if (r.params.greedy()) kernels::softmax(rows + i * V, V, 1.f, out + i * V);
+        else processed_probs(rows + i * V, V, r.params, out + i * V);
+      }
+    }
     // Keep the fixed tokens and the accepted drafts; the rest of the block rolls back.
     r.seq->truncate(starts[s] + r.fixed + res.accepted);
     results.push_back(std::move(res));

@@ -10,6 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Model } from '../lib/model';
+import { loadNative } from '../lib/native';
 import type { GenerationResult } from '../lib/generate';
 import type { GenerateOptions } from '../lib/options';
 import { makeTinyModel } from './helpers/tiny-model';
@@ -129,6 +130,42 @@ describe('the sampling distribution (chi-square against the processed distributi
     close(processedDistribution(l, 1, 3, 0.5), [4 / 7, 3 / 7, 0, 0]);
     // temperature 0.5 squares the odds: 16 9 4 1.
     close(processedDistribution(l, 0.5, 0, 1), [16 / 30, 9 / 30, 4 / 30, 1 / 30]);
+  });
+
+  test('the native processed distribution equals processedDistribution, ties at the top-p and top-k edges included', () => {
+    const native = loadNative().kernelTest;
+    const close = (logits: number[], temperature: number, topK: number, topP: number) => {
+      const got = native.processedProbs(Float32Array.from(logits), { temperature, topK, topP });
+      const want = processedDistribution(Float32Array.from(logits), temperature, topK, topP);
+      expect([temperature, topK, topP, maxAbsDiff(got, want) < 2e-6]).toEqual([temperature, topK, topP, true]);
+      // The kept set exactly: a token in or out is not a rounding matter.
+      expect(Array.from(got, (p) => p > 0)).toEqual(Array.from(want, (p) => p > 0));
+    };
+    // Random rows over a vocabulary of 4096 (the default family's) and one of 7 (a remainder
+    // after the 16-wide vector loop), every filter combination.
+    let s = 12345;
+    const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
+    for (const V of [4096, 7]) {
+      const logits = Array.from({ length: V }, () => (rand() - 0.5) * 12);
+      for (const [t, k, p] of [[1, 0, 1], [0.7, 0, 1], [1.3, 40, 1], [0.8, 0, 0.9], [1, 50, 0.95], [0.6, 3, 0.5], [1, 0, 0.05]] as Array<[number, number, number]>)
+        close(logits, t, k, p);
+    }
+    // Ties: probabilities .4 .2 .2 .1 .1 (logits ln 4, ln 2, ln 2, 0, 0). With topP 0.5 the mass
+    // strictly above the tied .2 pair is .4 < .5, so both stay; with topP 0.9 both .1 tokens stay
+    // (mass above them .8); a top-k of 2 keeps every token tied with the 2nd largest.
+    const tied = [Math.log(4), Math.log(2), Math.log(2), 0, 0];
+    close(tied, 1, 0, 0.5);
+    close(tied, 1, 0, 0.9);
+    close(tied, 1, 0, 0.4);
+    close(tied, 1, 2, 1);
+    close(tied, 1, 4, 1);
+    // Many ties: logits from 6 values over 300 tokens, top-p at many levels.
+    const coarse = Array.from({ length: 300 }, () => Math.floor(rand() * 6) * 0.7);
+    for (const p of [0.01, 0.1, 0.3, 0.5, 0.62, 0.8, 0.9, 0.97, 0.999]) close(coarse, 1, 0, p);
+    expect(Array.from(native.processedProbs(Float32Array.from(tied), { temperature: 1, topK: 0, topP: 0.5 }), (p) => +p.toFixed(6))).toEqual([0.5, 0.25, 0.25, 0, 0]);
+    // A -inf logit has probability exactly 0 (draft vocabularies mask with it).
+    const masked = native.processedProbs(Float32Array.from([1, -Infinity, 0.5]), { temperature: 1, topK: 0, topP: 1 });
+    expect(masked[1]).toBe(0);
   });
 
   const DRAWS = 3000;

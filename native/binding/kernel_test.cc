@@ -4,6 +4,8 @@
 
 #include "convert.h"
 #include "kernels/kernels.h"
+#include "sampling.h"
+#include "sequence_wrap.h"
 
 namespace cascade::binding {
 
@@ -139,6 +141,21 @@ Napi::Value SetIsaCap(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, kernels::isa_name(kernels::set_isa_cap(isa_from_name(env, info[0].As<Napi::String>().Utf8Value()))));
 }
 
+// processedProbs(logits: Float32Array, sampling) -> Float32Array: the processed sampling
+// distribution native code draws from (sampling.h), for comparison with a reference.
+Napi::Value ProcessedProbs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(env, "processedProbs(logits: Float32Array, sampling) needs a Float32Array");
+  auto logits = info[0].As<Napi::Float32Array>();
+  const SamplingParams params = sampling_from_value(env, info[1]);  // validated there
+  if (params.greedy()) throw Napi::RangeError::New(env, "processedProbs needs a temperature > 0");
+  if (logits.ElementLength() == 0) throw Napi::RangeError::New(env, "processedProbs needs at least one logit");
+  std::vector<float> out(logits.ElementLength());
+  processed_probs(logits.Data(), int64_t(out.size()), params, out.data());
+  return copy_out(env, out.data(), out.size());
+}
+
 }  // namespace
 
 Napi::Object KernelTestObject(Napi::Env env) {
@@ -146,6 +163,7 @@ Napi::Object KernelTestObject(Napi::Env env) {
   o.Set("info", Napi::Function::New(env, Info));
   o.Set("run", Napi::Function::New(env, Run));
   o.Set("setIsaCap", Napi::Function::New(env, SetIsaCap));
+  o.Set("processedProbs", Napi::Function::New(env, ProcessedProbs));
   return o;
 }
 

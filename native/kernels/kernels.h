@@ -98,6 +98,10 @@ void rope(float* x, int64_t heads, int64_t hd, const float* cos, const float* si
 void attention(const float* q, int64_t ldq, int64_t T, int64_t nH, int64_t nKV, int64_t hd, const float* keys,
                const float* values, int64_t head_stride, int64_t start, int64_t window, float* out, int64_t ldo);
 
+// out[i] = softmax(x / temperature)[i] over n values (float32, the exponential to within about
+// 2e-7 relative); -inf entries get exactly 0. At least one entry must be finite.
+void softmax(const float* x, int64_t n, float temperature, float* out);
+
 // Threads: the output blocks are split across the intra-op pool of ATen (at::get_num_threads(),
 // which the model sets from its `threads` option; 1 by default). Results do not depend on it.
 

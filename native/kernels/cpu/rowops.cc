@@ -472,6 +472,29 @@ __attribute__((always_inline)) inline void attention_rows(const float* q, int64_
 }  // namespace
 
 CASCADE_CLONES
+void softmax(const float* x, int64_t n, float temperature, float* out) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  float mx = ninf;
+  for (int64_t i = 0; i < n; ++i) {
+    const float s = x[i] / temperature;
+    out[i] = s;
+    mx = s > mx ? s : mx;
+  }
+  v16 acc = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const v16 s = load16(out + i);
+    const v16 e = s == splat(ninf) ? v16{} : exp16(s - mx);
+    store16(out + i, e);
+    acc += e;
+  }
+  float tail = 0;
+  for (; i < n; ++i) tail += (out[i] = out[i] == ninf ? 0.f : exp_approx(out[i] - mx));
+  const float inv = 1.f / (hsum(acc) + tail);
+  for (int64_t j = 0; j < n; ++j) out[j] *= inv;
+}
+
+CASCADE_CLONES
 void attention(const float* q, int64_t ldq, int64_t T, int64_t nH, int64_t nKV, int64_t hd, const float* keys,
                const float* values, int64_t head_stride, int64_t start, int64_t window, float* out, int64_t ldo) {
   // The tiled kernel where the CPU has AVX-512 (the x86-64-v4 clone), the per-row loop otherwise.
