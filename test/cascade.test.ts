@@ -28,6 +28,7 @@ import { MaxGram } from '../lib/drafters/maxgram';
 import { ModelDrafter } from '../lib/drafters/model-drafter';
 import { ewif, swi } from '../lib/metrics';
 import { greedyWithProbabilities } from './helpers/greedy-reference';
+import { maxAbsDiff } from './helpers/stats';
 import { Model } from '../lib/model';
 import type { GenerateOptions } from '../lib/options';
 import { makeTinyModel, mulberry32, perturbedCopy, type TinyModelConfig } from './helpers/tiny-model';
@@ -439,6 +440,42 @@ describe('greedy exactness of random cascades', () => {
       expect(block.tokens.slice(fromModel)).toEqual(mgWant.propose(2));
       cascade.dispose();
     }
+  });
+
+  test('sampling: a model band hands up the distributions its tokens were drawn from, Max-Gram one-hot rows', async () => {
+    const sampling = { temperature: 1, topK: 0, topP: 1 };
+    const context = idsOf('the cat and the cat and the cat and the cat and the');
+    const bigram = Int32Array.from({ length: V }, (_, t) => (t + 1) % V);
+    const mg = new MaxGram({ bigram });
+    const cascade = buildCascade({ drafters: ['near'], K: [[3, 2], [0, 0]], lenience: 1 }, { near: drafts.near }, mg, 64, 7);
+    await cascade.begin(context);
+    const block = await cascade.draft(5, sampling);
+    expect(block.tokens).toHaveLength(5);
+    expect(cascade.top.lastSources.map(([d]) => d)).toEqual([0, 0, 0, 1, 1]);
+    const probs = block.probs!;
+    expect(probs).toBeInstanceOf(Float32Array);
+    expect(probs.length).toBe(5 * V);
+    // The model's rows: the processed distribution of the draft model at each prefix (the float64
+    // reference's softmax at temperature 1), each drawn token inside it.
+    const ref = ReferenceLlama.load(drafts.near.dir);
+    for (let i = 0; i < 3; i++) {
+      const row = probs.subarray(i * V, (i + 1) * V);
+      const logits = ref.forward([...context, ...block.tokens.slice(0, i)]).at(-1)!;
+      const max = Math.max(...logits);
+      const z = logits.reduce((a, l) => a + Math.exp(l - max), 0);
+      expect(maxAbsDiff(row, logits.map((l) => Math.exp(l - max) / z))).toBeLessThan(1e-4);
+      expect(row[block.tokens[i]]).toBeGreaterThan(0);
+    }
+    // Max-Gram's rows: one-hot at its tokens.
+    for (let i = 3; i < 5; i++) {
+      const row = probs.subarray(i * V, (i + 1) * V);
+      expect(row[block.tokens[i]]).toBe(1);
+      expect(row.reduce((a, b) => a + b, 0)).toBe(1);
+    }
+    // Greedy drafts are deterministic: no rows at all.
+    const greedyBlock = await cascade.draft(5, { temperature: 0, topK: 0, topP: 1 });
+    expect(greedyBlock.probs).toBeUndefined();
+    cascade.dispose();
   });
 
   test('adaptive bands: measurements carry over to the next generation with the same cascade', async () => {

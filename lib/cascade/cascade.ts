@@ -58,6 +58,8 @@ export class BandedDrafter implements Drafter {
     const sources: Array<[number, number]> = [];
     const costMs = this.drafters.map(() => 0);
     const calls = this.drafters.map(() => 0);
+    // The pieces the block is made of, for its proposal distribution (below).
+    const pieces: Array<{ tokens: number[]; probs?: Float32Array; rows: number }> = [];
     // After a band that ended where its drafter was unsure, the next bands keep their sizes
     // and start there (the tail moves up) instead of filling the positions left over.
     let shift = 0;
@@ -71,7 +73,9 @@ export class BandedDrafter implements Drafter {
         costMs[i] += performance.now() - t0;
         calls[i]++;
         if (b.tokens.length === 0) break;
-        for (const t of b.tokens.slice(0, end - out.length)) {
+        const taken = b.tokens.slice(0, end - out.length);
+        pieces.push({ tokens: taken, probs: b.probs, rows: b.tokens.length });
+        for (const t of taken) {
           sources.push([i, out.length - bandStart]);
           out.push(t);
         }
@@ -87,8 +91,7 @@ export class BandedDrafter implements Drafter {
       this.lastCostMs = costMs;
       this.lastCalls = calls;
     }
-    // Mixed drafters: the block is deterministic (one-hot q), which the exact rule handles.
-    return { tokens: out };
+    return { tokens: out, probs: proposalRows(pieces) };
   }
 
   accept(emitted: readonly number[]): void {
@@ -100,6 +103,28 @@ export class BandedDrafter implements Drafter {
   catchUp(): void {
     for (const d of this.drafters) d.catchUp?.();
   }
+}
+
+/**
+ * The proposal distribution of a block made of pieces: a piece drawn from a distribution (a
+ * sampled draft model drafting alone) brings its rows, every other piece (Max-Gram, a greedy
+ * draft, a review level's output) a one-hot row at its token. Exact either way: the verifier's
+ * rule with a one-hot q emits p whatever process chose the token, and with the drawn-from q it
+ * accepts more. Undefined when no piece brings rows (a deterministic block).
+ */
+function proposalRows(pieces: Array<{ tokens: number[]; probs?: Float32Array; rows: number }>): Float32Array | undefined {
+  const sampled = pieces.find((p) => p.probs);
+  if (!sampled) return undefined;
+  const V = sampled.probs!.length / sampled.rows;
+  const total = pieces.reduce((n, p) => n + p.tokens.length, 0);
+  const out = new Float32Array(total * V);
+  let row = 0;
+  for (const p of pieces) {
+    if (p.probs) out.set(p.probs.subarray(0, p.tokens.length * V), row * V);
+    else p.tokens.forEach((t, j) => (out[(row + j) * V + t] = 1));
+    row += p.tokens.length;
+  }
+  return out;
 }
 
 export class ReviewerLevel implements Drafter {
@@ -147,7 +172,7 @@ export class ReviewerLevel implements Drafter {
     if (this.inner.size === 0) return this.draftAlone(fixed, Math.min(max, room + 1), sampling);
     const budget = Math.min(this.inner.size, max - 1, room);
     const proposal = budget > 0 ? await this.inner.draft(budget, sampling, prefix) : { tokens: [] as number[] };
-    const r = ctx.seq.verifySync([...fixed, ...proposal.tokens], { sampling, fixed: fixed.length, lenience: this.lenience });
+    const r = ctx.seq.verifySync([...fixed, ...proposal.tokens], { sampling, fixed: fixed.length, lenience: this.lenience, draftProbs: proposal.probs });
     const tokens = [...proposal.tokens.slice(0, r.accepted), r.next];
     ctx.appended([...fixed, ...proposal.tokens.slice(0, r.accepted)]);
     this.passes++;
@@ -159,14 +184,15 @@ export class ReviewerLevel implements Drafter {
   /**
    * A level with nothing below it (an all-zero row of K) has no block to review: it drafts k
    * tokens alone, in one native call as a plain draft model does (a call per token would cost
-   * more than the tokens). Handed up as a deterministic block like every other level's output;
-   * the exact rule above it holds whatever distribution the tokens were drawn from.
+   * more than the tokens). When sampling, the distributions the tokens were drawn from go up
+   * with them, so the review above tests them against their true q (a one-hot q would be exact
+   * too, but accepts a token only with probability p(x)).
    */
   private draftAlone(feed: number[], k: number, sampling: NativeSampling): DraftBlock {
-    const { tokens } = this.ctx!.draft(feed, k, sampling, this.confidence);
+    const { tokens, probs } = this.ctx!.draft(feed, k, sampling, this.confidence);
     this.passes += Math.min(k, tokens.length + 1);
     this.produced += tokens.length;
-    return tokens.length < k ? { tokens, stopped: true } : { tokens };
+    return { tokens, ...(probs ? { probs } : {}), ...(tokens.length < k ? { stopped: true } : {}) };
   }
 
   accept(emitted: readonly number[]): void {
