@@ -131,6 +131,26 @@ describe('runBench on a tiny family', () => {
     expect(table[3]).toContain(`${Math.min(...sd.speedupVsARByRound).toFixed(2)}-${Math.max(...sd.speedupVsARByRound).toFixed(2)}x`);
   });
 
+  test('sampling: every method samples with the same seed per prompt, no token check, results reproduce', async () => {
+    const specs2 = ['ar', 'sd:small@3', 'csd'].map((x) => parseMethod(x, family, DEFAULTS));
+    const prompts = PROMPTS.slice(0, 2);
+    const sampling = { temperature: 0.9, topK: 0, topP: 0.95, seed: 11 };
+    const a = await runBench(family, specs2, prompts, { maxNewTokens: MAX_NEW, warmup: 0, sampling });
+    const b = await runBench(family, specs2, prompts, { maxNewTokens: MAX_NEW, warmup: 0, sampling });
+    for (const r of a) {
+      expect({ name: r.name, identicalToAR: r.identicalToAR, mismatches: r.mismatches }).toEqual({ name: r.name, identicalToAR: null, mismatches: 0 });
+      expect(r.tokens).toBeGreaterThan(0);
+    }
+    // Seeded: the same tokens again (AR's token count is a sum over its sampled outputs).
+    expect(b.map((r) => r.tokens)).toEqual(a.map((r) => r.tokens));
+    // AR samples with seed + prompt index: the same as generate with that seed.
+    let arTotal = 0;
+    for (const [i, p] of prompts.entries())
+      arTotal += (await family.target.generate(p, { maxNewTokens: MAX_NEW, stopOnEos: true, temperature: 0.9, topP: 0.95, seed: 11 + i })).tokens.length;
+    expect(a[0].tokens).toBe(arTotal);
+    expect(formatTable(a)).toContain('n/a (sampled)');
+  });
+
   test('formatTable lists every method with its verdict', () => {
     const table = formatTable(rows);
     const lines = table.trimEnd().split('\n');
@@ -432,6 +452,16 @@ describe('bench and tune commands', () => {
     const bad = await cli(...args, '--methods', 'ar,xyz');
     expect(bad.code).toBe(2);
     expect(bad.err).toMatch(/cascade-spec: error: bad method "xyz": expected ar, mag/);
+    // Sampled: the report says so, identicalToAR is null, and the command succeeds.
+    const sampled = await cli(...args, '--methods', 'ar,mag@2', '--json', '--temperature', '0.8', '--top-k', '20', '--top-p', '0.9', '--seed', '5');
+    expect({ code: sampled.code, err: sampled.err.includes('error') ? sampled.err : '' }).toEqual({ code: 0, err: '' });
+    const sr = JSON.parse(sampled.out) as { greedy: boolean; sampling: unknown; methods: MethodResult[] };
+    expect(sr.greedy).toBe(false);
+    expect(sr.sampling).toEqual({ temperature: 0.8, topK: 20, topP: 0.9, seed: 5 });
+    expect(sr.methods.map((m) => [m.name, m.identicalToAR])).toEqual([['ar', null], ['mag@2', null]]);
+    const p0 = await cli(...args, '--temperature', '0.8', '--top-p', '0');
+    expect(p0.code).toBe(2);
+    expect(p0.err).toMatch(/--top-p must be in \(0, 1\]/);
   });
 
   test('a dataset file that does not exist: exit 1 with a clear error', async () => {

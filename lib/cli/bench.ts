@@ -1,5 +1,8 @@
 // `cascade-spec bench`: every method on the same prompts in one process; greedy outputs must
 // equal AR's token for token (a mismatch fails the command); a table, JSON and an SVG chart.
+// With --temperature > 0 the methods sample (the same seed per prompt for every method): their
+// outputs follow the target's distribution but are not AR's tokens, so the token check is off
+// (identicalToAR null); sampling's exactness is tested distributionally (test/*sampling*).
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -28,6 +31,10 @@ export const BENCH_FLAGS: Record<string, FlagSpec> = {
   'full-draft-vocabulary': { type: 'boolean', help: 'drafts propose from every token, ignoring their folders\' draft-vocab.i32' },
   warmup: { type: 'int', help: 'untimed prompts per method first', default: 1, min: 0 },
   rounds: { type: 'int', help: 'passes over the prompts (results pooled; per-round speedups reported too)', default: 1, min: 1, max: 100 },
+  temperature: { type: 'number', help: 'sampling temperature (0: greedy, and outputs are checked against AR)', default: 0, min: 0 },
+  'top-k': { type: 'int', help: 'sampling: keep the k most likely tokens (0: off)', default: 0, min: 0 },
+  'top-p': { type: 'number', help: 'sampling: nucleus mass (1: off)', default: 1, min: 0, max: 1 },
+  seed: { type: 'int', help: 'sampling: seed of the first prompt (prompt i of round r uses seed + r * prompts + i)', default: 0, min: 0 },
   json: { type: 'boolean', help: 'print ONE JSON object with a "methods" array' },
   out: { type: 'string', help: 'folder for bench.json and bench.svg' },
   help: { type: 'boolean', help: 'show this help' },
@@ -46,7 +53,8 @@ export interface MethodResult {
   swi: number;
   meanAcceptedLength: number;
   targetForwards: number;
-  identicalToAR: boolean;
+  /** Greedy: the output equalled AR's on every prompt. null when sampling (not comparable). */
+  identicalToAR: boolean | null;
   mismatches: number;
   acceptanceByPosition: number[];
   /** Per verification step (target pass after the prompt's): wall ms, and of it the drafting
@@ -72,23 +80,37 @@ export async function runBench(
   family: Family,
   methods: MethodSpec[],
   prompts: string[],
-  options: { maxNewTokens: number; warmup: number; rounds?: number; progress?: ProgressBar },
+  options: {
+    maxNewTokens: number;
+    warmup: number;
+    rounds?: number;
+    progress?: ProgressBar;
+    /** Sample instead of greedy decoding; prompt i of round r uses seed + r * prompts + i. */
+    sampling?: { temperature: number; topK: number; topP: number; seed: number };
+  },
 ): Promise<MethodResult[]> {
   const rounds = options.rounds ?? 1;
+  const sampling = options.sampling && options.sampling.temperature > 0 ? options.sampling : undefined;
   const { target } = family;
   if (methods[0]?.name !== 'ar') methods = [parseArOnly(), ...methods.filter((m) => m.name !== 'ar')];
   const acc = methods.map(() => ({ tokens: 0, wallMs: 0, forwards: 0, verifications: 0, first: 0, swiCost: 0, mismatches: 0, proposedAt: [] as number[], acceptedAt: [] as number[], steps: 0, stepMs: 0, draftMs: 0, verifyMs: 0, promptMs: 0, ewifWeighted: 0, ewifWeight: 0, levels: new Map<string, { passes: number; produced: number; proposed: number; accepted: number }>() }));
-  const gen = (m: MethodSpec, p: string): Promise<GenerationResult> =>
-    target.generate(p, { ...m.options, maxNewTokens: options.maxNewTokens, temperature: 0, stopOnEos: true });
-  for (const m of methods) for (const p of prompts.slice(0, options.warmup)) await gen(m, p);
+  const gen = (m: MethodSpec, p: string, seed: number): Promise<GenerationResult> =>
+    target.generate(p, {
+      ...m.options,
+      maxNewTokens: options.maxNewTokens,
+      stopOnEos: true,
+      ...(sampling ? { temperature: sampling.temperature, topK: sampling.topK, topP: sampling.topP, seed } : { temperature: 0 }),
+    });
+  for (const m of methods) for (const p of prompts.slice(0, options.warmup)) await gen(m, p, sampling?.seed ?? 0);
   let done = 0;
   // Per round and method: tokens and wall time.
   const byRound = Array.from({ length: rounds }, () => methods.map(() => ({ tokens: 0, wallMs: 0 })));
   // Prompt-major order: every method sees the same machine state for the same prompt.
-  for (let round = 0; round < rounds; round++) for (const p of prompts) {
+  for (let round = 0; round < rounds; round++) for (const [pi, p] of prompts.entries()) {
     let reference: number[] | undefined;
+    const seed = (sampling?.seed ?? 0) + round * prompts.length + pi;
     for (let i = 0; i < methods.length; i++) {
-      const r = await gen(methods[i], p);
+      const r = await gen(methods[i], p, seed);
       const a = acc[i];
       a.tokens += r.tokens.length;
       a.wallMs += r.stats.wallMs;
@@ -121,7 +143,7 @@ export async function runBench(
       }
       const byPos = (r.stats.acceptanceByPosition as number[] | undefined) ?? [];
       if (i === 0) reference = r.tokens;
-      else if (reference!.length !== r.tokens.length || reference!.some((t, j) => t !== r.tokens[j])) a.mismatches++;
+      else if (!sampling && (reference!.length !== r.tokens.length || reference!.some((t, j) => t !== r.tokens[j]))) a.mismatches++;
       byPos.forEach((v, j) => {
         a.proposedAt[j] = (a.proposedAt[j] ?? 0) + 1;
         a.acceptedAt[j] = (a.acceptedAt[j] ?? 0) + v;
@@ -148,7 +170,7 @@ export async function runBench(
       // prompt pass without one, as AR's, emitted 1 token and is left out).
       meanAcceptedLength: a.verifications > 0 ? (a.tokens - (a.forwards - a.verifications)) / a.verifications : 1,
       targetForwards: a.forwards,
-      identicalToAR: a.mismatches === 0,
+      identicalToAR: sampling ? null : a.mismatches === 0,
       mismatches: a.mismatches,
       acceptanceByPosition: a.proposedAt.map((n, j) => a.acceptedAt[j] / n),
       msPerStep: a.steps ? a.stepMs / a.steps : 0,
@@ -174,7 +196,7 @@ export function formatTable(rows: MethodResult[]): string {
   const head = ['method', 'tok/s', 'speedup', ...(ranged ? ['rounds'] : []), 'SWI', 'tok/pass', 'ms/step', 'draft', 'verify', 'identical', 'config'];
   const body = rows.map((r) => [
     r.name, r.tokensPerSecond.toFixed(1), `${r.speedupVsAR.toFixed(2)}x`, ...(ranged ? [range(r)] : []), r.swi.toFixed(2), r.meanAcceptedLength.toFixed(2),
-    r.msPerStep.toFixed(3), r.draftMsPerStep.toFixed(3), r.verifyMsPerStep.toFixed(3), r.identicalToAR ? 'yes' : `NO (${r.mismatches})`, r.describe,
+    r.msPerStep.toFixed(3), r.draftMsPerStep.toFixed(3), r.verifyMsPerStep.toFixed(3), r.identicalToAR === null ? 'n/a (sampled)' : r.identicalToAR ? 'yes' : `NO (${r.mismatches})`, r.describe,
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join('  ');
@@ -201,11 +223,15 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
   const methods = (flags.methods as string).split(',').filter(Boolean).map((s) => parseMethod(s, family, defaults));
   const rounds = flags.rounds as number;
   const total = rounds * prompts.length * (methods.some((m) => m.name === 'ar') ? methods.length : methods.length + 1);
+  const temperature = flags.temperature as number;
+  const sampling = temperature > 0 ? { temperature, topK: flags['top-k'] as number, topP: flags['top-p'] as number, seed: flags.seed as number } : undefined;
+  if (sampling && !(sampling.topP > 0)) throw new UsageError('--top-p must be in (0, 1]');
   const rows = await runBench(family, methods, prompts, {
     maxNewTokens: flags['max-new-tokens'] as number,
     warmup: flags.warmup as number,
     rounds,
     progress: new ProgressBar(total, 'bench', err),
+    sampling,
   });
   const report = {
     dataset: path.resolve(flags.dataset as string),
@@ -214,7 +240,8 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
     maxNewTokens: flags['max-new-tokens'],
     threads: flags.threads,
     dtype: flags.dtype,
-    greedy: true,
+    greedy: !sampling,
+    ...(sampling ? { sampling } : {}),
     models: {
       target: { dir: family.target.dir, params: family.target.numParams },
       ...Object.fromEntries(Object.entries(family.drafts).map(([n, m]) => [n, { dir: m.dir, params: m.numParams, draftVocabularySize: m.draftVocabularySize }])),
@@ -228,13 +255,13 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
     fs.writeFileSync(path.join(dir, 'bench.json'), JSON.stringify(report, null, 2) + '\n');
     fs.writeFileSync(
       path.join(dir, 'bench.svg'),
-      barChart(`Wall-clock speedup over target AR (${prompts.length} prompts${rounds > 1 ? ` x ${rounds} rounds` : ''}, ${String(flags['max-new-tokens'])} tokens, ${String(flags.threads)} thread, ${String(flags.dtype)})`,
+      barChart(`Wall-clock speedup over target AR (${prompts.length} prompts${rounds > 1 ? ` x ${rounds} rounds` : ''}, ${String(flags['max-new-tokens'])} tokens, ${String(flags.threads)} thread, ${String(flags.dtype)}${sampling ? `, T ${sampling.temperature} top-k ${sampling.topK} top-p ${sampling.topP}` : ''})`,
         rows.map((r) => ({ label: r.name, value: r.speedupVsAR })), 'x', 1),
     );
   }
   if (flags.json) out.write(JSON.stringify(report) + '\n');
   else out.write(formatTable(rows));
-  const bad = rows.filter((r) => !r.identicalToAR);
+  const bad = rows.filter((r) => r.identicalToAR === false);
   if (bad.length) {
     err.write(`cascade-spec: error: greedy output differs from AR for ${bad.map((r) => `${r.name} (${r.mismatches} prompts)`).join(', ')}\n`);
     return 1;
