@@ -476,6 +476,14 @@ describe('greedy exactness of random cascades', () => {
     const greedyBlock = await cascade.draft(5, { temperature: 0, topK: 0, topP: 1 });
     expect(greedyBlock.probs).toBeUndefined();
     cascade.dispose();
+    // A band of one draft model alone, cut short by max: its first rows, one per token.
+    const single = buildCascade({ drafters: ['near'], K: [[4, 0], [0, 0]], lenience: 1 }, { near: drafts.near }, new MaxGram(), 64, 7);
+    await single.begin(context);
+    const short = await single.draft(2, sampling);
+    expect(short.tokens).toHaveLength(2);
+    expect(short.probs!.length).toBe(2 * V);
+    for (let i = 0; i < 2; i++) expect(short.probs![i * V + short.tokens[i]]).toBeGreaterThan(0);
+    single.dispose();
   });
 
   test('adaptive bands: measurements carry over to the next generation with the same cascade', async () => {

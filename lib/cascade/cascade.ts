@@ -116,6 +116,8 @@ function proposalRows(pieces: Array<{ tokens: number[]; probs?: Float32Array; ro
   const sampled = pieces.find((p) => p.probs);
   if (!sampled) return undefined;
   const V = sampled.probs!.length / sampled.rows;
+  // One sampled piece (a band of one draft model): its rows as they are, no copy.
+  if (pieces.length === 1) return sampled.probs!.subarray(0, sampled.tokens.length * V);
   const total = pieces.reduce((n, p) => n + p.tokens.length, 0);
   const out = new Float32Array(total * V);
   let row = 0;
