@@ -10,7 +10,8 @@ export interface GenerateOptions {
   temperature?: number;
   /** Keep only the k most likely tokens; 0 = off. Default 0. */
   topK?: number;
-  /** Keep the smallest set of tokens whose probability reaches p; 1 = off. Default 1. */
+  /** Nucleus: keep a token iff the probability of the tokens more likely than it is < p (the
+   * smallest set reaching p; tied tokens stay or go together); 1 = off. Default 1. */
   topP?: number;
   /** Seed of the sampler; the same seed reproduces a sampled generation. Default: random, reported in stats.seed. */
   seed?: number;
