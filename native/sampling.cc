@@ -124,13 +124,6 @@ void processed_probs(const float* logits, int64_t V, const SamplingParams& param
   for (int64_t i = 0; i < V; ++i) out[i] = static_cast<float>(out[i] * inv);
 }
 
-torch::Tensor processed_probs(const torch::Tensor& logits, const SamplingParams& params) {
-  auto l = logits.to(torch::kCPU).to(torch::kFloat32).contiguous();
-  auto out = torch::empty({l.size(0)}, torch::kFloat32);
-  processed_probs(l.data_ptr<float>(), l.size(0), params, out.data_ptr<float>());
-  return out;
-}
-
 int64_t sample_from(const float* p, int64_t V, Rng& rng) {
   double total = 0;
   for (int64_t i = 0; i < V; ++i) total += p[i];
@@ -147,22 +140,12 @@ int64_t sample_from(const float* p, int64_t V, Rng& rng) {
   return last_nonzero;  // rounding left `target` a hair past the last bucket
 }
 
-int64_t sample_from(const torch::Tensor& weights, Rng& rng) {
-  auto w = weights.to(torch::kCPU).to(torch::kFloat32).contiguous();
-  return sample_from(w.data_ptr<float>(), w.size(0), rng);
-}
-
 int64_t argmax_index(const float* p, int64_t V) {
   // First maximal index, so ties resolve the same way in every implementation.
   int64_t best = 0;
   for (int64_t i = 1; i < V; ++i)
     if (p[i] > p[best]) best = i;
   return best;
-}
-
-int64_t argmax_index(const torch::Tensor& logits) {
-  auto l = logits.to(torch::kFloat32).contiguous();
-  return argmax_index(l.data_ptr<float>(), l.size(0));
 }
 
 int64_t pick_token(const torch::Tensor& logits, const SamplingParams& params, Rng& rng) {

@@ -34,14 +34,11 @@ class Rng {
 // parameters. Plain loops over the row: as libtorch ops (topk, sort, cumsum, scatter) the
 // processing cost a sampled decode 10-40% and a sampled draft token several times its pass.
 void processed_probs(const float* logits, int64_t V, const SamplingParams& params, float* out);
-torch::Tensor processed_probs(const torch::Tensor& logits, const SamplingParams& params);
 // Inverse-CDF draw from unnormalised non-negative weights [V] (accumulated in double, in index
 // order, one uniform per draw).
 int64_t sample_from(const float* weights, int64_t V, Rng& rng);
-int64_t sample_from(const torch::Tensor& weights, Rng& rng);
 // First maximal index.
 int64_t argmax_index(const float* logits, int64_t V);
-int64_t argmax_index(const torch::Tensor& logits);
 // The next token from logits [V] under `params`.
 int64_t pick_token(const torch::Tensor& logits, const SamplingParams& params, Rng& rng);
 

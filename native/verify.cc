@@ -74,14 +74,6 @@ VerifyResult accept_drafts(const float* logits, int64_t V, const std::vector<int
   return r;
 }
 
-VerifyResult accept_drafts(const torch::Tensor& logits, const std::vector<int64_t>& drafts,
-                           const torch::Tensor& draft_probs, const SamplingParams& params, double lenience, Rng& rng) {
-  auto l = logits.to(torch::kCPU).to(torch::kFloat32).contiguous();
-  auto q = draft_probs.defined() ? draft_probs.to(torch::kCPU).to(torch::kFloat32).contiguous() : torch::Tensor();
-  return accept_drafts(l.data_ptr<float>(), l.size(1), drafts, q.defined() ? q.data_ptr<float>() : nullptr, params,
-                       lenience, rng);
-}
-
 std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests) {
   if (requests.empty()) return {};
   const LlamaModel& model = requests[0].seq->model();

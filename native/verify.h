@@ -39,11 +39,9 @@ struct VerifyResult {
 // its prefix + the fixed tokens + the accepted drafts; `next` is the new pending token.
 std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests);
 
-// The acceptance rule alone, on the verifier's float32 logits [k + 1, V] (the tensor form is
-// exposed for tests). draft_probs: [k, V], or null / undefined for deterministic drafts.
+// The acceptance rule alone, on the verifier's float32 logits [k + 1, V]. draft_probs: [k, V],
+// or null for deterministic drafts.
 VerifyResult accept_drafts(const float* logits, int64_t V, const std::vector<int64_t>& drafts, const float* draft_probs,
                            const SamplingParams& params, double lenience, Rng& rng);
-VerifyResult accept_drafts(const torch::Tensor& logits, const std::vector<int64_t>& drafts,
-                           const torch::Tensor& draft_probs, const SamplingParams& params, double lenience, Rng& rng);
 
 }  // namespace cascade
