@@ -61,9 +61,9 @@ void processed_probs(const float* logits, int64_t V, const SamplingParams& param
   if (params.top_p >= 1.0) return;
   // A token stays iff the mass of the tokens strictly more probable than it is < top_p. That
   // mass only grows as the probability falls, so the kept tokens are those above a cut: the
-  // largest probability whose mass above reaches top_p (-1: none does, all stay). Found by
-  // quickselect over the values, O(V) expected; sorting 4096 probabilities cost more than the
-  // whole processing should.
+  // largest probability whose mass above reaches top_p (when none does, every token stays).
+  // Found by quickselect over the values, O(V) expected; sorting 4096 probabilities cost more
+  // than the whole processing should.
   //
   // First the tokens that surely leave: if the n tokens above a threshold hold mass M, a
   // token at or below t = (M - top_p) / n has at least M - n t = top_p above it. Starting
