@@ -9,6 +9,7 @@
 #include <map>
 
 #include "safetensors.h"
+#include "sampling.h"
 
 namespace cascade {
 
@@ -392,7 +393,7 @@ void LlamaModel::set_draft_vocabulary(const std::vector<int64_t>& ids) {
   if (ids.empty()) {
     draft_ids_.clear();
     kdraft_head_ = kernels::PackedWeight();
-    draft_mask_ = torch::Tensor();
+    draft_index_ = torch::Tensor();
     return;
   }
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -409,13 +410,8 @@ void LlamaModel::set_draft_vocabulary(const std::vector<int64_t>& ids) {
     // The rows in the weight dtype (lm_head is kept only when tied; else from the packed copy).
     kdraft_head_ = packed((lm_head.defined() ? lm_head : unpacked(khead_, dtype_)).to(torch::kCPU).index_select(0, index), dtype_);
   }
-  draft_mask_ = torch::full({V}, -std::numeric_limits<float>::infinity(), torch::kFloat32);
-  draft_mask_.index_fill_(0, index, 0.f);
+  draft_index_ = index;
   draft_ids_ = ids;
-}
-
-torch::Tensor LlamaModel::draft_masked(const torch::Tensor& logits) const {
-  return draft_mask_.defined() ? logits + draft_mask_.to(logits.device()) : logits;
 }
 
 std::vector<int64_t> LlamaModel::forward_packed_argmax(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
@@ -430,17 +426,16 @@ std::vector<int64_t> LlamaModel::forward_packed_argmax(const std::vector<int64_t
     return out;
   }
   auto logits = forward_packed(torch::tensor(tokens, torch::kInt64), caches, lengths, outputs).to(torch::kCPU).to(torch::kFloat32);
-  if (restricted) logits = draft_masked(logits);
+  // Over the draft vocabulary: its columns only; the argmax is an index into draft_ids_.
+  if (restricted) logits = logits.index_select(1, draft_index_);
   logits = logits.contiguous();
   const int64_t V = logits.size(1);
   const float* p = logits.data_ptr<float>();
   if (confidence) confidence->clear();
   for (int64_t r = 0; r < logits.size(0); ++r) {
     const float* row = p + r * V;
-    int64_t best = 0;
-    for (int64_t i = 1; i < V; ++i)
-      if (row[i] > row[best]) best = i;
-    out.push_back(best);
+    const int64_t best = argmax_index(row, V);
+    out.push_back(restricted ? draft_ids_[size_t(best)] : best);
     if (confidence) {
       double sum = 0;
       for (int64_t i = 0; i < V; ++i) sum += std::exp(double(row[i]) - double(row[best]));
@@ -570,7 +565,7 @@ torch::Tensor LlamaModel::forward_draft_logits(const std::vector<int64_t>& token
   const std::vector<int64_t> lengths{int64_t(tokens.size())}, last{1};
   if (kernels_) return forward_kernels(tokens, {&cache}, lengths, last, nullptr, nullptr, /*draft_vocabulary=*/true)[0];
   auto logits = forward_packed(torch::tensor(tokens, torch::kInt64), {&cache}, lengths, last)[0].to(torch::kCPU).to(torch::kFloat32);
-  if (!draft_ids_.empty()) logits = logits.index_select(0, torch::tensor(draft_ids_, torch::kInt64));
+  if (!draft_ids_.empty()) logits = logits.index_select(0, draft_index_);
   return logits.contiguous();
 }
 

@@ -112,8 +112,6 @@ class LlamaModel {
   // Throws std::invalid_argument on a bad list.
   void set_draft_vocabulary(const std::vector<int64_t>& ids);
   const std::vector<int64_t>& draft_vocabulary() const { return draft_ids_; }
-  // Logits with every token outside the draft vocabulary set to -inf (unchanged without one).
-  torch::Tensor draft_masked(const torch::Tensor& logits) const;
   // A drafting pass: appends tokens to the cache and returns the last row's float32 logits over
   // the draft vocabulary, [draft_vocabulary().size()] in its order (with the kernels only those
   // rows of the output matrix are read), or over every token, [V], without one.
@@ -163,7 +161,7 @@ class LlamaModel {
   kernels::PackedWeight khead_;  // lm_head (the embedding's values when tied)
   std::vector<int64_t> draft_ids_;      // the draft vocabulary, or empty
   kernels::PackedWeight kdraft_head_;   // with the kernels: lm_head's rows draft_ids_
-  torch::Tensor draft_mask_;            // [V] float32: 0 on draft_ids_, -inf elsewhere
+  torch::Tensor draft_index_;           // draft_ids_ as an int64 tensor (libtorch passes select them)
 };
 
 }  // namespace cascade
