@@ -380,8 +380,8 @@ describe('tune on a tiny family', () => {
 });
 
 describe('bench and tune commands', () => {
-  const BENCH = ['dataset', 'format', 'limit', 'methods', 'max-new-tokens', 'threads', 'dtype', 'k', 'draft', 'model', 'full-draft-vocabulary', 'warmup', 'json', 'out', 'help'];
-  const TUNE = ['dataset', 'format', 'limit', 'max-new-tokens', 'budget', 'threads', 'dtype', 'margin', 'restart', 'dry-run', 'help'];
+  const BENCH = ['dataset', 'format', 'limit', 'methods', 'max-new-tokens', 'threads', 'dtype', 'k', 'draft', 'model', 'full-draft-vocabulary', 'warmup', 'rounds', 'temperature', 'top-k', 'top-p', 'seed', 'json', 'out', 'help'];
+  const TUNE = ['dataset', 'format', 'limit', 'max-new-tokens', 'budget', 'threads', 'dtype', 'margin', 'confirm', 'confirm-rounds', 'restart', 'dry-run', 'help'];
 
   test('bench --help exits 0 and lists its flags', async () => {
     const r = await cli('bench', '--help');
@@ -428,6 +428,21 @@ describe('bench and tune commands', () => {
     const rounds = await cli('bench', '--dataset', 'x.jsonl', '--rounds', '0');
     expect(rounds.code).toBe(2);
     expect(rounds.err).toMatch(/--rounds must be in \[1, 100\], got 0/);
+    const cr = await cli('tune', '--dataset', 'x.jsonl', '--confirm-rounds', '0');
+    expect(cr.code).toBe(2);
+    expect(cr.err).toMatch(/--confirm-rounds must be in \[1, inf\], got 0/);
+    // The sampling flags of bench.
+    for (const [flag, value, message] of [
+      ['--temperature', '-0.5', /--temperature must be in \[0, inf\], got -0.5/],
+      ['--top-k', '-1', /--top-k must be in \[0, inf\], got -1/],
+      ['--top-p', '1.5', /--top-p must be in \[0, 1\], got 1.5/],
+      ['--seed', '-3', /--seed must be in \[0, inf\], got -3/],
+      ['--temperature', 'hot', /--temperature/],
+    ] as Array<[string, string, RegExp]>) {
+      const r = await cli('bench', '--dataset', 'x.jsonl', flag, value);
+      expect({ flag, code: r.code }).toEqual({ flag, code: 2 });
+      expect(r.err).toMatch(message);
+    }
   });
 
   test('bench end to end with --model: --json report, --out files, a bad --methods entry', async () => {

@@ -163,7 +163,12 @@ describe('the sampling distribution (chi-square against the processed distributi
     const coarse = Array.from({ length: 300 }, () => Math.floor(rand() * 6) * 0.7);
     for (const p of [0.01, 0.1, 0.3, 0.5, 0.62, 0.8, 0.9, 0.97, 0.999]) close(coarse, 1, 0, p);
     expect(Array.from(native.processedProbs(Float32Array.from(tied), { temperature: 1, topK: 0, topP: 0.5 }), (p) => +p.toFixed(6))).toEqual([0.5, 0.25, 0.25, 0, 0]);
-    // A -inf logit has probability exactly 0 (draft vocabularies mask with it).
+    // The test hook refuses what it cannot process, with a clear error.
+    expect(() => native.processedProbs(Float32Array.of(1, 2), { temperature: 0, topK: 0, topP: 1 })).toThrow('processedProbs needs a temperature > 0');
+    expect(() => native.processedProbs(new Float32Array(0), { temperature: 1, topK: 0, topP: 1 })).toThrow('processedProbs needs at least one logit');
+    expect(() => native.processedProbs([1, 2] as unknown as Float32Array, { temperature: 1, topK: 0, topP: 1 })).toThrow('needs a Float32Array');
+    expect(() => native.processedProbs(Float32Array.of(1, 2), { temperature: 1, topK: 0, topP: 0 })).toThrow('topP must be in (0, 1]');
+    // A -inf logit has probability exactly 0 (top-k masks with it).
     const masked = native.processedProbs(Float32Array.from([1, -Infinity, 0.5]), { temperature: 1, topK: 0, topP: 1 });
     expect(masked[1]).toBe(0);
   });
