@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { parseModelConfig, type ModelConfig } from './config';
-import { checkModelDir, readTokenIdSet, weightFiles } from './files';
+import { checkModelDir, readOptionalJsonObject, readTokenIdSet, weightFiles } from './files';
 import { MaxGram, readBigramTable } from './drafters/maxgram';
 import { ModelDrafter } from './drafters/model-drafter';
 import type { Drafter } from './drafters/drafter';
@@ -44,6 +44,16 @@ export interface LoadOptions {
    * present, else every token. null: every token.
    */
   draftVocabulary?: readonly number[] | Int32Array | null;
+  /**
+   * When this model drafts for a sampled generation (methods 'sd' and 'csd'), it draws its
+   * proposals at the generation's temperature times this (top-k and top-p as the generation's).
+   * A draft distilled on its target's greedy tokens is more confident than its target: drawn
+   * hotter, its proposals overlap the target's distribution more and more of them pass
+   * (bench/README.md, "Draft temperature"). Any value keeps the output exact: the verifier tests
+   * each proposal against the distribution it was drawn from. Greedy generations are unaffected.
+   * Default: `draftTemperatureScale` in the folder's cascade-spec.json, else 1. In (0, 10].
+   */
+  draftTemperatureScale?: number;
 }
 
 const DTYPES: readonly Dtype[] = ['float32', 'bfloat16', 'float16'];
@@ -52,6 +62,20 @@ const DTYPES: readonly Dtype[] = ['float32', 'bfloat16', 'float16'];
 export const BIGRAM_FILE = 'maxgram-bigram.i32';
 /** The default draft vocabulary's file name inside a model folder (LoadOptions.draftVocabulary). */
 export const DRAFT_VOCAB_FILE = 'draft-vocab.i32';
+/** The project's own settings beside the weights (promptTemplate, draftTemperatureScale). */
+export const SETTINGS_FILE = 'cascade-spec.json';
+
+/** A draft temperature scale from the load option or the folder's settings file (default 1). */
+function resolveDraftTemperatureScale(dir: string, option: number | undefined): number {
+  const check = (v: unknown, where: string): number => {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > 10) throw new RangeError(`${where} must be a number in (0, 10], got ${JSON.stringify(v) ?? String(v)}`);
+    return v;
+  };
+  if (option !== undefined) return check(option, 'draftTemperatureScale');
+  const settings = readOptionalJsonObject(path.join(dir, SETTINGS_FILE));
+  const v = settings?.draftTemperatureScale;
+  return v === undefined ? 1 : check(v, `${path.join(dir, SETTINGS_FILE)}: "draftTemperatureScale"`);
+}
 
 const checkedPairs = new WeakMap<Model, WeakSet<Model>>();
 
@@ -105,6 +129,8 @@ export class Model {
     readonly contextLength: number,
     /** The draft vocabulary's ids as loaded (increasing), or null. */
     private readonly draftIds: Int32Array | null,
+    /** LoadOptions.draftTemperatureScale as resolved. */
+    readonly draftTemperatureScale: number,
   ) {}
 
   /** Loads a Hugging Face model folder (config.json, safetensors weights, tokenizer.json). */
@@ -116,7 +142,7 @@ export class Model {
     if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('model folder must be a non-empty string');
     if (typeof options !== 'object' || options === null) throw new TypeError('load options must be an object');
     for (const key of Object.keys(options))
-      if (!['dtype', 'threads', 'contextLength', 'kernels', 'draftVocabulary'].includes(key)) throw new TypeError(`unknown load option "${key}"`);
+      if (!['dtype', 'threads', 'contextLength', 'kernels', 'draftVocabulary', 'draftTemperatureScale'].includes(key)) throw new TypeError(`unknown load option "${key}"`);
     if (options.kernels !== undefined && typeof options.kernels !== 'boolean') throw new TypeError('kernels must be a boolean');
     const dtype = options.dtype ?? 'float32';
     if (!DTYPES.includes(dtype)) throw new RangeError(`dtype must be one of ${DTYPES.join(', ')}, got ${String(dtype)}`);
@@ -134,8 +160,9 @@ export class Model {
     const shards = weightFiles(abs);
     const addon = loadNative();
     const draftVocabulary = resolveDraftVocabulary(abs, config.vocabSize, options.draftVocabulary);
+    const draftTemperatureScale = resolveDraftTemperatureScale(abs, options.draftTemperatureScale);
     const native = new addon.Model(config, shards, { dtype, threads, kernels: options.kernels ?? true, draftVocabulary });
-    return new Model(abs, config, tokenizer, native, contextLength, draftVocabulary ?? null);
+    return new Model(abs, config, tokenizer, native, contextLength, draftVocabulary ?? null, draftTemperatureScale);
   }
 
   get numParams(): number {

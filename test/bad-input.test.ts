@@ -403,6 +403,27 @@ describe('load options', () => {
     loadError(base, /contextLength must be an integer in \[1, 64\]/, { contextLength });
   });
 
+  test.each([0, -1, NaN, Infinity, 11, '1.5'])('bad draftTemperatureScale %p', (draftTemperatureScale) => {
+    expect(() => Model.loadSync(base, { draftTemperatureScale: draftTemperatureScale as number })).toThrow(/draftTemperatureScale must be a number in \(0, 10\]/);
+  });
+
+  test.each([0, -2, 'hot', null, [1.5]])('a bad "draftTemperatureScale" %p in cascade-spec.json names the file', (value) => {
+    const dir = variant((d) => fs.writeFileSync(path.join(d, 'cascade-spec.json'), JSON.stringify({ draftTemperatureScale: value })));
+    loadError(dir, about(path.join(dir, 'cascade-spec.json'), '"draftTemperatureScale" must be a number in (0, 10]'));
+  });
+
+  test('cascade-spec.json that is not JSON names the file', () => {
+    const dir = variant((d) => fs.writeFileSync(path.join(d, 'cascade-spec.json'), '{"draftTemperatureScale": '));
+    loadError(dir, about(path.join(dir, 'cascade-spec.json'), 'malformed JSON'));
+  });
+
+  test("the folder's draftTemperatureScale is the default; the load option overrides it", () => {
+    const dir = variant((d) => fs.writeFileSync(path.join(d, 'cascade-spec.json'), JSON.stringify({ promptTemplate: 'Q: {prompt}', draftTemperatureScale: 1.5 })));
+    expect(Model.loadSync(dir).draftTemperatureScale).toBe(1.5);
+    expect(Model.loadSync(dir, { draftTemperatureScale: 0.7 }).draftTemperatureScale).toBe(0.7);
+    expect(Model.loadSync(base).draftTemperatureScale).toBe(1);
+  });
+
   test('unknown option key', () => {
     expect(() => Model.loadSync(base, { dtpye: 'float32' } as never)).toThrow(/unknown load option "dtpye"/);
   });

@@ -380,7 +380,7 @@ describe('tune on a tiny family', () => {
 });
 
 describe('bench and tune commands', () => {
-  const BENCH = ['dataset', 'format', 'limit', 'methods', 'max-new-tokens', 'threads', 'dtype', 'k', 'draft', 'model', 'full-draft-vocabulary', 'warmup', 'rounds', 'temperature', 'top-k', 'top-p', 'seed', 'json', 'out', 'help'];
+  const BENCH = ['dataset', 'format', 'limit', 'methods', 'max-new-tokens', 'threads', 'dtype', 'k', 'draft', 'model', 'draft-temperature-scale', 'full-draft-vocabulary', 'warmup', 'rounds', 'temperature', 'top-k', 'top-p', 'seed', 'json', 'out', 'help'];
   const TUNE = ['dataset', 'format', 'limit', 'max-new-tokens', 'budget', 'threads', 'dtype', 'margin', 'confirm', 'confirm-rounds', 'restart', 'dry-run', 'help'];
 
   test('bench --help exits 0 and lists its flags', async () => {

@@ -167,6 +167,20 @@ describe('csd sampling follows the target distribution', () => {
     expect({ ...h, ok: h.p > 1e-4 }).toEqual({ ...h, ok: true });
   });
 
+  test(`drafts drawn hotter and colder than the target (draftTemperatureScale: mid 1.8, small 0.5): csd vs ar over ${N_SMALL} seeds each`, async () => {
+    // Each level draws (and reviews) at its own temperature; the target's test uses the
+    // distributions the proposals were really drawn from, so its output must not move.
+    const hot = Model.loadSync(mid.dir, { draftTemperatureScale: 1.8 });
+    const cold = Model.loadSync(small.dir, { draftTemperatureScale: 0.5 });
+    const opts: GenerateOptions = { temperature: 0.9 };
+    const ar = await sample({ ...opts, method: 'ar' }, 7_000_001, N_SMALL);
+    const csd = await sample({ ...opts, method: 'csd', cascade: CASCADE, draftModels: { mid: hot, small: cold } }, 8_000_001, N_SMALL);
+    expectCascadeActive(csd);
+    const h = homogeneity(ar.counts, csd.counts);
+    expect(h.cells).toBeGreaterThanOrEqual(8);
+    expect({ ...h, ok: h.p > 1e-4 }).toEqual({ ...h, ok: true });
+  });
+
   test(`top-k 20 and top-p 0.9, lenience 10, adaptive bands: csd vs ar over ${N_SMALL} seeds each`, async () => {
     const opts: GenerateOptions = { temperature: 1, topK: 20, topP: 0.9 };
     const ar = await sample({ ...opts, method: 'ar' }, 3_000_001, N_SMALL);

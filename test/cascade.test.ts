@@ -486,6 +486,47 @@ describe('greedy exactness of random cascades', () => {
     single.dispose();
   });
 
+  test('draftTemperatureScale: a draft model draws at the temperature times its scale, alone and in a band; greedy drafts do not change', async () => {
+    const hot = Model.loadSync(drafts.near.dir, { draftTemperatureScale: 1.7 });
+    expect(hot.draftTemperatureScale).toBe(1.7);
+    expect(drafts.near.draftTemperatureScale).toBe(1);
+    const sampling = { temperature: 0.8, topK: 0, topP: 1 };
+    const context = idsOf('the cat and the cat and the');
+    const ref = ReferenceLlama.load(hot.dir);
+    // Each row: the reference's softmax at 0.8 x 1.7 at its prefix, the drawn token inside it.
+    const expectRowsAt = (block: { tokens: number[]; probs?: Float32Array }, temperature: number) => {
+      expect(block.tokens).toHaveLength(3);
+      for (let i = 0; i < 3; i++) {
+        const row = block.probs!.subarray(i * V, (i + 1) * V);
+        const logits = ref.forward([...context, ...block.tokens.slice(0, i)]).at(-1)!;
+        const max = Math.max(...logits);
+        const z = logits.reduce((a, l) => a + Math.exp((l - max) / temperature), 0);
+        expect(maxAbsDiff(row, logits.map((l) => Math.exp((l - max) / temperature) / z))).toBeLessThan(1e-4);
+        expect(row[block.tokens[i]]).toBeGreaterThan(0);
+      }
+    };
+    const alone = new ModelDrafter(hot, 64, undefined, 5);
+    alone.begin(context);
+    expectRowsAt(await alone.draft(3, sampling), 0.8 * 1.7);
+    alone.dispose();
+    const band = buildCascade({ drafters: ['near'], K: [[3, 0], [0, 0]], lenience: 1 }, { near: hot }, new MaxGram(), 64, 7);
+    await band.begin(context);
+    expectRowsAt(await band.draft(3, sampling), 0.8 * 1.7);
+    band.dispose();
+    // The unscaled model's rows are the softmax at 0.8 itself (what the check above tells apart).
+    const plain = new ModelDrafter(drafts.near, 64, undefined, 5);
+    plain.begin(context);
+    expectRowsAt(await plain.draft(3, sampling), 0.8);
+    // Greedy: the same tokens at any scale.
+    const greedy = { temperature: 0, topK: 0, topP: 1 };
+    const hotGreedy = new ModelDrafter(hot, 64);
+    hotGreedy.begin(context);
+    plain.begin(context);
+    expect((await hotGreedy.draft(4, greedy)).tokens).toEqual((await plain.draft(4, greedy)).tokens);
+    hotGreedy.dispose();
+    plain.dispose();
+  });
+
   test('adaptive bands: measurements carry over to the next generation with the same cascade', async () => {
     const cascade = { drafters: ['near', 'w1'], K: [[2, 1, 1], [0, 0, 1], [0, 0, 1]], lenience: 1 };
     const models = { near: drafts.near, w1: drafts.w1 };

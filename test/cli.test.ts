@@ -154,6 +154,8 @@ describe('usage errors exit 2 and name the flag', () => {
     ['--temperature NaN', ['generate', PROMPT, '--temperature', 'NaN'], /--temperature must be a number, got "NaN"/],
     ['--seed -3', ['generate', PROMPT, '--seed', '-3'], /--seed must be in \[0, inf\], got -3/],
     ['--threads 0', ['generate', PROMPT, '--threads', '0'], /--threads must be in \[1, 256\], got 0/],
+    ['--draft-temperature-scale 0', ['generate', PROMPT, '--draft-temperature-scale', '0'], /--draft-temperature-scale must be in \[1e-9, 10\], got 0/],
+    ['--draft-temperature-scale 11', ['generate', PROMPT, '--draft-temperature-scale', '11'], /--draft-temperature-scale must be in \[1e-9, 10\], got 11/],
     ['--dtype float64', ['generate', PROMPT, '--dtype', 'float64'], /--dtype must be one of float32, bfloat16, float16, got "float64"/],
     ['missing value at the end', ['generate', PROMPT, '--model'], /--model needs a value/],
     ['empty numeric value', ['generate', PROMPT, '--top-k='], /--top-k must be an integer, got ""/],

@@ -29,6 +29,7 @@ let target: Model;
 let targetBg: Model;
 let near: Model; // the target with a perturbed lm_head: a drafter that is often, not always, right
 let nearRestricted: Model; // the same, proposing from every other token id only (a draft vocabulary)
+let nearHot: Model; // the same, drawing its drafts at 1.7 times the generation's temperature
 let ref: ReferenceLlama;
 
 beforeAll(() => {
@@ -47,6 +48,7 @@ beforeAll(() => {
   writeSafetensors(path.join(nearDir, 'model.safetensors'), tensors, { format: 'pt' });
   near = Model.loadSync(nearDir);
   nearRestricted = Model.loadSync(nearDir, { draftVocabulary: Array.from({ length: V / 2 }, (_, i) => 2 * i) });
+  nearHot = Model.loadSync(nearDir, { draftTemperatureScale: 1.7 });
   // Max-Gram's fallback table for this prompt: the target's argmax after "<s>Hi" + t (every
   // fourth entry -1), so its first draft is often the target's mode.
   const bgDir = path.join(tmp, 'target-bigram');
@@ -272,6 +274,8 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
       // A draft that can propose only even token ids: q is 0 on the odd ones, which the target
       // still samples (through its corrections).
       ['sdv', target, { method: 'sd', draftModel: nearRestricted }],
+      // A draft that draws hotter than the target: q is its distribution at 1.7 x 0.9.
+      ['sdt', target, { method: 'sd', draftModel: nearHot }],
       ['mag', targetBg, { method: 'mag' }],
     ];
     for (const [name, model, extra] of runs) {
@@ -288,7 +292,7 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
   });
 
   test('the speculative runs drafted, accepted and rejected', () => {
-    for (const name of ['sd', 'sdc', 'sdv', 'mag']) {
+    for (const name of ['sd', 'sdc', 'sdv', 'sdt', 'mag']) {
       const { drafted, accepted } = drafting[name];
       expect(drafted).toBeGreaterThan(seedsOf(name));
       expect(accepted / drafted).toBeGreaterThan(0.1);
@@ -296,7 +300,7 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
     }
     // The confidence stop cut drafts short: fewer drafted tokens than 'sd' with the same k.
     expect(drafting.sdc.drafted / seedsOf('sdc')).toBeLessThan((0.9 * drafting.sd.drafted) / SEEDS);
-    for (const name of ['ar', 'sd', 'sdc', 'sdv', 'mag']) expect(samples[name].every((t) => t.length === 4)).toBe(true);
+    for (const name of ['ar', 'sd', 'sdc', 'sdv', 'sdt', 'mag']) expect(samples[name].every((t) => t.length === 4)).toBe(true);
   });
 
   test('a seed reproduces a speculative sampled generation', async () => {
@@ -318,10 +322,12 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
     ['sd', '(t1, t2)', 0],
     ['sdc', '(t1, t2)', 0],
     ['sdv', '(t1, t2)', 0],
+    ['sdt', '(t1, t2)', 0],
     ['mag', '(t1, t2)', 0],
     ['sd', '(t2, t3)', 1],
     ['sdc', '(t2, t3)', 1],
     ['sdv', '(t2, t3)', 1],
+    ['sdt', '(t2, t3)', 1],
     ['mag', '(t2, t3)', 1],
   ] as const)("homogeneity of %s with 'ar': joint of %s", (name, _label, i) => {
     const h = homogeneity(joint(name, i), joint('ar', i));
@@ -340,7 +346,7 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
       const p2 = proc(ref.forward([...CTX, a])[CTX.length]);
       for (let b = 0; b < V; b++) exact[a * V + b] = p1[a] * p2[b];
     }
-    for (const name of ['ar', 'sd', 'sdc', 'sdv', 'mag']) {
+    for (const name of ['ar', 'sd', 'sdc', 'sdv', 'sdt', 'mag']) {
       const counts = new Map<number, number>();
       for (const t of samples[name]) counts.set(t[0] * V + t[1], (counts.get(t[0] * V + t[1]) ?? 0) + 1);
       const fit = goodnessOfFit(counts, exact, seedsOf(name));

@@ -7,7 +7,7 @@
 import type { Model } from '../model';
 import type { NativeSampling } from '../native';
 import { CachedContext } from '../drafters/cached-context';
-import { DrafterCounters, matchedPrefix, type DraftBlock, type Drafter } from '../drafters/drafter';
+import { DrafterCounters, draftSampling, matchedPrefix, type DraftBlock, type Drafter } from '../drafters/drafter';
 import { MaxGram } from '../drafters/maxgram';
 import { MAXGRAM, validateMatrix, type CascadeMatrix } from './config';
 
@@ -168,13 +168,15 @@ export class ReviewerLevel implements Drafter {
    * accepted tokens plus its own correction/bonus token form the draft handed up. */
   async draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): Promise<DraftBlock> {
     const ctx = this.ctx!;
+    // The levels below draw at their own scales: they are handed the generation's sampling.
+    const own = draftSampling(sampling, this.model.draftTemperatureScale);
     const fixed = ctx.sync(this.committed, prefix);
     const room = ctx.seq.capacity - ctx.length - fixed.length;
     if (max < 1 || room < 0) return { tokens: [] };
-    if (this.inner.size === 0) return this.draftAlone(fixed, Math.min(max, room + 1), sampling);
+    if (this.inner.size === 0) return this.draftAlone(fixed, Math.min(max, room + 1), own);
     const budget = Math.min(this.inner.size, max - 1, room);
     const proposal = budget > 0 ? await this.inner.draft(budget, sampling, prefix) : { tokens: [] as number[] };
-    const r = ctx.seq.verifySync([...fixed, ...proposal.tokens], { sampling, fixed: fixed.length, lenience: this.lenience, draftProbs: proposal.probs });
+    const r = ctx.seq.verifySync([...fixed, ...proposal.tokens], { sampling: own, fixed: fixed.length, lenience: this.lenience, draftProbs: proposal.probs });
     const tokens = [...proposal.tokens.slice(0, r.accepted), r.next];
     ctx.appended([...fixed, ...proposal.tokens.slice(0, r.accepted)]);
     this.passes++;

@@ -28,6 +28,7 @@ export const BENCH_FLAGS: Record<string, FlagSpec> = {
   k: { type: 'int', help: 'default draft length for mag / sd', default: 4, min: 1, max: 64 },
   draft: { type: 'string', help: 'default draft name for sd', default: 'mid' },
   model: { type: 'string', help: 'target model folder (default: the embedded family)' },
+  'draft-temperature-scale': { type: 'number', help: "when sampling, drafts draw at the temperature times this (default: each draft folder's cascade-spec.json, else 1)", min: 1e-9, max: 10 },
   'full-draft-vocabulary': { type: 'boolean', help: 'drafts propose from every token, ignoring their folders\' draft-vocab.i32' },
   warmup: { type: 'int', help: 'untimed prompts per method first', default: 1, min: 0 },
   rounds: { type: 'int', help: 'passes over the prompts (results pooled; per-round speedups reported too)', default: 1, min: 1, max: 100 },
@@ -216,6 +217,7 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
     threads: flags.threads as number,
     target: flags.model as string | undefined,
     fullDraftVocabulary: flags['full-draft-vocabulary'] as boolean,
+    draftTemperatureScale: flags['draft-temperature-scale'] as number | undefined,
   });
   const template = promptTemplate(family.target.dir);
   const prompts = readPrompts(flags.dataset as string, flags.format as DatasetFormat, flags.limit as number, flags.skip as number).map((q) => (template ? template.replace('{prompt}', q) : q));
@@ -244,7 +246,7 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
     ...(sampling ? { sampling } : {}),
     models: {
       target: { dir: family.target.dir, params: family.target.numParams },
-      ...Object.fromEntries(Object.entries(family.drafts).map(([n, m]) => [n, { dir: m.dir, params: m.numParams, draftVocabularySize: m.draftVocabularySize }])),
+      ...Object.fromEntries(Object.entries(family.drafts).map(([n, m]) => [n, { dir: m.dir, params: m.numParams, draftVocabularySize: m.draftVocabularySize, draftTemperatureScale: m.draftTemperatureScale }])),
     },
     date: new Date().toISOString(),
     methods: rows,

@@ -41,7 +41,8 @@ export interface Family {
 
 /**
  * Loads the target and whichever family drafts exist (or the given folders). fullDraftVocabulary:
- * the drafts propose from every token, ignoring their folders' draft-vocab.i32.
+ * the drafts propose from every token, ignoring their folders' draft-vocab.i32;
+ * draftTemperatureScale: the scale every draft samples its proposals at, instead of its folder's.
  */
 export async function loadFamily(options: {
   dtype: Dtype;
@@ -49,6 +50,8 @@ export async function loadFamily(options: {
   target?: string | Model;
   drafts?: Record<string, string>;
   fullDraftVocabulary?: boolean;
+  /** Every draft's LoadOptions.draftTemperatureScale (default: each folder's own). */
+  draftTemperatureScale?: number;
 }): Promise<Family> {
   const root = familyDir();
   let target: Model;
@@ -61,6 +64,7 @@ export async function loadFamily(options: {
   const drafts: Record<string, Model> = {};
   const dirs: Record<string, string> = options.drafts ?? Object.fromEntries(FAMILY_DRAFTS.map((n) => [n, path.join(root, n)] as const).filter(([, d]) => fs.existsSync(d)));
   const draftVocabulary = options.fullDraftVocabulary ? null : undefined;
-  for (const [name, dir] of Object.entries(dirs)) drafts[name] = await Model.load(dir, { dtype: options.dtype, threads: options.threads, draftVocabulary });
+  for (const [name, dir] of Object.entries(dirs))
+    drafts[name] = await Model.load(dir, { dtype: options.dtype, threads: options.threads, draftVocabulary, draftTemperatureScale: options.draftTemperatureScale });
   return { target, drafts };
 }

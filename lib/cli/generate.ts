@@ -29,6 +29,7 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   draft: { type: 'string', help: 'draft model folder for --method sd (default: the default family\'s mid draft)' },
   k: { type: 'int', help: 'draft tokens per verification pass', default: 4, min: 1, max: 64 },
   'draft-confidence': { type: 'number', help: "with sd: stop a draft where the draft's most likely token has probability below this (0 = off)", default: 0, min: 0, max: 0.999999 },
+  'draft-temperature-scale': { type: 'number', help: "when sampling, drafts draw at the temperature times this (default: each draft folder's cascade-spec.json, else 1)", min: 1e-9, max: 10 },
   'full-draft-vocabulary': { type: 'boolean', help: 'drafts propose from every token, ignoring their folders\' draft-vocab.i32' },
   raw: { type: 'boolean', help: 'use the prompt as given, without the model\'s prompt template' },
   json: { type: 'boolean', help: 'print one JSON object: text, tokens, promptTokens, finishReason, stats' },
@@ -88,6 +89,7 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
       target: model,
       drafts: dirs,
       fullDraftVocabulary: flags['full-draft-vocabulary'] as boolean,
+      draftTemperatureScale: flags['draft-temperature-scale'] as number | undefined,
     });
     draftModels = family.drafts;
   }
@@ -100,6 +102,7 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
       dtype: flags.dtype as Dtype,
       threads: flags.threads as number,
       draftVocabulary: flags['full-draft-vocabulary'] ? null : undefined,
+      draftTemperatureScale: flags['draft-temperature-scale'] as number | undefined,
     });
   }
   const template = flags.raw ? undefined : promptTemplate(model.dir);

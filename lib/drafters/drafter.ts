@@ -41,6 +41,15 @@ export class DrafterCounters {
   }
 }
 
+/**
+ * The sampling a draft model proposes with: the generation's, at its temperature times the
+ * model's draftTemperatureScale (LoadOptions). Greedy stays greedy; the verifier is given the
+ * distributions the proposals were drawn from, so any scale keeps the output exact.
+ */
+export function draftSampling(sampling: NativeSampling, scale: number): NativeSampling {
+  return sampling.temperature > 0 && scale !== 1 ? { ...sampling, temperature: sampling.temperature * scale } : sampling;
+}
+
 /** Length of the common prefix of a proposal and the emitted tokens. */
 export function matchedPrefix(proposal: readonly number[], emitted: readonly number[]): number {
   let n = 0;

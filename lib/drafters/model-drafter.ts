@@ -3,7 +3,7 @@
 import type { Model } from '../model';
 import type { NativeSampling } from '../native';
 import { CachedContext } from './cached-context';
-import { DrafterCounters, matchedPrefix, type DraftBlock, type Drafter } from './drafter';
+import { DrafterCounters, draftSampling, matchedPrefix, type DraftBlock, type Drafter } from './drafter';
 
 export class ModelDrafter implements Drafter {
   readonly counters = new DrafterCounters();
@@ -47,7 +47,7 @@ export class ModelDrafter implements Drafter {
     // Room for the feed and the proposals that get appended (all but the last).
     const k = Math.min(max, ctx.seq.capacity - ctx.length - feed.length + 1);
     if (k < 1) return { tokens: [] };
-    const { tokens, probs } = ctx.draft(feed, k, sampling, this.minConfidence);
+    const { tokens, probs } = ctx.draft(feed, k, draftSampling(sampling, this.model.draftTemperatureScale), this.minConfidence);
     if (prefix.length === 0) this.last = tokens;
     return { tokens, probs };
   }
