@@ -11,11 +11,10 @@ import * as path from 'path';
 import { formatHelp, parseArgs, UsageError, type FlagSpec } from '../lib/cli/args';
 import { readPrompts } from '../lib/cli/datasets';
 import { promptTemplate } from '../lib/cli/defaults';
-import { FALLBACK_CASCADE, familyCascade, familyDir, FAMILY_DRAFTS } from '../lib/cli/family';
-import { parseMethod } from '../lib/cli/methods';
+import { familyCascade, familyDir, FAMILY_DRAFTS } from '../lib/cli/family';
 import { Model } from '../lib/model';
-import type { GenerateOptions } from '../lib/options';
 import type { CascadeMatrix } from '../lib/cascade/config';
+import { compareDraftVariants, type DraftVariantRow } from './compare-drafts';
 
 const FLAGS: Record<string, FlagSpec> = {
   dataset: { type: 'string', help: 'GSM8K jsonl' },
@@ -27,77 +26,17 @@ const FLAGS: Record<string, FlagSpec> = {
   help: { type: 'boolean', help: 'show this help' },
 };
 
-interface Tally {
-  tokens: number;
-  wallMs: number;
-  steps: number;
-  stepMs: number;
-  draftMs: number;
-  passes: number;
-  /** Prompt passes without a draft (one token each). */
-  plain: number;
-}
+export type DraftVocabRow = DraftVariantRow;
 
-export interface DraftVocabRow {
-  name: string;
-  speedupVsAR: number;
-  tokensPerPass: number;
-  msPerStep: number;
-  draftMsPerStep: number;
-}
-
-/**
- * Runs AR and each method (the bench's syntax, parseMethod: `sd:DRAFT@K`, `csd` with `cascade`,
- * ...) with the drafts of `all` and of `restricted` in turn, prompt by prompt; throws if any
- * output differs from AR's.
- */
-export async function compareDraftVocabularies(
+/** The drafts of `all` and of `restricted` in turn (greedy): see compareDraftVariants. */
+export function compareDraftVocabularies(
   target: Model,
   variants: { all: Record<string, Model>; restricted: Record<string, Model> },
   prompts: string[],
   methods: string[],
   options: { maxNewTokens: number; cascade?: CascadeMatrix; onPrompt?: (done: number) => void },
-): Promise<DraftVocabRow[]> {
-  const defaults = { k: 4, draft: 'small', cascade: options.cascade ?? FALLBACK_CASCADE };
-  const optionsOf = (spec: string, drafts: Record<string, Model>): GenerateOptions => parseMethod(spec, { target, drafts }, defaults).options;
-  const runs: Array<[string, GenerateOptions]> = [['ar', {}]];
-  for (const spec of methods)
-    for (const [variant, drafts] of Object.entries(variants)) runs.push([`${spec} ${variant}`, optionsOf(spec, drafts)]);
-  const tally: Record<string, Tally> = {};
-  for (const [name] of runs) tally[name] = { tokens: 0, wallMs: 0, steps: 0, stepMs: 0, draftMs: 0, passes: 0, plain: 0 };
-  for (const [i, prompt] of prompts.entries()) {
-    let reference: number[] = [];
-    for (const [name, o] of runs) {
-      const t0 = performance.now();
-      const r = await target.generate(prompt, { ...o, maxNewTokens: options.maxNewTokens, temperature: 0 });
-      const t = tally[name];
-      t.wallMs += performance.now() - t0;
-      if (name === 'ar') reference = r.tokens;
-      else if (r.tokens.join() !== reference.join()) throw new Error(`${name}: output differs from AR's on prompt ${i}`);
-      const timing = r.stats.timing as { steps: number; stepMs: number; draftMs: number } | undefined;
-      t.tokens += r.tokens.length;
-      // Verification passes (the prompt's too when it carried the first draft); a plain prompt
-      // pass emitted one token.
-      const verifications = Number(r.stats.verificationPasses);
-      t.passes += verifications;
-      t.plain += r.stats.targetForwards - verifications;
-      if (timing) {
-        t.steps += timing.steps;
-        t.stepMs += timing.stepMs;
-        t.draftMs += timing.draftMs;
-      }
-    }
-    options.onPrompt?.(i + 1);
-  }
-  const ar = tally.ar;
-  return Object.entries(tally).map(([name, t]) => ({
-    name,
-    speedupVsAR: +(t.tokens / t.wallMs / (ar.tokens / ar.wallMs)).toFixed(3),
-    // Tokens per verification pass (AR: 1).
-    tokensPerPass: +((t.tokens - t.plain) / Math.max(1, t.passes)).toFixed(3),
-    msPerStep: +(t.stepMs / Math.max(1, t.steps)).toFixed(4),
-    draftMsPerStep: +(t.draftMs / Math.max(1, t.steps)).toFixed(4),
-  }));
+): Promise<DraftVariantRow[]> {
+  return compareDraftVariants(target, variants, prompts, methods, options);
 }
 
 async function main(): Promise<void> {

@@ -11,10 +11,13 @@ import * as path from 'path';
 
 import { measureCeiling } from '../bench/ceiling';
 import { compareDraftVocabularies } from '../bench/draft-vocab';
+import { measureDraftOverlap, parseSettings, settingLabel, writeScale } from '../bench/draft-temperature';
 import { verifyCost } from '../bench/verify-cost';
 import type { Family } from '../lib/cli/family';
 import { Model } from '../lib/model';
 import { makeTinyFamily, TINY_FAMILY_VOCAB } from './helpers/tiny-family';
+import { processedDistribution } from './helpers/stats';
+import { ReferenceLlama } from './reference/llama';
 
 const PROMPTS = ['Hello', 'abc abc abc', 'The cat sat on the mat. The cat'];
 const MAX_NEW = 20;
@@ -141,4 +144,71 @@ test('the scripts refuse bad flags with a message naming the flag', () => {
   const vocab = run('draft-vocab.js');
   expect(vocab.status).toBe(2);
   expect(vocab.stderr).toMatch(/--dataset is required/);
+});
+
+describe('bench/draft-temperature.ts: overlap of target and draft distributions by draft temperature scale', () => {
+  const settings = [
+    { temperature: 0.9, topK: 0, topP: 1 },
+    { temperature: 0.7, topK: 20, topP: 0.9 },
+  ];
+
+  test('a draft identical to the target overlaps it fully at scale 1 only', async () => {
+    const r = await measureDraftOverlap(sameFamily, PROMPTS, { settings, scales: [0.5, 1, 2], maxNewTokens: 8 });
+    for (const label of settings.map(settingLabel)) {
+      expect(r.positions[label]).toBeGreaterThan(10);
+      const [cold, one, hot] = r.overlap.same[label];
+      expect(one).toBeCloseTo(1, 4);
+      expect(cold).toBeLessThan(0.99);
+      expect(hot).toBeLessThan(0.99);
+    }
+    expect(r.best.same).toBe(1);
+  });
+
+  test('overlaps equal a float64 computation from the reference forward (temperature x scale, top-k / top-p, draft vocabulary)', async () => {
+    const V = TINY_FAMILY_VOCAB;
+    const evens = Array.from({ length: V / 2 }, (_, i) => 2 * i);
+    const mid = Model.loadSync(family.drafts.mid.dir, { draftVocabulary: evens });
+    const fam: Family = { target: family.target, drafts: { mid } };
+    const scales = [1, 1.5];
+    const prompts = PROMPTS.slice(0, 2);
+    const r = await measureDraftOverlap(fam, prompts, { settings, scales, maxNewTokens: 8, seed: 3 });
+    const refTarget = ReferenceLlama.load(family.target.dir), refMid = ReferenceLlama.load(mid.dir);
+    for (const s of settings) {
+      const sums = scales.map(() => 0);
+      let n = 0;
+      for (const [i, text] of prompts.entries()) {
+        // The same continuation as the script's: the target's own sample with seed 3 + i.
+        const g = await family.target.generate(text, { maxNewTokens: 8, ...s, seed: 3 + i, stopOnEos: true });
+        const all = [...g.promptTokens, ...g.tokens];
+        const pRows = refTarget.forward(all.slice(0, -1)), qRows = refMid.forward(all.slice(0, -1));
+        for (let row = g.promptTokens.length - 1; row < all.length - 1; row++) {
+          const p = processedDistribution(pRows[row], s.temperature, s.topK, s.topP);
+          const masked = qRows[row].map((l, t) => (t % 2 === 0 ? l : -Infinity));
+          scales.forEach((scale, j) => {
+            const q = processedDistribution(masked, s.temperature * scale, s.topK, s.topP);
+            let o = 0;
+            for (let t = 0; t < V; t++) o += Math.min(p[t], q[t]);
+            sums[j] += o;
+          });
+          n++;
+        }
+      }
+      expect(r.positions[settingLabel(s)]).toBe(n);
+      scales.forEach((_, j) => expect(r.overlap.mid[settingLabel(s)][j]).toBeCloseTo(sums[j] / n, 3));
+    }
+  });
+
+  test('settings parsing and writing the scale into a folder keep what is there', () => {
+    expect(parseSettings('0.8/0/0.95,1/40/1')).toEqual([
+      { temperature: 0.8, topK: 0, topP: 0.95 },
+      { temperature: 1, topK: 40, topP: 1 },
+    ]);
+    for (const bad of ['0/0/1', '1/x/1', '1/0/0', '1/0/1.5', '1/-1/1']) expect(() => parseSettings(bad)).toThrow(/--settings: .* is not T\/topK\/topP/);
+    const dir = path.join(tinyDir, 'mid');
+    fs.writeFileSync(path.join(dir, 'cascade-spec.json'), JSON.stringify({ promptTemplate: 'Q: {prompt}' }));
+    writeScale(dir, 1.4);
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'cascade-spec.json'), 'utf8'))).toEqual({ promptTemplate: 'Q: {prompt}', draftTemperatureScale: 1.4 });
+    expect(Model.loadSync(dir).draftTemperatureScale).toBe(1.4);
+    fs.rmSync(path.join(dir, 'cascade-spec.json'));
+  });
 });

@@ -77,6 +77,32 @@ describe('default model family', () => {
     expect(JSON.parse(child.stdout).tokens).toEqual(a.tokens);
   });
 
+  test("the drafts sample at their folders' draftTemperatureScale; bench --draft-temperature-scale overrides it", async () => {
+    // The committed calibration (bench/draft-temperature.ts): both drafts draw hotter than the target.
+    for (const d of ['mid', 'small']) expect(loaded[d].draftTemperatureScale).toBeGreaterThan(1);
+    const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');
+    if (!fs.existsSync(cli)) {
+      console.warn('dist/ not built: skipping the bench check (npm ci builds it)');
+      return;
+    }
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-family-'));
+    try {
+      const data = path.join(tmp, 'q.jsonl');
+      fs.writeFileSync(data, JSON.stringify({ question, answer: '' }) + '\n');
+      const scales: number[] = [];
+      for (const extra of [[], ['--draft-temperature-scale', '1']]) {
+        const args = [cli, 'bench', '--dataset', data, '--limit', '1', '--max-new-tokens', '16', '--warmup', '0', '--methods', 'ar,sd:small@4', '--temperature', '0.8', '--json', ...extra];
+        const r = spawnSync(process.execPath, args, { encoding: 'utf8' });
+        expect(r.status).toBe(0);
+        const report = JSON.parse(r.stdout) as { models: Record<string, { draftTemperatureScale?: number }> };
+        scales.push(report.models.small.draftTemperatureScale!);
+      }
+      expect(scales).toEqual([loaded.small.draftTemperatureScale, 1]);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
   test('the drafts load their draft vocabularies; bench --full-draft-vocabulary turns them off', async () => {
     for (const d of ['mid', 'small']) {
       const ids = loaded[d].draftVocabulary!;
