@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <stdexcept>
 #include <vector>
@@ -44,16 +45,67 @@ uint64_t Rng::next() {
 
 double Rng::uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
 
+double sum_double(const float* x, int64_t n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += x[i];
+    s1 += x[i + 1];
+    s2 += x[i + 2];
+    s3 += x[i + 3];
+  }
+  for (; i < n; ++i) s0 += x[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+namespace {
+// The largest float <= x (x >= 0): for a float v, v > x exactly when v > float_at_most(x).
+inline float float_at_most(double x) {
+  float f = static_cast<float>(x);
+  if (double(f) > x) f = std::nextafter(f, 0.f);
+  return f;
+}
+
+// A positive float's bits order like its value; >> 20 keeps the exponent and 3 mantissa bits,
+// so each bucket spans an eighth of an octave.
+inline uint32_t bucket_of(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return u >> 20;
+}
+
+// The k-th largest of logits[i] / t, duplicates counted. Division by t > 0 (correctly
+// rounded) never reverses an order, so that is the k-th largest logit divided by t, and the
+// selection runs on the logits themselves. For the usual small k a min-heap of the k largest
+// sees most logits in one comparison; nth_element over a copy of the row cost more than the
+// rest of the processing.
+float kth_largest_scaled(const float* logits, int64_t V, float t, int64_t k) {
+  thread_local std::vector<float> buf;
+  buf.assign(logits, logits + (k * 8 > V ? V : k));
+  if (k * 8 > V) {
+    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), std::greater<float>());
+    return buf[size_t(k - 1)] / t;
+  }
+  std::make_heap(buf.begin(), buf.end(), std::greater<float>());
+  for (int64_t i = k; i < V; ++i) {
+    if (logits[i] > buf.front()) {
+      std::pop_heap(buf.begin(), buf.end(), std::greater<float>());
+      buf.back() = logits[i];
+      std::push_heap(buf.begin(), buf.end(), std::greater<float>());
+    }
+  }
+  return buf.front() / t;
+}
+}  // namespace
+
 void processed_probs(const float* logits, int64_t V, const SamplingParams& params, float* out) {
   const float t = static_cast<float>(params.temperature);
   const float* x = logits;
   thread_local std::vector<float> masked;
   if (params.top_k > 0 && params.top_k < V) {
-    // The k-th largest scaled logit; every token below it leaves (ties with it stay).
+    // Every token whose scaled logit is below the k-th largest leaves (ties with it stay).
+    const float kth = kth_largest_scaled(logits, V, t, params.top_k);
     masked.resize(size_t(V));
-    for (int64_t i = 0; i < V; ++i) masked[size_t(i)] = logits[i] / t;
-    std::nth_element(masked.begin(), masked.begin() + (params.top_k - 1), masked.end(), std::greater<float>());
-    const float kth = masked[size_t(params.top_k - 1)];
     for (int64_t i = 0; i < V; ++i) masked[size_t(i)] = logits[i] / t < kth ? -INFINITY : logits[i];
     x = masked.data();
   }
@@ -62,8 +114,6 @@ void processed_probs(const float* logits, int64_t V, const SamplingParams& param
   // A token stays iff the mass of the tokens strictly more probable than it is < top_p. That
   // mass only grows as the probability falls, so the kept tokens are those above a cut: the
   // largest probability whose mass above reaches top_p (when none does, every token stays).
-  // Found by quickselect over the values, O(V) expected; sorting 4096 probabilities cost more
-  // than the whole processing should.
   //
   // First the tokens that surely leave: if the n tokens above a threshold hold mass M, a
   // token at or below t = (M - top_p) / n has at least M - n t = top_p above it. Starting
@@ -74,59 +124,85 @@ void processed_probs(const float* logits, int64_t V, const SamplingParams& param
   // The mass is a sum of float probabilities: SLACK keeps rounding from dropping a token the
   // exact rule would keep.
   constexpr double SLACK = 1e-5;
-  double low = std::max(0.0, (1.0 - params.top_p - SLACK) / double(V)), mass = 0;
-  for (int64_t i = 0; i < V; ++i)
-    if (out[i] > low) {
-      vals.push_back(out[i]);
-      mass += out[i];
+  double low = std::max(0.0, (1.0 - params.top_p - SLACK) / double(V));
+  // Kept values are compacted without branches: every value is written, the count advances
+  // only past kept ones (whether a token is kept is a coin toss in a flat distribution).
+  vals.resize(size_t(V));
+  int64_t n = 0;
+  {
+    const float lowf = float_at_most(low);
+    for (int64_t i = 0; i < V; ++i) {
+      vals[size_t(n)] = out[i];
+      n += out[i] > lowf;
     }
-  for (int pass = 0; pass < 8 && !vals.empty(); ++pass) {
-    const double t2 = (mass - params.top_p - SLACK) / double(vals.size());
+  }
+  double mass = sum_double(vals.data(), n);
+  for (int pass = 0; pass < 8 && n > 0; ++pass) {
+    const double t2 = (mass - params.top_p - SLACK) / double(n);
     if (!(t2 > low)) break;
-    const size_t before = vals.size();
-    mass = 0;
-    vals.erase(std::remove_if(vals.begin(), vals.end(), [t2](float v) { return v <= t2; }), vals.end());
-    for (const float v : vals) mass += v;
+    const int64_t before = n;
+    const float t2f = float_at_most(t2);
+    n = 0;
+    for (int64_t i = 0; i < before; ++i) {
+      const float v = vals[size_t(i)];
+      vals[size_t(n)] = v;
+      n += v > t2f;
+    }
+    mass = sum_double(vals.data(), n);
     low = t2;
-    if (vals.size() * 10 > before * 9) break;  // little left to gain
+    if (n * 10 > before * 9) break;  // little left to gain
   }
-  // Every token at or below `low` leaves; among the candidates the exact cut is found below.
-  double cut = low;
-  double need = params.top_p;  // mass still needed above the candidates in [lo, hi)
-  size_t lo = 0, hi = vals.size();
-  while (lo < hi) {
-    const auto first = vals.begin() + lo, last = vals.begin() + hi, mid = first + (hi - lo) / 2;
-    std::nth_element(first, mid, last, std::greater<float>());
-    const float x = *mid;
-    const auto above = std::partition(first, last, [x](float v) { return v > x; });
-    const auto equal = std::partition(above, last, [x](float v) { return v == x; });
-    double m_above = 0, m_equal = 0;
-    for (auto it = first; it != above; ++it) m_above += *it;
-    for (auto it = above; it != equal; ++it) m_equal += *it;
-    if (m_above >= need) {
-      cut = x;  // x's tokens leave; a larger value may qualify too
-      hi = size_t(above - vals.begin());
+  vals.resize(size_t(n));
+  // Every token at or below `low` leaves. Among the candidates the cut is found by their mass
+  // per bucket (an eighth of an octave each), from the most probable bucket down: the first
+  // bucket that brings the mass above to top_p holds the cut, and only its few values are
+  // sorted. Sorting or selecting over all candidates cost several times the softmax.
+  double cut = low, kept = 0;
+  if (!vals.empty()) {
+    const uint32_t base = bucket_of(*std::min_element(vals.begin(), vals.end()));
+    const uint32_t top = bucket_of(*std::max_element(vals.begin(), vals.end()));
+    thread_local std::vector<double> bucket_mass;
+    bucket_mass.assign(size_t(top - base + 1), 0.0);
+    for (const float v : vals) bucket_mass[bucket_of(v) - base] += v;
+    double above = 0;  // mass of the buckets above the current one
+    int64_t b = int64_t(top - base);
+    for (; b >= 0 && above + bucket_mass[size_t(b)] < params.top_p; --b) above += bucket_mass[size_t(b)];
+    if (b < 0) {
+      kept = above;  // the candidates hold less than top_p: all of them stay
     } else {
-      need -= m_above + m_equal;  // x's tokens and everything above stay
-      lo = size_t(equal - vals.begin());
-      if (need <= 0) {
-        if (lo < hi) cut = *std::max_element(vals.begin() + lo, vals.begin() + hi);
-        break;
+      thread_local std::vector<float> in;
+      in.clear();
+      for (const float v : vals)
+        if (int64_t(bucket_of(v) - base) == b) in.push_back(v);
+      std::sort(in.begin(), in.end(), std::greater<float>());
+      // Walk the bucket's values down, a group of equal values at a time.
+      double run = above;
+      bool found = false;
+      for (size_t j = 0; j < in.size();) {
+        const float v = in[j];
+        if (run >= params.top_p) {
+          cut = v;  // v's tokens and everything below leave
+          found = true;
+          break;
+        }
+        for (; j < in.size() && in[j] == v; ++j) run += in[j];
       }
+      // The whole bucket stays: the cut is just below its smallest value.
+      if (!found) cut = std::nextafter(in.back(), 0.f);
+      kept = run;
     }
   }
-  double kept = 0;
+  // One branch-free pass the compiler vectorizes: a float compare against the largest float
+  // <= cut is the same test as against cut itself.
+  const float cutf = float_at_most(cut), inv = static_cast<float>(1.0 / kept);
   for (int64_t i = 0; i < V; ++i) {
-    if (out[i] <= cut) out[i] = 0;
-    kept += out[i];
+    const float v = out[i];
+    out[i] = v * (v > cutf ? inv : 0.f);  // a select, not a branch: the loop vectorizes
   }
-  const double inv = 1.0 / kept;
-  for (int64_t i = 0; i < V; ++i) out[i] = static_cast<float>(out[i] * inv);
 }
 
 int64_t sample_from(const float* p, int64_t V, Rng& rng) {
-  double total = 0;
-  for (int64_t i = 0; i < V; ++i) total += p[i];
+  const double total = sum_double(p, V);
   if (!(total > 0)) throw std::runtime_error("cannot sample: the distribution has no mass");
   const double target = rng.uniform() * total;
   double acc = 0;

@@ -37,6 +37,9 @@ void processed_probs(const float* logits, int64_t V, const SamplingParams& param
 // Inverse-CDF draw from unnormalised non-negative weights [V] (accumulated in double, in index
 // order, one uniform per draw).
 int64_t sample_from(const float* weights, int64_t V, Rng& rng);
+// The sum of n floats, accumulated in double in four chains (a single chain waits on the
+// latency of each add).
+double sum_double(const float* x, int64_t n);
 // First maximal index.
 int64_t argmax_index(const float* logits, int64_t V);
 // The next token from logits [V] under `params`.

@@ -59,16 +59,13 @@ VerifyResult accept_drafts(const float* logits, int64_t V, const std::vector<int
   // the rejected token.
   thread_local std::vector<float> residual;
   residual.resize(size_t(V));
-  double mass = 0;
-  for (int64_t i = 0; i < V; ++i) {
-    const float v = have_q ? std::max(0.f, p[i] - draft_probs[n * V + i]) : p[i];
-    residual[size_t(i)] = v;
-    mass += v;
-  }
-  if (!have_q) {
-    mass -= residual[size_t(drafts[size_t(n)])];
+  if (have_q)
+    for (int64_t i = 0; i < V; ++i) residual[size_t(i)] = std::max(0.f, p[i] - draft_probs[n * V + i]);
+  else {
+    std::copy(p, p + V, residual.begin());
     residual[size_t(drafts[size_t(n)])] = 0;
   }
+  const double mass = sum_double(residual.data(), V);
   // No residual mass left means p == q at this row, which cannot reject; guard rounding.
   r.next = mass > 0 ? sample_from(residual.data(), V, rng) : sample_from(p, V, rng);
   return r;

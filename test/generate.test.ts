@@ -150,6 +150,12 @@ describe('the sampling distribution (chi-square against the processed distributi
       for (const [t, k, p] of [[1, 0, 1], [0.7, 0, 1], [1.3, 40, 1], [0.8, 0, 0.9], [1, 50, 0.95], [0.6, 3, 0.5], [1, 0, 0.05]] as Array<[number, number, number]>)
         close(logits, t, k, p);
     }
+    // Flat rows: hundreds to thousands of tokens above the surely-out threshold, so the top-p
+    // cut falls inside a crowded bucket of the native search; top-k by a heap (small k) and by
+    // selection (k of V / 8 or more).
+    const flat = Array.from({ length: 4096 }, () => (rand() - 0.5) * 1.5);
+    for (const [t, k, p] of [[1, 0, 0.5], [1.3, 0, 0.95], [0.9, 0, 0.99], [2, 0, 0.999], [1, 600, 0.9], [1, 1, 1], [1, 7, 0.6]] as Array<[number, number, number]>)
+      close(flat, t, k, p);
     // Ties: probabilities .4 .2 .2 .1 .1 (logits ln 4, ln 2, ln 2, 0, 0). With topP 0.5 the mass
     // strictly above the tied .2 pair is .4 < .5, so both stay; with topP 0.9 both .1 tokens stay
     // (mass above them .8); a top-k of 2 keeps every token tied with the 2nd largest.
