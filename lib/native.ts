@@ -94,7 +94,8 @@ export interface NativeSequence {
   verify(block: Int32Array, options?: NativeVerifyOptions): NativeVerifyResult;
   verifyAsync(block: Int32Array, options?: NativeVerifyOptions): Promise<NativeVerifyResult>;
   /** minConfidence: stop at a position (after the first) where the draft's most likely token has a lower probability. */
-  draft(feed: Int32Array, k: number, sampling?: NativeSampling, minConfidence?: number): { tokens: Int32Array; probs?: Float32Array };
+  /** probsOut: an array the caller keeps for the rows; when it is large enough, `probs` is a view of it (valid until it is reused). */
+  draft(feed: Int32Array, k: number, sampling?: NativeSampling, minConfidence?: number, probsOut?: Float32Array): { tokens: Int32Array; probs?: Float32Array };
   draftAsync(feed: Int32Array, k: number, sampling?: NativeSampling): Promise<{ tokens: Int32Array; probs?: Float32Array }>;
   readonly length: number;
   readonly capacity: number;

@@ -453,7 +453,7 @@ std::vector<int64_t> LlamaModel::forward_packed_argmax(const std::vector<int64_t
 torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
                                           const std::vector<int64_t>& lengths, const std::vector<int64_t>& outputs,
                                           std::vector<int64_t>* argmax, std::vector<float>* confidence,
-                                          bool draft_vocabulary) const {
+                                          bool draft_vocabulary, float* logits_out) const {
   const auto& c = cfg_;
   const int64_t N = static_cast<int64_t>(tokens.size()), H = c.hidden_size, hd = c.head_dim, nH = c.num_heads,
                 nKV = c.num_kv_heads, I = c.intermediate_size, V = c.vocab_size;
@@ -555,9 +555,29 @@ torch::Tensor LlamaModel::forward_kernels(const std::vector<int64_t>& tokens, co
     return torch::Tensor();
   }
   const bool restricted = draft_vocabulary && !draft_ids_.empty();
+  const auto& head = restricted ? kdraft_head_ : khead_;
+  if (logits_out) {
+    kernels::linear(xn, R, head, nullptr, logits_out);
+    return torch::Tensor();
+  }
   auto out = torch::empty({R, restricted ? int64_t(draft_ids_.size()) : V}, torch::kFloat32);
-  kernels::linear(xn, R, restricted ? kdraft_head_ : khead_, nullptr, out.data_ptr<float>());
+  kernels::linear(xn, R, head, nullptr, out.data_ptr<float>());
   return out;
+}
+
+void LlamaModel::forward_logits_into(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
+                                     const std::vector<int64_t>& lengths, const std::vector<int64_t>& outputs,
+                                     float* out) const {
+  check_outputs(lengths, outputs);
+  if (kernels_) {
+    forward_kernels(tokens, caches, lengths, outputs, nullptr, nullptr, false, out);
+    return;
+  }
+  auto logits = forward_packed(torch::tensor(tokens, torch::kInt64), caches, lengths, outputs)
+                    .to(torch::kCPU)
+                    .to(torch::kFloat32)
+                    .contiguous();
+  std::memcpy(out, logits.data_ptr<float>(), size_t(logits.numel()) * sizeof(float));
 }
 
 torch::Tensor LlamaModel::forward_draft_logits(const std::vector<int64_t>& tokens, KVCache& cache) const {

@@ -79,6 +79,12 @@ class LlamaModel {
   // The same with logits for every row (all_logits) or each sequence's last position only.
   torch::Tensor forward_packed(const torch::Tensor& tokens, const std::vector<KVCache*>& caches,
                                const std::vector<int64_t>& lengths, bool all_logits) const;
+  // forward_packed's logits written into `out` (sum outputs x V floats), which the caller keeps
+  // between passes: with the kernels a pass then allocates nothing for them. A fresh [rows, V]
+  // tensor of 128 KB or more (8 rows of 4096 tokens) went through mmap, page faults and munmap
+  // at every verification in generation.
+  void forward_logits_into(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
+                           const std::vector<int64_t>& lengths, const std::vector<int64_t>& outputs, float* out) const;
 
   // forward_packed for greedy decisions: the argmax of each row's logits (all rows, or each
   // sequence's last), the first maximal index. With the kernels the logits are never
@@ -139,11 +145,12 @@ class LlamaModel {
   torch::Tensor logits(const torch::Tensor& hidden) const;
   // The kernels' forward over packed segments: logits [rows, V] float32 ([rows, draft vocabulary
   // size] with draft_vocabulary), or (argmax != null) the rows' argmaxes into *argmax (and, if
-  // confidence != null, their probabilities) and an undefined tensor.
+  // confidence != null, their probabilities) and an undefined tensor. logits_out != null: the
+  // logits go there instead, and the tensor returned is undefined.
   torch::Tensor forward_kernels(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
                                 const std::vector<int64_t>& lengths, const std::vector<int64_t>& outputs,
-                                std::vector<int64_t>* argmax,
-                                std::vector<float>* confidence = nullptr, bool draft_vocabulary = false) const;
+                                std::vector<int64_t>* argmax, std::vector<float>* confidence = nullptr,
+                                bool draft_vocabulary = false, float* logits_out = nullptr) const;
 
   ModelConfig cfg_;
   torch::ScalarType dtype_;

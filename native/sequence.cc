@@ -97,7 +97,7 @@ std::vector<int64_t> Sequence::draft(const std::vector<int64_t>& feed, int64_t k
   c10::InferenceMode guard;
   auto logits = model_->forward_draft_logits(feed, cache_);
   const int64_t Vd = logits.size(0);
-  auto q = torch::zeros({k, V}, torch::kFloat32);
+  draft_q_.resize(size_t(k * V));
   thread_local std::vector<float> p;
   p.resize(size_t(Vd));
   int64_t rows = 0;
@@ -113,15 +113,17 @@ std::vector<int64_t> Sequence::draft(const std::vector<int64_t>& feed, int64_t k
     }
     const int64_t j = sample_from(p.data(), Vd, rng_);
     const int64_t t = ids.empty() ? j : ids[size_t(j)];
-    float* row = q.data_ptr<float>() + i * V;
+    float* row = draft_q_.data() + i * V;
     if (ids.empty()) std::copy(p.begin(), p.end(), row);
-    else
+    else {
+      std::fill(row, row + V, 0.f);
       for (int64_t c = 0; c < Vd; ++c) row[ids[size_t(c)]] = p[size_t(c)];
+    }
     out.push_back(t);
     ++rows;
     if (i + 1 < k) logits = model_->forward_draft_logits({t}, cache_);
   }
-  if (probs) *probs = rows ? q.narrow(0, 0, rows) : torch::Tensor();
+  if (probs) *probs = rows ? torch::from_blob(draft_q_.data(), {rows, V}, torch::kFloat32) : torch::Tensor();
   return out;
 }
 

@@ -39,10 +39,13 @@ class Sequence {
   // the processed distribution, decided before the draw so that the stop does not depend on
   // the drawn token): fewer than k tokens come back then, and the cache again holds all
   // proposals but the last.
+  // The rows live in a buffer this sequence keeps (`probs` is a view of it, valid until its next
+  // draft): a fresh [k, V] tensor per call cost an allocation and a memset of over 100 KB.
   std::vector<int64_t> draft(const std::vector<int64_t>& feed, int64_t k, const SamplingParams& params,
                              torch::Tensor* probs, float min_confidence = 0.f);
 
  private:
+  std::vector<float> draft_q_;  // Sequence::draft's rows, reused between calls
   void check_tokens(const std::vector<int64_t>& tokens) const;
   // Appends tokens and returns the argmax of the last position's logits (and, if confidence
   // != null, its softmax probability).

@@ -125,19 +125,20 @@ std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests) {
     }
     return results;
   }
-  torch::Tensor logits;
+  // The logits live in a buffer kept between passes (see forward_logits_into).
+  thread_local std::vector<float> logits;
   {
+    int64_t rows = 0;
+    for (const int64_t o : outputs) rows += o;
+    logits.resize(size_t(rows * V));
     c10::InferenceMode guard;
-    logits = model.forward_packed(torch::tensor(tokens, torch::kInt64), caches, lengths, outputs)
-                 .to(torch::kCPU)
-                 .to(torch::kFloat32)
-                 .contiguous();
+    model.forward_logits_into(tokens, caches, lengths, outputs, logits.data());
   }
   int64_t first = 0;
   for (size_t s = 0; s < requests.size(); ++s) {
     auto& r = requests[s];
     c10::InferenceMode guard;
-    const float* rows = logits.data_ptr<float>() + first * V;
+    const float* rows = logits.data() + first * V;
     std::vector<int64_t> drafts(r.block.begin() + r.fixed, r.block.end());
     torch::Tensor q = r.draft_probs.defined() ? r.draft_probs.to(torch::kCPU).to(torch::kFloat32).contiguous() : torch::Tensor();
     VerifyResult res = accept_drafts(rows, V, drafts, q.defined() ? q.data_ptr<float>() : nullptr, r.params, r.lenience,

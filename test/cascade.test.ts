@@ -21,7 +21,7 @@ import {
   type CascadeMatrix,
   type ReadableCascade,
 } from '../lib/cascade/config';
-import { buildCascade } from '../lib/cascade/cascade';
+import { buildCascade, ProposalRows } from '../lib/cascade/cascade';
 import { CachedContext } from '../lib/drafters/cached-context';
 import { AdaptiveScheduler, isotonic, SchedulerState } from '../lib/cascade/scheduler';
 import { MaxGram } from '../lib/drafters/maxgram';
@@ -484,6 +484,45 @@ describe('greedy exactness of random cascades', () => {
     expect(short.probs!.length).toBe(2 * V);
     for (let i = 0; i < 2; i++) expect(short.probs![i * V + short.tokens[i]]).toBeGreaterThan(0);
     single.dispose();
+  });
+
+  test("ProposalRows: one sampled piece passes as it is; mixed pieces are assembled, sampled rows copied before a drafter's next call can overwrite them", () => {
+    const V4 = 4;
+    const rows = new ProposalRows();
+    // Deterministic pieces only: no rows.
+    rows.start();
+    rows.add([1, 2], undefined, 2);
+    expect(rows.finish()).toBeUndefined();
+    // One sampled piece: its own view, trimmed to the tokens taken (3 proposed, 2 taken).
+    const source = Float32Array.of(0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0, 0, 0.25, 0.25, 0.25, 0.25);
+    rows.start();
+    rows.add([3, 0], source, 3);
+    const single = rows.finish()!;
+    expect(single.buffer).toBe(source.buffer);
+    expect(Array.from(single)).toEqual(Array.from(source.subarray(0, 2 * V4)));
+    // A sampled piece, kept before the next call; the drafter's buffer is then overwritten
+    // (as its next draft would); a one-hot piece follows.
+    rows.start();
+    rows.add([3, 0], source, 3);
+    rows.keep();
+    const before = Array.from(source.subarray(0, 2 * V4));
+    source.fill(9);
+    rows.add([2], undefined, 1);
+    const mixed = rows.finish()!;
+    expect(Array.from(mixed)).toEqual([...before, 0, 0, 1, 0]);
+    // The next block reuses the array: a one-hot piece first, then sampled rows; nothing stale.
+    const fresh = Float32Array.of(0.7, 0.1, 0.1, 0.1);
+    rows.start();
+    rows.add([1], undefined, 1);
+    rows.add([0], fresh, 1);
+    expect(Array.from(rows.finish()!)).toEqual([0, 1, 0, 0, ...Array.from(fresh)]);
+    // A single sampled piece kept (a later drafter ran and proposed nothing): the kept copy.
+    const lone = Float32Array.of(0.5, 0.5, 0, 0);
+    rows.start();
+    rows.add([1], lone, 1);
+    rows.keep();
+    lone.fill(3);
+    expect(Array.from(rows.finish()!)).toEqual([0.5, 0.5, 0, 0]);
   });
 
   test('draftTemperatureScale: a draft model draws at the temperature times its scale, alone and in a band; greedy drafts do not change', async () => {

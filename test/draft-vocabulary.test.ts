@@ -85,6 +85,33 @@ describe.each(['float32', 'bfloat16'] as Dtype[])('native draft over a draft voc
     model.dispose();
   });
 
+  test("probsOut: a sampled draft's rows land in the caller's array; a short one is left alone; other types are refused", () => {
+    const model = Model.loadSync(fx.draftDir, { dtype, draftVocabulary: randomSet(7, 0.3) });
+    const a = model.createSequence({ contextLength: 64, seed: 5 }), b = model.createSequence({ contextLength: 64, seed: 5 });
+    const s = { temperature: 1, topK: 0, topP: 1 };
+    const out = new Float32Array(6 * V).fill(7);
+    for (let rep = 0; rep < 3; rep++) {
+      const ra = a.native.draft(Int32Array.of(256, 72, 105), 4, s, 0, out);
+      const rb = b.native.draft(Int32Array.of(256, 72, 105), 4, s, 0);
+      expect(Array.from(ra.tokens)).toEqual(Array.from(rb.tokens));
+      // A view of the caller's array, holding what a fresh array would.
+      expect(ra.probs!.buffer).toBe(out.buffer);
+      expect(ra.probs!.length).toBe(4 * V);
+      expect(Array.from(ra.probs!)).toEqual(Array.from(rb.probs!));
+      expect(out[4 * V]).toBe(7); // past the draft's rows: untouched
+      a.truncate(0);
+      b.truncate(0);
+    }
+    const short = new Float32Array(V);
+    const rc = a.native.draft(Int32Array.of(256, 72, 105), 4, s, 0, short);
+    expect(rc.probs!.buffer).not.toBe(short.buffer);
+    expect(rc.probs!.length).toBe(4 * V);
+    expect(Array.from(short).every((v) => v === 0)).toBe(true);
+    expect(() => a.native.draft(Int32Array.of(1), 2, s, 0, [1, 2] as unknown as Float32Array)).toThrow('draft: probsOut must be a Float32Array');
+    expect(() => a.native.draft(Int32Array.of(1), 2, s, 0, new Float64Array(2 * V) as unknown as Float32Array)).toThrow('draft: probsOut must be a Float32Array');
+    model.dispose();
+  });
+
   test("the model's own passes use every token: generation as a target is unchanged", async () => {
     const full = Model.loadSync(fx.draftDir, { dtype, draftVocabulary: null });
     const restricted = Model.loadSync(fx.draftDir, { dtype, draftVocabulary: randomSet(9, 0.2) });

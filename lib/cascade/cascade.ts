@@ -58,8 +58,9 @@ export class BandedDrafter implements Drafter {
     const sources: Array<[number, number]> = [];
     const costMs = this.drafters.map(() => 0);
     const calls = this.drafters.map(() => 0);
-    // The pieces the block is made of, for its proposal distribution (below).
-    const pieces: Array<{ tokens: number[]; probs?: Float32Array; rows: number }> = [];
+    // The pieces the block is made of, for its proposal distribution (ProposalRows).
+    const rows = this.rows;
+    rows.start();
     // After a band that ended where its drafter was unsure, the next bands keep their sizes
     // and start there (the tail moves up) instead of filling the positions left over.
     let shift = 0;
@@ -68,13 +69,14 @@ export class BandedDrafter implements Drafter {
       const bandStart = out.length;
       if (out.length < end) this.drafters[i].catchUp?.();
       while (out.length < end) {
+        rows.keep(); // the next call may overwrite the rows of the pieces so far
         const t0 = performance.now();
         const b = await this.drafters[i].draft(end - out.length, sampling, out.length ? [...prefix, ...out] : prefix);
         costMs[i] += performance.now() - t0;
         calls[i]++;
         if (b.tokens.length === 0) break;
         const taken = b.tokens.slice(0, end - out.length);
-        pieces.push({ tokens: taken, probs: b.probs, rows: b.tokens.length });
+        rows.add(taken, b.probs, b.tokens.length);
         for (const t of taken) {
           sources.push([i, out.length - bandStart]);
           out.push(t);
@@ -91,8 +93,11 @@ export class BandedDrafter implements Drafter {
       this.lastCostMs = costMs;
       this.lastCalls = calls;
     }
-    return { tokens: out, probs: proposalRows(pieces) };
+    return { tokens: out, probs: rows.finish() };
   }
+
+  /** This band's proposal rows, reused between drafts. */
+  private readonly rows = new ProposalRows();
 
   accept(emitted: readonly number[]): void {
     this.counters.record(this.last.length, matchedPrefix(this.last, emitted));
@@ -108,25 +113,71 @@ export class BandedDrafter implements Drafter {
 /**
  * The proposal distribution of a block made of pieces: a piece drawn from a distribution (a
  * sampled draft model drafting alone) brings its rows, every other piece (Max-Gram, a greedy
- * draft, a review level's output) a one-hot row at its token. Exact either way: the verifier's
+ * draft, a review level's output) a one-hot row at each token. Exact either way: the verifier's
  * rule with a one-hot q emits p whatever process chose the token, and with the drawn-from q it
- * accepts more. Undefined when no piece brings rows (a deterministic block).
+ * accepts more. None when no piece brings rows (a deterministic block).
+ *
+ * A drafter's rows are a view of its own buffer, which its next draft overwrites, and a level
+ * may draft again within the same block (as a band of another level, or the same band's next
+ * call): keep() copies the rows so far into this object's array before any further drafter
+ * runs. A block of a single sampled piece is handed up as it is, with no copy. The array is
+ * reused from draft to draft (allocating 100 KB or more per step showed in the step's time).
  */
-function proposalRows(pieces: Array<{ tokens: number[]; probs?: Float32Array; rows: number }>): Float32Array | undefined {
-  const sampled = pieces.find((p) => p.probs);
-  if (!sampled) return undefined;
-  const V = sampled.probs!.length / sampled.rows;
-  // One sampled piece (a band of one draft model): its rows as they are, no copy.
-  if (pieces.length === 1) return sampled.probs!.subarray(0, sampled.tokens.length * V);
-  const total = pieces.reduce((n, p) => n + p.tokens.length, 0);
-  const out = new Float32Array(total * V);
-  let row = 0;
-  for (const p of pieces) {
-    if (p.probs) out.set(p.probs.subarray(0, p.tokens.length * V), row * V);
-    else p.tokens.forEach((t, j) => (out[(row + j) * V + t] = 1));
-    row += p.tokens.length;
+export class ProposalRows {
+  private pieces: Array<{ tokens: number[]; probs?: Float32Array; kept: boolean }> = [];
+  private buffer = new Float32Array(0);
+  private vocab = 0;
+
+  start(): void {
+    this.pieces = [];
   }
-  return out;
+
+  /** A piece: the tokens taken from a drafter's proposal of `proposed` tokens, and its rows. */
+  add(tokens: number[], probs: Float32Array | undefined, proposed: number): void {
+    if (probs) this.vocab = probs.length / proposed;
+    this.pieces.push({ tokens, probs: probs?.subarray(0, tokens.length * this.vocab), kept: false });
+  }
+
+  /** Copies every sampled piece's rows not yet copied into the array. */
+  keep(): void {
+    let row = 0;
+    for (const p of this.pieces) {
+      if (p.probs && !p.kept) {
+        this.reserve((row + p.tokens.length) * this.vocab);
+        this.buffer.set(p.probs, row * this.vocab);
+        p.kept = true;
+      }
+      row += p.tokens.length;
+    }
+  }
+
+  /** The block's rows [tokens x V], or undefined for a deterministic block. */
+  finish(): Float32Array | undefined {
+    const pieces = this.pieces;
+    if (!pieces.some((p) => p.probs)) return undefined;
+    const V = this.vocab;
+    if (pieces.length === 1) return pieces[0].kept ? this.buffer.subarray(0, pieces[0].tokens.length * V) : pieces[0].probs;
+    const total = pieces.reduce((n, p) => n + p.tokens.length, 0);
+    this.reserve(total * V);
+    let row = 0;
+    for (const p of pieces) {
+      if (p.probs) {
+        if (!p.kept) this.buffer.set(p.probs, row * V);
+      } else {
+        this.buffer.fill(0, row * V, (row + p.tokens.length) * V);
+        p.tokens.forEach((t, j) => (this.buffer[(row + j) * V + t] = 1));
+      }
+      row += p.tokens.length;
+    }
+    return this.buffer.subarray(0, total * V);
+  }
+
+  private reserve(n: number): void {
+    if (this.buffer.length >= n) return;
+    const grown = new Float32Array(Math.max(n, 2 * this.buffer.length));
+    grown.set(this.buffer);
+    this.buffer = grown;
+  }
 }
 
 export class ReviewerLevel implements Drafter {

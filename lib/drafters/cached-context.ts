@@ -7,6 +7,8 @@ import type { Sequence } from '../sequence';
 export class CachedContext {
   /** The tokens whose keys and values are in the cache, in order. */
   private readonly inCache: number[] = [];
+  /** Where sampled drafts' rows go; their `probs` are views of it, valid until the next draft. */
+  private probsBuffer?: Float32Array;
 
   constructor(readonly seq: Sequence) {}
 
@@ -70,9 +72,13 @@ export class CachedContext {
    * thread (see Sequence.verifySync). The cache keeps the feed and every proposal but the last,
    * which the next pass feeds if it is accepted. The caller checks room: feed + k - 1 tokens.
    * minConfidence > 0 may end the draft early (see Sequence::draft); the passes it ran count.
+   * The probs returned are a view of this context's buffer: the next draft overwrites them.
    */
   draft(feed: readonly number[], k: number, sampling: NativeSampling, minConfidence = 0): { tokens: number[]; probs?: Float32Array } {
-    const r = this.seq.native.draft(Int32Array.from(feed), k, sampling, minConfidence);
+    // Sampled drafts write their rows into an array kept here (grown as k grows): a new one per
+    // call allocated over 100 KB each time, and fresh pages showed up in the verification's time.
+    if (sampling.temperature > 0 && (this.probsBuffer?.length ?? 0) < k * this.seq.vocabSize) this.probsBuffer = new Float32Array(k * this.seq.vocabSize);
+    const r = this.seq.native.draft(Int32Array.from(feed), k, sampling, minConfidence, sampling.temperature > 0 ? this.probsBuffer : undefined);
     this.seq.forwards += Math.min(k, r.tokens.length + 1);
     const tokens = Array.from(r.tokens);
     this.appended(feed);

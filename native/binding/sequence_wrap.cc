@@ -148,7 +148,7 @@ Napi::Object result_to_object(Napi::Env env, const VerifyResult& r) {
 }  // namespace
 
 // options: { sampling?, draftProbs?: Float32Array [k * V], lenience?: number, returnProbs?: boolean, fixed?: number }
-VerifyRequest SequenceWrap::request_from(Napi::Env env, const Napi::Value& block, const Napi::Value& options) {
+VerifyRequest SequenceWrap::request_from(Napi::Env env, const Napi::Value& block, const Napi::Value& options, bool copy_q) {
   VerifyRequest r;
   r.seq = seq_.get();
   r.block = ids_from_value(env, block, "block");
@@ -171,7 +171,8 @@ VerifyRequest SequenceWrap::request_from(Napi::Env env, const Napi::Value& block
     const int64_t k = int64_t(r.block.size()) - r.fixed, V = seq_->model().config().vocab_size;
     if (int64_t(a.ElementLength()) != k * V)
       throw Napi::RangeError::New(env, "draftProbs must hold k * vocab = " + std::to_string(k * V) + " values");
-    r.draft_probs = torch::from_blob(a.Data(), {k, V}, torch::kFloat32).clone();
+    r.draft_probs = torch::from_blob(a.Data(), {k, V}, torch::kFloat32);
+    if (copy_q) r.draft_probs = r.draft_probs.clone();
   }
   return r;
 }
@@ -180,7 +181,7 @@ Napi::Value SequenceWrap::Verify(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   check_idle(env);
   std::vector<VerifyRequest> reqs{request_from(env, info.Length() > 0 ? info[0] : env.Undefined(),
-                                               info.Length() > 1 ? info[1] : env.Undefined())};
+                                               info.Length() > 1 ? info[1] : env.Undefined(), /*copy_q=*/false)};
   model_->apply_threads();
   return result_to_object(env, verify(reqs)[0]);
 }
@@ -242,12 +243,26 @@ Napi::Value SequenceWrap::VerifyBatch(const Napi::CallbackInfo& info) {
 }
 
 namespace {
-Napi::Object draft_to_object(Napi::Env env, const std::vector<int64_t>& tokens, const torch::Tensor& probs) {
+// probs_out: a Float32Array the caller keeps for the rows (a view of its first rows comes back
+// when it is large enough); otherwise, or when absent, a new array. Reusing one spares an
+// allocation of over 100 KB per draft, which the allocator served with fresh pages.
+Napi::Object draft_to_object(Napi::Env env, const std::vector<int64_t>& tokens, const torch::Tensor& probs,
+                             const Napi::Value& probs_out = Napi::Value()) {
   auto o = Napi::Object::New(env);
   auto t = Napi::Int32Array::New(env, tokens.size());
   for (size_t i = 0; i < tokens.size(); ++i) t[i] = int32_t(tokens[i]);
   o.Set("tokens", t);
-  if (probs.defined()) o.Set("probs", to_float32_array(env, probs));
+  if (!probs.defined()) return o;
+  const size_t n = size_t(probs.numel());
+  if (!probs_out.IsEmpty() && probs_out.IsTypedArray() &&
+      probs_out.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array &&
+      probs_out.As<Napi::Float32Array>().ElementLength() >= n) {
+    auto out = probs_out.As<Napi::Float32Array>();
+    std::memcpy(out.Data(), probs.data_ptr<float>(), n * sizeof(float));
+    o.Set("probs", Napi::Float32Array::New(env, n, out.ArrayBuffer(), out.ByteOffset()));
+  } else {
+    o.Set("probs", to_float32_array(env, probs));
+  }
   return o;
 }
 int64_t k_arg(const Napi::CallbackInfo& info) {
@@ -265,7 +280,7 @@ float min_confidence_arg(const Napi::CallbackInfo& info) {
 }
 }  // namespace
 
-// draft(feed: Int32Array, k, sampling?, minConfidence?) -> { tokens: Int32Array, probs?: Float32Array [tokens * V] }
+// draft(feed: Int32Array, k, sampling?, minConfidence?, probsOut?: Float32Array) -> { tokens: Int32Array, probs?: Float32Array [tokens * V] }
 Napi::Value SequenceWrap::Draft(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   check_idle(env);
@@ -274,9 +289,12 @@ Napi::Value SequenceWrap::Draft(const Napi::CallbackInfo& info) {
   auto params = sampling_from_value(env, info.Length() > 2 ? info[2] : env.Undefined());
   const float min_confidence = min_confidence_arg(info);
   model_->apply_threads();
+  Napi::Value probs_out = info.Length() > 4 ? info[4] : env.Undefined();
+  if (!probs_out.IsUndefined() && !(probs_out.IsTypedArray() && probs_out.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array))
+    throw Napi::TypeError::New(env, "draft: probsOut must be a Float32Array");
   torch::Tensor probs;
   auto tokens = seq_->draft(feed, k, params, &probs, min_confidence);
-  return draft_to_object(env, tokens, probs);
+  return draft_to_object(env, tokens, probs, probs_out);
 }
 
 Napi::Value SequenceWrap::DraftAsync(const Napi::CallbackInfo& info) {

@@ -36,7 +36,9 @@ class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
   Napi::Value Capacity(const Napi::CallbackInfo& info);
 
   static Napi::FunctionReference* constructor_;
-  VerifyRequest request_from(Napi::Env env, const Napi::Value& block, const Napi::Value& options);
+  // copy_q false: the request reads draftProbs from the JS array itself, for a call that ends
+  // before control returns to JS (the synchronous verify); async calls get a copy.
+  VerifyRequest request_from(Napi::Env env, const Napi::Value& block, const Napi::Value& options, bool copy_q = true);
   std::unique_ptr<Sequence> seq_;
   ModelWrap* model_ = nullptr;
   Napi::ObjectReference model_ref_;  // the Model outlives its sequences
