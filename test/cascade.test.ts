@@ -23,7 +23,7 @@ import {
 } from '../lib/cascade/config';
 import { buildCascade, ProposalRows } from '../lib/cascade/cascade';
 import { CachedContext } from '../lib/drafters/cached-context';
-import { AdaptiveScheduler, isotonic, SchedulerState } from '../lib/cascade/scheduler';
+import { AdaptiveScheduler, CostModel, isotonic, SchedulerState } from '../lib/cascade/scheduler';
 import { MaxGram } from '../lib/drafters/maxgram';
 import { ModelDrafter } from '../lib/drafters/model-drafter';
 import { ewif, swi } from '../lib/metrics';
@@ -569,13 +569,13 @@ describe('greedy exactness of random cascades', () => {
   test('adaptive bands: measurements carry over to the next generation with the same cascade', async () => {
     const cascade = { drafters: ['near', 'w1'], K: [[2, 1, 1], [0, 0, 1], [0, 0, 1]], lenience: 1 };
     const models = { near: drafts.near, w1: drafts.w1 };
-    const states = (target as unknown as { schedulerStates: Map<string, { verifyMs: unknown[]; alpha: Array<Array<{ value: number }>> }> }).schedulerStates;
+    const states = (target as unknown as { schedulerStates: Map<string, SchedulerState> }).schedulerStates;
     states.clear();
     const prompt = idsOf('the cat and the cat');
     const first = await target.generate(prompt, { method: 'csd', cascade, draftModels: models, adaptive: true, maxNewTokens: 30, stopOnEos: false });
     expect(states.size).toBe(1);
     const [state] = states.values();
-    expect(state.verifyMs.length).toBeGreaterThan(0);
+    expect(Array.from({ length: 8 }, (_, n) => state.costs.count(`verify:${n}`)).some((c) => c > 0)).toBe(true);
     const learnt = state.alpha.map((row) => row.map((e) => e.value));
     expect(learnt.flat().some((v) => v !== 0.6)).toBe(true); // moved off the optimistic start
     const second = await target.generate(prompt, { method: 'csd', cascade, draftModels: models, adaptive: true, maxNewTokens: 30, stopOnEos: false });
@@ -634,6 +634,30 @@ describe('greedy exactness of random cascades', () => {
     expect(ctx.length).toBe(many.length + 2);
     expect(ctx.sync(many, tokens.slice(0, 2))).toEqual(tokens.slice(1, 2));
     ctx.dispose();
+  });
+
+  test("adaptive bands: a cost not measured lately follows the machine's speed through the others", () => {
+    // Two block lengths, B twice A's cost, measured in turn while the machine runs at speed 1;
+    // then the machine slows to half speed (every pass takes twice as long) and only A is used.
+    const costs = new CostModel();
+    for (let i = 0; i < 60; i++) {
+      costs.observe('A', 1);
+      costs.observe('B', 2);
+    }
+    expect(costs.ms('B')! / costs.ms('A')!).toBeCloseTo(2, 6);
+    for (let i = 0; i < 60; i++) costs.observe('A', 2);
+    // B was last measured at 2 ms; now it would take 4. Its estimate follows (A's own relative
+    // cost takes a few percent of the change: one item alone cannot tell the two apart), where
+    // a per-item average would still say 2 and make B look half as costly as it is.
+    expect(costs.ms('A')).toBeCloseTo(2, 2);
+    expect(costs.ms('B')).toBeGreaterThan(3.7);
+    expect(costs.ms('B')).toBeLessThan(4.05);
+    expect(costs.ms('C')).toBeUndefined();
+    expect(costs.count('B')).toBe(60);
+    // Nonsense observations are ignored.
+    costs.observe('A', NaN);
+    costs.observe('A', -1);
+    expect(costs.count('A')).toBe(120);
   });
 
   test('adaptive bands: verification costs are fitted non-decreasing in the block length', () => {

@@ -28,7 +28,6 @@ const RESEARCH_EVERY = 16;
 // pooled later ones about five.
 const ALPHA_FIRST_RATE = 0.02;
 const ALPHA_LATER_RATE = 0.004;
-const VERIFY_RATE = 0.05;
 
 /**
  * A running mean that turns into an exponential moving average (weight `rate` on the newest
@@ -45,6 +44,49 @@ class Ema {
   add(x: number): void {
     this.count++;
     this.value += Math.max(this.rate, 1 / this.count) * (x - this.value);
+  }
+}
+
+/**
+ * Costs in milliseconds as the machine's current speed (a scale shared by every item) times each
+ * item's cost relative to it. This machine's speed drifts by 20% and more over minutes. Measured
+ * on its own, each block length's (or drafter's) cost was only as fresh as that item's last use:
+ * one measured in a slow phase looked expensive long after, so the scheduler avoided it and
+ * never measured it again; one measured in a fast phase looked cheap. Here every observation
+ * moves the shared scale, and an item keeps only its relative cost, which does not drift.
+ */
+export class CostModel {
+  private scale?: Ema;
+  private readonly relative = new Map<string, Ema>();
+  // The scale follows the machine within a few passes; an item's relative cost is an average
+  // over its first 100 observations, then moves slowly: a change seen in one item alone is far
+  // more often the machine's than that item's.
+  constructor(
+    private readonly scaleRate = 0.2,
+    private readonly itemRate = 0.01,
+  ) {}
+
+  observe(item: string, ms: number): void {
+    if (!(ms > 0) || !Number.isFinite(ms)) return;
+    if (!this.scale) this.scale = new Ema(ms, this.scaleRate);
+    const rel = this.relative.get(item);
+    if (!rel) {
+      this.relative.set(item, new Ema(ms / this.scale.value, this.itemRate));
+      return;
+    }
+    this.scale.add(ms / rel.value);
+    rel.add(ms / this.scale.value);
+  }
+
+  /** Observations of the item so far (0: never measured). */
+  count(item: string): number {
+    return this.relative.get(item)?.count ?? 0;
+  }
+
+  /** The item's cost now, in ms (undefined if never measured). */
+  ms(item: string): number | undefined {
+    const rel = this.relative.get(item);
+    return rel && this.scale ? rel.value * this.scale.value : undefined;
   }
 }
 
@@ -75,17 +117,19 @@ export function isotonic(ys: readonly number[], ws: readonly number[]): number[]
  */
 export class SchedulerState {
   readonly alpha: Ema[][];
-  readonly callMs: Ema[];
   readonly tokensPerCall: Ema[];
-  readonly verifyMs: Ema[] = [];
+  /** Verification by block length (items "verify:N") and each drafter's call ("draft:D"). */
+  readonly costs = new CostModel();
 
   constructor(readonly drafters: number) {
     // Start: acceptance 0.6 everywhere; costs from the parameter counts until measured.
     this.alpha = Array.from({ length: drafters }, () => [new Ema(0.6, ALPHA_FIRST_RATE), new Ema(0.6, ALPHA_LATER_RATE)]);
-    this.callMs = Array.from({ length: drafters }, () => new Ema(0));
     this.tokensPerCall = Array.from({ length: drafters }, () => new Ema(1));
   }
 }
+
+const VERIFY = (n: number) => `verify:${n}`;
+const DRAFT = (d: number) => `draft:${d}`;
 
 export interface SchedulerOptions {
   /** Largest band per drafter. Default 8. */
@@ -111,9 +155,8 @@ export class AdaptiveScheduler implements Drafter {
   readonly counters = new DrafterCounters();
   readonly state: SchedulerState;
   private readonly alpha: Ema[][];
-  private readonly callMs: Ema[];
   private readonly tokensPerCall: Ema[];
-  private readonly verifyMs: Ema[];
+  private readonly costs: CostModel;
   /** verifyCost(n) for the current draft's choice, n = 0.. (computed once per draft). */
   private verifyTable: number[] = [];
   private last: number[] = [];
@@ -134,7 +177,7 @@ export class AdaptiveScheduler implements Drafter {
     this.explore = options.explore ?? 0.05;
     if (options.state && options.state.drafters !== n) throw new RangeError(`scheduler state is for ${options.state.drafters} drafters, the cascade has ${n}`);
     this.state = options.state ?? new SchedulerState(n);
-    ({ alpha: this.alpha, callMs: this.callMs, tokensPerCall: this.tokensPerCall, verifyMs: this.verifyMs } = this.state);
+    ({ alpha: this.alpha, tokensPerCall: this.tokensPerCall, costs: this.costs } = this.state);
     this.rand = mulberry32(options.seed ?? 1);
     this.costRatio = cascade.top.drafters.map((d) =>
       options.targetParams && d instanceof ReviewerLevel ? d.model.numParams / options.targetParams : 0,
@@ -162,10 +205,10 @@ export class AdaptiveScheduler implements Drafter {
    */
   private verifyCosts(limit: number): number[] {
     const lengths: number[] = [];
-    this.verifyMs.forEach((e, i) => e && lengths.push(i));
+    for (let n = 0; n <= Math.max(limit + 1, this.maxDraft + 1); n++) if (this.costs.count(VERIFY(n)) > 0) lengths.push(n);
     const fitted = isotonic(
-      lengths.map((i) => this.verifyMs[i].value),
-      lengths.map((i) => Math.min(20, this.verifyMs[i].count)),
+      lengths.map((n) => this.costs.ms(VERIFY(n))!),
+      lengths.map((n) => Math.min(20, this.costs.count(VERIFY(n)))),
     );
     const known = lengths.map((i, j) => [i, fitted[j]] as const);
     const at = (n: number): number => {
@@ -217,10 +260,8 @@ export class AdaptiveScheduler implements Drafter {
       pass.push([1]);
       gain.push([0]);
       cost.push([0]);
-      const perToken =
-        this.callMs[d].count > 1
-          ? this.callMs[d].value / Math.max(0.5, this.tokensPerCall[d].value)
-          : this.costRatio[d] * this.verifyTable[1];
+      const callMs = this.costs.ms(DRAFT(d));
+      const perToken = callMs !== undefined ? callMs / Math.max(0.5, this.tokensPerCall[d].value) : this.costRatio[d] * this.verifyTable[1];
       // Later positions never measured take the first position's acceptance.
       const [first, later] = this.alpha[d];
       const laterAlpha = later.count > 1 ? later.value : first.value;
@@ -267,7 +308,7 @@ export class AdaptiveScheduler implements Drafter {
     const block = await top.draft(max, sampling);
     top.lastCostMs.forEach((ms, d) => {
       if (top.lastCalls[d] > 0) {
-        this.callMs[d].add(ms / top.lastCalls[d]);
+        this.costs.observe(DRAFT(d), ms / top.lastCalls[d]);
         const produced = top.lastSources.filter(([src]) => src === d).length;
         this.tokensPerCall[d].add(produced / top.lastCalls[d]);
       }
@@ -278,8 +319,7 @@ export class AdaptiveScheduler implements Drafter {
 
   /** Verification time of a block (called by the decoding loop). */
   observeVerify(blockLength: number, ms: number): void {
-    if (!this.verifyMs[blockLength]) this.verifyMs[blockLength] = new Ema(ms, VERIFY_RATE);
-    else this.verifyMs[blockLength].add(ms);
+    this.costs.observe(VERIFY(blockLength), ms);
   }
 
   accept(emitted: readonly number[]): void {
@@ -302,8 +342,10 @@ export class AdaptiveScheduler implements Drafter {
     return {
       plans: Object.fromEntries([...this.plans.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8)),
       alpha: this.alpha.map((row) => row.map((e) => +e.value.toFixed(3))),
-      drafterMsPerCall: this.callMs.map((e) => +e.value.toFixed(3)),
-      verifyMs: this.verifyMs.map((e, i) => (e ? [i, +e.value.toFixed(3)] : null)).filter(Boolean),
+      drafterMsPerCall: this.alpha.map((_, d) => +(this.costs.ms(DRAFT(d)) ?? 0).toFixed(3)),
+      verifyMs: Array.from({ length: this.maxDraft + 2 }, (_, n) => n)
+        .filter((n) => this.costs.count(VERIFY(n)) > 0)
+        .map((n) => [n, +this.costs.ms(VERIFY(n))!.toFixed(3)]),
     };
   }
 }
