@@ -181,6 +181,21 @@ describe('csd sampling follows the target distribution', () => {
     expect({ ...h, ok: h.p > 1e-4 }).toEqual({ ...h, ok: true });
   });
 
+  test(`strict levels (lenience 1) hand up their own distributions as q: csd vs ar over ${N_SMALL} seeds each`, async () => {
+    // mid reviews small's sampled drafts, small reviews Max-Gram's, both strictly: each level's
+    // output follows its own model's distribution, and those rows are the q the level above
+    // (and the target) tests against. Tokens 1 and 2 are the prompt pass's first draft, the
+    // mid's review output.
+    const strict = { ...CASCADE, lenience: 1 };
+    const opts: GenerateOptions = { temperature: 1 };
+    const ar = await sample({ ...opts, method: 'ar' }, 9_000_001, N_SMALL, 0);
+    const csd = await sample({ ...opts, method: 'csd', cascade: strict, draftModels: { mid, small } }, 10_000_001, N_SMALL, 0);
+    expectCascadeActive(csd);
+    const h = homogeneity(ar.counts, csd.counts);
+    expect(h.cells).toBeGreaterThanOrEqual(8);
+    expect({ ...h, ok: h.p > 1e-4 }).toEqual({ ...h, ok: true });
+  });
+
   test(`top-k 20 and top-p 0.9, lenience 10, adaptive bands: csd vs ar over ${N_SMALL} seeds each`, async () => {
     const opts: GenerateOptions = { temperature: 1, topK: 20, topP: 0.9 };
     const ar = await sample({ ...opts, method: 'ar' }, 3_000_001, N_SMALL);

@@ -486,6 +486,31 @@ describe('greedy exactness of random cascades', () => {
     single.dispose();
   });
 
+  test('sampling: a strict review level hands up its own distributions; a lenient one hands up none', async () => {
+    const sampling = { temperature: 1, topK: 0, topP: 1 };
+    const context = idsOf('the cat and the cat and the');
+    const ref = ReferenceLlama.load(drafts.near.dir);
+    for (let seed = 1; seed <= 3; seed++) {
+      // near reviews w1's 2-token drafts; the top band takes 4 of near's tokens (two reviews or more).
+      const strict = buildCascade({ drafters: ['near', 'w1'], K: [[4, 0, 0], [0, 2, 0], [0, 0, 0]], lenience: 1 }, { near: drafts.near, w1: drafts.w1 }, new MaxGram(), 64, seed);
+      await strict.begin(context);
+      const block = await strict.draft(4, sampling);
+      expect(block.tokens).toHaveLength(4);
+      for (let i = 0; i < 4; i++) {
+        const row = block.probs!.subarray(i * V, (i + 1) * V);
+        const logits = ref.forward([...context, ...block.tokens.slice(0, i)]).at(-1)!;
+        const max = Math.max(...logits);
+        const z = logits.reduce((a, l) => a + Math.exp(l - max), 0);
+        expect(maxAbsDiff(row, logits.map((l) => Math.exp(l - max) / z))).toBeLessThan(1e-4);
+      }
+      strict.dispose();
+      const lenient = buildCascade({ drafters: ['near', 'w1'], K: [[4, 0, 0], [0, 2, 0], [0, 0, 0]], lenience: 2 }, { near: drafts.near, w1: drafts.w1 }, new MaxGram(), 64, seed);
+      await lenient.begin(context);
+      expect((await lenient.draft(4, sampling)).probs).toBeUndefined();
+      lenient.dispose();
+    }
+  });
+
   test("ProposalRows: one sampled piece passes as it is; mixed pieces are assembled, sampled rows copied before a drafter's next call can overwrite them", () => {
     const V4 = 4;
     const rows = new ProposalRows();

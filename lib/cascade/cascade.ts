@@ -112,8 +112,9 @@ export class BandedDrafter implements Drafter {
 
 /**
  * The proposal distribution of a block made of pieces: a piece drawn from a distribution (a
- * sampled draft model drafting alone) brings its rows, every other piece (Max-Gram, a greedy
- * draft, a review level's output) a one-hot row at each token. Exact either way: the verifier's
+ * sampled draft model drafting alone, a strict review level's output) brings its rows, every
+ * other piece (Max-Gram, a greedy draft, a lenient review level's output) a one-hot row at each
+ * token. Exact either way: the verifier's
  * rule with a one-hot q emits p whatever process chose the token, and with the drawn-from q it
  * accepts more. None when no piece brings rows (a deterministic block).
  *
@@ -227,13 +228,26 @@ export class ReviewerLevel implements Drafter {
     if (this.inner.size === 0) return this.draftAlone(fixed, Math.min(max, room + 1), own);
     const budget = Math.min(this.inner.size, max - 1, room);
     const proposal = budget > 0 ? await this.inner.draft(budget, sampling, prefix) : { tokens: [] as number[] };
-    const r = ctx.seq.verifySync([...fixed, ...proposal.tokens], { sampling: own, fixed: fixed.length, lenience: this.lenience, draftProbs: proposal.probs });
+    // A strict review samples exactly from this level's own distribution: each token it hands
+    // up, given the ones before it, follows this model's processed distribution at that
+    // position. Those rows are then the true q of its output, which the review above tests
+    // against (a one-hot row would be exact too, but passes a token with probability p(x) only).
+    // A lenient review hands up tokens from no distribution it could name: one-hot rows.
+    const ownRows = own.temperature > 0 && this.lenience <= 1;
+    const r = ctx.seq.verifySync([...fixed, ...proposal.tokens], {
+      sampling: own,
+      fixed: fixed.length,
+      lenience: this.lenience,
+      draftProbs: proposal.probs,
+      returnProbs: ownRows,
+    });
     const tokens = [...proposal.tokens.slice(0, r.accepted), r.next];
     ctx.appended([...fixed, ...proposal.tokens.slice(0, r.accepted)]);
     this.passes++;
     this.produced += tokens.length;
     this.counters.record(proposal.tokens.length, r.accepted);
-    return { tokens };
+    // Row i of the verification is the distribution of the i-th token handed up.
+    return ownRows && r.probs ? { tokens, probs: r.probs.subarray(0, tokens.length * this.model.config.vocabSize) } : { tokens };
   }
 
   /**
