@@ -114,9 +114,9 @@ export class BandedDrafter implements Drafter {
  * The proposal distribution of a block made of pieces: a piece drawn from a distribution (a
  * sampled draft model drafting alone, a strict review level's output) brings its rows, every
  * other piece (Max-Gram, a greedy draft, a lenient review level's output) a one-hot row at each
- * token. Exact either way: the verifier's
- * rule with a one-hot q emits p whatever process chose the token, and with the drawn-from q it
- * accepts more. None when no piece brings rows (a deterministic block).
+ * token. Exact either way: the verifier's rule with a one-hot q emits p whatever process chose
+ * the token, and with the drawn-from q it accepts more. None when no piece brings rows (a
+ * deterministic block).
  *
  * A drafter's rows are a view of its own buffer, which its next draft overwrites, and a level
  * may draft again within the same block (as a band of another level, or the same band's next

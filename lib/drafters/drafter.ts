@@ -4,7 +4,8 @@ import type { NativeSampling } from '../native';
 
 /** A proposal: tokens following the context, and (for a stochastic drafter) the processed
  * distribution each was drawn from, [tokens.length * vocab]. Without `probs` the proposal is
- * deterministic (one-hot q) and verification uses the matching exact rule. */
+ * deterministic (one-hot q) and verification uses the matching exact rule. `probs` may be a
+ * view of the drafter's own buffer: valid until that drafter drafts again. */
 export interface DraftBlock {
   tokens: number[];
   probs?: Float32Array;
