@@ -144,6 +144,15 @@ test('the scripts refuse bad flags with a message naming the flag', () => {
   const vocab = run('draft-vocab.js');
   expect(vocab.status).toBe(2);
   expect(vocab.stderr).toMatch(/--dataset is required/);
+  const scales = run('draft-temperature.js', '--dataset', 'unused.jsonl', '--scales', '1,0');
+  expect(scales.status).toBe(1);
+  expect(scales.stderr).toMatch(/--scales: 1,0 is not a comma-separated list of numbers in \(0, 10\]/);
+  const settings = run('draft-temperature.js', '--dataset', 'unused.jsonl', '--settings', '0.8/x/1');
+  expect(settings.status).toBe(1);
+  expect(settings.stderr).toMatch(/--settings: 0.8\/x\/1 is not T\/topK\/topP/);
+  const noData = run('draft-temperature.js');
+  expect(noData.status).toBe(2);
+  expect(noData.stdout).toMatch(/--dataset/);
 });
 
 describe('bench/draft-temperature.ts: overlap of target and draft distributions by draft temperature scale', () => {
