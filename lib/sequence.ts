@@ -54,6 +54,14 @@ export class Sequence {
     return next;
   }
 
+  /** step() on the calling thread (see verifySync). */
+  stepSync(tokens: number[] | Int32Array, sampling: NativeSampling): number {
+    const ids = tokenIds(tokens, this.vocabSize);
+    const next = this.native.step(ids, sampling);
+    this.forwards++;
+    return next;
+  }
+
   /**
    * The fused verification step. `block` = [pending token, ...drafts]; one native call runs
    * the forward over the block, applies the acceptance rule and rolls the cache back to the

@@ -220,6 +220,46 @@ describe('greedy: every drafter, every k, gives exactly the target greedy ids', 
   });
 });
 
+describe("the prompt's pass on the calling thread or on the pool", () => {
+  test('short prompts (up to syncPromptTokens with the first draft) run synchronously, longer ones async; same tokens either way', async () => {
+    const c = cases.find((x) => x.prompt.length >= 8)!;
+    const used = (source: { sync: number; async: number }, seq: ReturnType<Model['createSequence']>) => {
+      const native = seq.native;
+      for (const [name, kind] of [['verify', 'sync'], ['step', 'sync'], ['verifyAsync', 'async'], ['stepAsync', 'async']] as const) {
+        const f = (native as unknown as Record<string, (...a: unknown[]) => unknown>)[name].bind(native);
+        // The addon's methods are read-only on its prototype: define an own property over them.
+        Object.defineProperty(native, name, {
+          value: (...a: unknown[]) => {
+            source[kind]++;
+            return f(...a);
+          },
+        });
+      }
+    };
+    for (const drafter of [undefined, 'oracle'] as const) {
+      const outputs: number[][] = [];
+      for (const limit of [0, c.prompt.length + 3, 10_000]) {
+        const o = resolveGenerateOptions({ maxNewTokens: c.n, stopOnEos: false, k: 3, seed: 7 });
+        const capacity = Math.min(target.contextLength, c.prompt.length + c.n);
+        const seq = target.createSequence({ contextLength: capacity, seed: o.seed });
+        const calls = { sync: 0, async: 0 };
+        used(calls, seq);
+        const d = drafter ? new OracleDrafter(c.prompt.length, c.want) : undefined;
+        const source = new SpeculativeSource(seq, d, 3, o, c.n, limit);
+        const r = await runGeneration(source, target.tokenizer, c.prompt, capacity, o);
+        outputs.push(r.tokens);
+        // Only the prompt's pass may go to the pool: with a drafter it carries 3 drafts, so
+        // a limit of prompt + 3 tokens is just enough for it to run here.
+        expect({ drafter, limit, async: calls.async }).toEqual({ drafter, limit, async: limit === 0 ? 1 : 0 });
+        expect(calls.sync).toBeGreaterThan(0);
+      }
+      expect(outputs[1]).toEqual(outputs[0]);
+      expect(outputs[2]).toEqual(outputs[0]);
+      expect(outputs[0]).toEqual(c.want);
+    }
+  });
+});
+
 describe('greedy counters from first principles', () => {
   // The prompt's pass verifies the first draft; each pass emits min(k + 1, tokens left) tokens
   // when every draft is accepted, and exactly 1 when every draft is rejected.
