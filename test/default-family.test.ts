@@ -13,6 +13,35 @@ const models = path.join(root, 'models');
 const names = ['target', 'mid', 'small'];
 const question = 'A baker makes 12 cakes a day. How many cakes does she make in 5 days?';
 
+interface BenchReport {
+  methods: Array<{ identicalToAR: boolean | null }>;
+  models: Record<string, { draftVocabularySize?: number; draftTemperatureScale?: number }>;
+}
+
+/**
+ * `cascade-spec bench --json` on the family for the one question above, once per entry of
+ * `variants` (extra arguments); null when dist/ is not built (npm ci builds it).
+ */
+function benchReports(args: string[], variants: string[][]): BenchReport[] | null {
+  const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');
+  if (!fs.existsSync(cli)) {
+    console.warn('dist/ not built: skipping the bench check (npm ci builds it)');
+    return null;
+  }
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-family-'));
+  try {
+    const data = path.join(tmp, 'q.jsonl');
+    fs.writeFileSync(data, JSON.stringify({ question, answer: '' }) + '\n');
+    return variants.map((extra) => {
+      const r = spawnSync(process.execPath, [cli, 'bench', '--dataset', data, '--limit', '1', '--warmup', '0', '--json', ...args, ...extra], { encoding: 'utf8' });
+      expect(r.status).toBe(0);
+      return JSON.parse(r.stdout) as BenchReport;
+    });
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
 describe('default model family', () => {
   const loaded: Record<string, Model> = {};
   beforeAll(() => {
@@ -80,27 +109,9 @@ describe('default model family', () => {
   test("the drafts sample at their folders' draftTemperatureScale; bench --draft-temperature-scale overrides it", async () => {
     // The committed calibration (bench/draft-temperature.ts): both drafts draw hotter than the target.
     for (const d of ['mid', 'small']) expect(loaded[d].draftTemperatureScale).toBeGreaterThan(1);
-    const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');
-    if (!fs.existsSync(cli)) {
-      console.warn('dist/ not built: skipping the bench check (npm ci builds it)');
-      return;
-    }
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-family-'));
-    try {
-      const data = path.join(tmp, 'q.jsonl');
-      fs.writeFileSync(data, JSON.stringify({ question, answer: '' }) + '\n');
-      const scales: number[] = [];
-      for (const extra of [[], ['--draft-temperature-scale', '1']]) {
-        const args = [cli, 'bench', '--dataset', data, '--limit', '1', '--max-new-tokens', '16', '--warmup', '0', '--methods', 'ar,sd:small@4', '--temperature', '0.8', '--json', ...extra];
-        const r = spawnSync(process.execPath, args, { encoding: 'utf8' });
-        expect(r.status).toBe(0);
-        const report = JSON.parse(r.stdout) as { models: Record<string, { draftTemperatureScale?: number }> };
-        scales.push(report.models.small.draftTemperatureScale!);
-      }
-      expect(scales).toEqual([loaded.small.draftTemperatureScale, 1]);
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
+    const reports = benchReports(['--max-new-tokens', '16', '--methods', 'ar,sd:small@4', '--temperature', '0.8'], [[], ['--draft-temperature-scale', '1']]);
+    if (!reports) return;
+    expect(reports.map((r) => r.models.small.draftTemperatureScale)).toEqual([loaded.small.draftTemperatureScale, 1]);
   });
 
   test('the drafts load their draft vocabularies; bench --full-draft-vocabulary turns them off', async () => {
@@ -110,27 +121,9 @@ describe('default model family', () => {
       // EOS and the prompt template's tokens are always in it.
       for (const t of [...loaded[d].tokenizer.eosIds, ...loaded[d].tokenizer.encode('Question: \nAnswer:', { addBos: false })]) expect(ids.includes(t)).toBe(true);
     }
-    const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');
-    if (!fs.existsSync(cli)) {
-      console.warn('dist/ not built: skipping the bench check (npm ci builds it)');
-      return;
-    }
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cascade-family-'));
-    try {
-      const data = path.join(tmp, 'q.jsonl');
-      fs.writeFileSync(data, JSON.stringify({ question, answer: '' }) + '\n');
-      const sizes: number[] = [];
-      for (const extra of [[], ['--full-draft-vocabulary']]) {
-        const args = [cli, 'bench', '--dataset', data, '--limit', '1', '--max-new-tokens', '24', '--warmup', '0', '--methods', 'ar,sd:small@4,csd', '--json', ...extra];
-        const r = spawnSync(process.execPath, args, { encoding: 'utf8' });
-        expect(r.status).toBe(0);
-        const report = JSON.parse(r.stdout) as { methods: Array<{ identicalToAR: boolean }>; models: Record<string, { draftVocabularySize?: number }> };
-        expect(report.methods.every((m) => m.identicalToAR)).toBe(true);
-        sizes.push(report.models.small.draftVocabularySize!);
-      }
-      expect(sizes).toEqual([1024, 4096]);
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
+    const reports = benchReports(['--max-new-tokens', '24', '--methods', 'ar,sd:small@4,csd'], [[], ['--full-draft-vocabulary']]);
+    if (!reports) return;
+    for (const report of reports) expect(report.methods.every((m) => m.identicalToAR)).toBe(true);
+    expect(reports.map((r) => r.models.small.draftVocabularySize)).toEqual([1024, 4096]);
   });
 });
