@@ -16,14 +16,13 @@
 // process for the comparison the goals make (CSD >= 3x AR and >= 1.4x the best SD).
 //
 //   node dist/bench/ceiling.js --dataset ../shared/data/gsm8k/test.jsonl --limit 100 --out bench/results/ceiling.json
-import * as fs from 'fs';
-import * as path from 'path';
 
 import { formatHelp, parseArgs, type FlagSpec } from '../lib/cli/args';
 import { readPrompts } from '../lib/cli/datasets';
 import { promptTemplate } from '../lib/cli/defaults';
 import { loadFamily, type Family } from '../lib/cli/family';
 import { ProgressBar } from '../lib/cli/progress';
+import { writeJsonFile } from '../lib/files';
 import { MaxGram } from '../lib/drafters/maxgram';
 import type { Model } from '../lib/model';
 import { GREEDY, verifyCost } from './verify-cost';
@@ -220,10 +219,7 @@ async function main(): Promise<void> {
   const prompts = readPrompts(flags.dataset as string, 'gsm8k', flags.limit as number).map((q) => (template ? template.replace('{prompt}', q) : q));
   const result = await measureCeiling(family, prompts, { maxNewTokens: flags['max-new-tokens'] as number, sd, progress: new ProgressBar(prompts.length, 'ceiling') });
   const json = JSON.stringify(result, null, 2);
-  if (flags.out) {
-    fs.mkdirSync(path.dirname(path.resolve(flags.out as string)), { recursive: true });
-    fs.writeFileSync(flags.out as string, json + '\n');
-  }
+  if (flags.out) writeJsonFile(flags.out as string, result);
   process.stdout.write(json + '\n');
 }
 

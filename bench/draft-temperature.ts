@@ -20,14 +20,13 @@
 // loaded at each of --scales, prompt by prompt in turn (compare-drafts.ts), per setting:
 //
 //   node dist/bench/draft-temperature.js --dataset ../shared/data/gsm8k/test.jsonl --limit 100 --compare sd:small@7,csd --scales 1,1.6 --rounds 2 --out FILE
-import * as fs from 'fs';
 import * as path from 'path';
 
 import { formatHelp, parseArgs, type FlagSpec } from '../lib/cli/args';
 import { readPrompts } from '../lib/cli/datasets';
 import { promptTemplate } from '../lib/cli/defaults';
 import { ProgressBar } from '../lib/cli/progress';
-import { readOptionalJsonObject } from '../lib/files';
+import { readOptionalJsonObject, writeJsonFile } from '../lib/files';
 import { Model, SETTINGS_FILE } from '../lib/model';
 import { familyCascade, familyDir, FAMILY_DRAFTS, loadFamily, type Family } from '../lib/cli/family';
 import { loadNative, type NativeSampling } from '../lib/native';
@@ -166,7 +165,7 @@ export function parseSettings(text: string): NativeSampling[] {
 export function writeScale(dir: string, scale: number): void {
   const file = path.join(dir, SETTINGS_FILE);
   const settings = readOptionalJsonObject(file) ?? {};
-  fs.writeFileSync(file, JSON.stringify({ ...settings, draftTemperatureScale: scale }, null, 2) + '\n');
+  writeJsonFile(file, { ...settings, draftTemperatureScale: scale });
 }
 
 /**
@@ -229,10 +228,7 @@ async function main(): Promise<void> {
         process.stdout.write(`  ${r.name.padEnd(20)} ${r.speedupVsAR.toFixed(3)}x  tok/pass ${r.tokensPerPass.toFixed(2)}  ms/step ${r.msPerStep.toFixed(3)}  draft ${r.draftMsPerStep.toFixed(3)}\n`);
     }
     const json = { prompts: prompts.length, dataset: path.basename(flags.dataset as string), rounds: flags.rounds, maxNewTokens: flags['max-new-tokens'], threads: 1, dtype: 'bfloat16', date: new Date().toISOString(), results };
-    if (flags.out) {
-      fs.mkdirSync(path.dirname(path.resolve(flags.out as string)), { recursive: true });
-      fs.writeFileSync(flags.out as string, JSON.stringify(json, null, 2) + '\n');
-    }
+    if (flags.out) writeJsonFile(flags.out as string, json);
     return;
   }
   // The drafts with their draft vocabularies; the scales compared are applied here, whatever
@@ -247,13 +243,10 @@ async function main(): Promise<void> {
     seed: flags.seed as number,
     progress: new ProgressBar(prompts.length, 'draft temperature'),
   });
-  const json = JSON.stringify({ prompts: prompts.length, dataset: path.basename(flags.dataset as string), maxNewTokens: flags['max-new-tokens'], date: new Date().toISOString(), ...result }, null, 2);
-  if (flags.out) {
-    fs.mkdirSync(path.dirname(path.resolve(flags.out as string)), { recursive: true });
-    fs.writeFileSync(flags.out as string, json + '\n');
-  }
+  const report = { prompts: prompts.length, dataset: path.basename(flags.dataset as string), maxNewTokens: flags['max-new-tokens'], date: new Date().toISOString(), ...result };
+  if (flags.out) writeJsonFile(flags.out as string, report);
   if (flags.write) for (const [n, scale] of Object.entries(result.best)) writeScale(family.drafts[n].dir, scale);
-  process.stdout.write(json + '\n');
+  process.stdout.write(JSON.stringify(report, null, 2) + '\n');
 }
 
 if (require.main === module)

@@ -65,6 +65,12 @@ export function weightFiles(dir: string): string[] {
   throw new Error(`model folder ${dir}: no model.safetensors or model.safetensors.index.json`);
 }
 
+/** Writes `value` as indented JSON (and a newline) to `file`, creating its folder. */
+export function writeJsonFile(file: string, value: unknown): void {
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  fs.writeFileSync(file, JSON.stringify(value, null, 2) + '\n');
+}
+
 /** Writes little-endian int32 values (the format of the token-id files a model folder holds). */
 export function writeInt32File(file: string, values: Int32Array): void {
   const buf = Buffer.alloc(values.length * 4);
