@@ -201,8 +201,8 @@ void processed_probs(const float* logits, int64_t V, const SamplingParams& param
   }
 }
 
-int64_t sample_from(const float* p, int64_t V, Rng& rng) {
-  const double total = sum_double(p, V);
+int64_t sample_from(const float* p, int64_t V, Rng& rng, double total) {
+  if (total < 0) total = sum_double(p, V);
   if (!(total > 0)) throw std::runtime_error("cannot sample: the distribution has no mass");
   const double target = rng.uniform() * total;
   double acc = 0;

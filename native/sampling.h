@@ -35,8 +35,8 @@ class Rng {
 // processing cost a sampled decode 10-40% and a sampled draft token several times its pass.
 void processed_probs(const float* logits, int64_t V, const SamplingParams& params, float* out);
 // Inverse-CDF draw from unnormalised non-negative weights [V] (accumulated in double, in index
-// order, one uniform per draw).
-int64_t sample_from(const float* weights, int64_t V, Rng& rng);
+// order, one uniform per draw). total: sum_double(weights, V) when the caller has it already.
+int64_t sample_from(const float* weights, int64_t V, Rng& rng, double total = -1);
 // The sum of n floats, accumulated in double in four chains (a single chain waits on the
 // latency of each add).
 double sum_double(const float* x, int64_t n);

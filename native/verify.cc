@@ -67,7 +67,7 @@ VerifyResult accept_drafts(const float* logits, int64_t V, const std::vector<int
   }
   const double mass = sum_double(residual.data(), V);
   // No residual mass left means p == q at this row, which cannot reject; guard rounding.
-  r.next = mass > 0 ? sample_from(residual.data(), V, rng) : sample_from(p, V, rng);
+  r.next = mass > 0 ? sample_from(residual.data(), V, rng, mass) : sample_from(p, V, rng);
   return r;
 }
 
