@@ -1,10 +1,13 @@
 // Draft vocabularies, A/B in one process: each speculative method runs with its drafts loaded
 // twice, once proposing from every token and once from their draft vocabulary (the folders'
-// draft-vocab.i32), prompt by prompt in turn with AR, so both see the same machine. Reports,
+// draft-vocab.i32), and once more per --compare-vocab file (another set, e.g. of another size
+// from scripts/build-draft-vocab.ts), prompt by prompt in turn with AR, so all see the same
+// machine. Reports,
 // per method and variant, tokens per target pass, ms per step and its drafting share, and
 // wall-clock speedup over AR (prompt included), and checks every output against AR's.
 //
-//   node dist/bench/draft-vocab.js --dataset FILE [--limit 60] [--methods sd:small@7,sd:mid@6,csd] [--out FILE]
+//   node dist/bench/draft-vocab.js --dataset FILE [--limit 60] [--methods sd:small@7,sd:mid@6,csd]
+//        [--compare-vocab FILE[,FILE...]] [--out FILE]
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -12,6 +15,7 @@ import { formatHelp, parseArgs, UsageError, type FlagSpec } from '../lib/cli/arg
 import { readPrompts } from '../lib/cli/datasets';
 import { promptTemplate } from '../lib/cli/defaults';
 import { familyCascade, familyDir, FAMILY_DRAFTS } from '../lib/cli/family';
+import { readTokenIdSet } from '../lib/files';
 import { Model } from '../lib/model';
 import type { CascadeMatrix } from '../lib/cascade/config';
 import { compareDraftVariants, type DraftVariantRow } from './compare-drafts';
@@ -22,6 +26,7 @@ const FLAGS: Record<string, FlagSpec> = {
   'max-new-tokens': { type: 'int', help: 'tokens per prompt', default: 128, min: 1 },
   methods: { type: 'string', help: "the bench's method syntax (sd:DRAFT@K, csd = the tuned cascade, ...), comma-separated", default: 'sd:small@7,sd:mid@6,csd' },
   threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
+  'compare-vocab': { type: 'string', help: 'other draft vocabularies (int32 id files) to run every draft with, comma-separated' },
   out: { type: 'string', help: 'JSON file for the results' },
   help: { type: 'boolean', help: 'show this help' },
 };
@@ -31,7 +36,7 @@ export type DraftVocabRow = DraftVariantRow;
 /** The drafts of `all` and of `restricted` in turn (greedy): see compareDraftVariants. */
 export function compareDraftVocabularies(
   target: Model,
-  variants: { all: Record<string, Model>; restricted: Record<string, Model> },
+  variants: { all: Record<string, Model>; restricted: Record<string, Model> } & Record<string, Record<string, Model>>,
   prompts: string[],
   methods: string[],
   options: { maxNewTokens: number; cascade?: CascadeMatrix; onPrompt?: (done: number) => void },
@@ -49,10 +54,14 @@ async function main(): Promise<void> {
   const root = familyDir();
   const load = { dtype: 'bfloat16' as const, threads: flags.threads as number };
   const target = await Model.load(path.join(root, 'target'), load);
-  const variants = { all: {} as Record<string, Model>, restricted: {} as Record<string, Model> };
+  const variants: { all: Record<string, Model>; restricted: Record<string, Model> } & Record<string, Record<string, Model>> = { all: {}, restricted: {} };
+  const others = ((flags['compare-vocab'] as string | undefined) ?? '').split(',').filter(Boolean);
+  // Read before the drafts load, so a bad file fails at once (the message names it).
+  const otherSets = others.map((file) => [`vocab:${path.basename(file)}`, readTokenIdSet(file, target.config.vocabSize)] as const);
   for (const name of FAMILY_DRAFTS) {
     variants.all[name] = await Model.load(path.join(root, name), { ...load, draftVocabulary: null });
     variants.restricted[name] = await Model.load(path.join(root, name), load);
+    for (const [label, ids] of otherSets) (variants[label] ??= {})[name] = await Model.load(path.join(root, name), { ...load, draftVocabulary: ids });
   }
   const template = promptTemplate(target.dir);
   const prompts = readPrompts(flags.dataset as string, 'gsm8k', flags.limit as number).map((q) => (template ? template.replace('{prompt}', q) : q));
@@ -64,7 +73,7 @@ async function main(): Promise<void> {
   for (const r of results)
     process.stdout.write(`${r.name.padEnd(24)} ${r.speedupVsAR.toFixed(3)}x  tok/pass ${r.tokensPerPass.toFixed(2)}  ms/step ${r.msPerStep.toFixed(3)}  draft ${r.draftMsPerStep.toFixed(3)}\n`);
   const sizes = Object.fromEntries(FAMILY_DRAFTS.map((n) => [n, variants.restricted[n].draftVocabularySize]));
-  const out = { prompts: prompts.length, maxNewTokens: flags['max-new-tokens'], threads: flags.threads, dtype: 'bfloat16', draftVocabularySizes: sizes, date: new Date().toISOString(), results };
+  const out = { prompts: prompts.length, maxNewTokens: flags['max-new-tokens'], threads: flags.threads, dtype: 'bfloat16', draftVocabularySizes: sizes, compared: others, date: new Date().toISOString(), results };
   if (flags.out) fs.writeFileSync(flags.out as string, JSON.stringify(out, null, 2) + '\n');
 }
 

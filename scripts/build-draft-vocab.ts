@@ -43,19 +43,30 @@ function ranked(counts: Map<number, number>): number[] {
 
 /**
  * The draft vocabulary (increasing ids): `always`, then the target's tokens by count, then the
- * reference's, up to `size` ids. Throws when the target's own tokens do not fit.
+ * reference's, up to `size` ids. A set smaller than the target's distinct tokens keeps its most
+ * frequent ones: the rarest are cheaper left to the target's correction than read at every
+ * drafted token (the default drafts keep 512 of the 744, 99.92% of what the target writes).
+ * Throws when `always` alone does not fit.
  */
 export function draftVocabulary(target: Map<number, number>, reference: Map<number, number>, size: number, always: number[]): Int32Array {
   const chosen = new Set<number>(always);
-  const own = ranked(target);
-  if (own.filter((t) => !chosen.has(t)).length + chosen.size > size)
-    throw new RangeError(`the target's answers use ${own.length} distinct tokens, more than --size ${size} holds`);
-  for (const t of own) chosen.add(t);
-  for (const t of ranked(reference)) {
+  if (chosen.size > size) throw new RangeError(`--size ${size} cannot hold the ${chosen.size} tokens always kept (EOS and the prompt template's)`);
+  for (const t of [...ranked(target), ...ranked(reference)]) {
     if (chosen.size >= size) break;
     chosen.add(t);
   }
   return Int32Array.from([...chosen].sort((a, b) => a - b));
+}
+
+/** The share of the target's answer tokens (counted with repeats) that `ids` holds. */
+export function coverage(target: Map<number, number>, ids: Int32Array): number {
+  const held = new Set(ids);
+  let all = 0, kept = 0;
+  for (const [t, n] of target) {
+    all += n;
+    if (held.has(t)) kept += n;
+  }
+  return all ? kept / all : 1;
 }
 
 function readGsm8k(file: string): Array<{ question: string; answer: string }> {
@@ -76,7 +87,7 @@ function main(argv: string[]): void {
     return i >= 0 ? argv[i + 1] : undefined;
   };
   const target = arg('target'), reference = arg('reference'), tokenizer = arg('tokenizer'), out = arg('out');
-  const size = Number(arg('size') ?? 1024);
+  const size = Number(arg('size') ?? 512);
   if (!target || !reference || !tokenizer || !out || !Number.isInteger(size) || size < 1) {
     process.stderr.write('usage: build-draft-vocab --target FILE --reference FILE --tokenizer DIR --size N --out DIR[,DIR...]\n');
     process.exit(2);
@@ -88,7 +99,10 @@ function main(argv: string[]): void {
   const ids = draftVocabulary(own, answerTokenCounts(tok, readGsm8k(reference)), size, [eos, ...template]);
   for (const dir of out.split(',')) {
     writeInt32File(path.join(dir, DRAFT_VOCAB_FILE), ids);
-    process.stderr.write(`build-draft-vocab: wrote ${path.join(dir, DRAFT_VOCAB_FILE)} (${ids.length} ids; the target's answers use ${own.size})\n`);
+    process.stderr.write(
+      `build-draft-vocab: wrote ${path.join(dir, DRAFT_VOCAB_FILE)} (${ids.length} ids; the target's answers use ${own.size} distinct tokens, ` +
+        `${(100 * coverage(own, ids)).toFixed(3)}% of their occurrences are in the set)\n`,
+    );
   }
 }
 

@@ -71,7 +71,7 @@ node dist/scripts/distill-data.js --model models/target --data "$DATA/train.json
 node dist/scripts/distill-data.js --model models/target --data "$DATA/train.jsonl" --out "$SAMPLED6" --batch 32 --max-new-tokens 160 --temperature 0.85 --seed 600000
 node dist/scripts/train.js "${acommon[@]}" "${kd[@]}" --data "$DISTILL,$SAMPLED1,$SAMPLED2,$SAMPLED3,$SAMPLED4,$SAMPLED5,$SAMPLED6" --init models/small --out models/small --state-dir models/.train-state/small-distill9 --preset small --steps 6000 --lr 3e-4 --seed 141
 # Draft vocabularies: the target's answer tokens on the training questions, then reference ones.
-node dist/scripts/build-draft-vocab.js --target "$DISTILL" --reference "$DATA/train.jsonl" --tokenizer models/tokenizer --size 1024 --out models/small,models/mid
+node dist/scripts/build-draft-vocab.js --target "$DISTILL" --reference "$DATA/train.jsonl" --tokenizer models/tokenizer --size 512 --out models/small,models/mid
 for m in mid small; do
   cp "models/.train-state/$m-distill/log.jsonl" "docs/training/$m-distill.jsonl"
   cp "models/.train-state/$m-distill2/log.jsonl" "docs/training/$m-distill2.jsonl"

@@ -144,6 +144,10 @@ test('the scripts refuse bad flags with a message naming the flag', () => {
   const vocab = run('draft-vocab.js');
   expect(vocab.status).toBe(2);
   expect(vocab.stderr).toMatch(/--dataset is required/);
+  const missing = path.join(os.tmpdir(), 'cascade-spec-no-such-vocab.i32');
+  const otherVocab = run('draft-vocab.js', '--dataset', 'unused.jsonl', '--compare-vocab', missing);
+  expect(otherVocab.status).toBe(1);
+  expect(otherVocab.stderr).toContain(missing);
   const scales = run('draft-temperature.js', '--dataset', 'unused.jsonl', '--scales', '1,0');
   expect(scales.status).toBe(1);
   expect(scales.stderr).toMatch(/--scales: 1,0 is not a comma-separated list of numbers in \(0, 10\]/);

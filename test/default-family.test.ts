@@ -117,13 +117,13 @@ describe('default model family', () => {
   test('the drafts load their draft vocabularies; bench --full-draft-vocabulary turns them off', async () => {
     for (const d of ['mid', 'small']) {
       const ids = loaded[d].draftVocabulary!;
-      expect(ids.length).toBe(1024);
+      expect(ids.length).toBe(512);
       // EOS and the prompt template's tokens are always in it.
       for (const t of [...loaded[d].tokenizer.eosIds, ...loaded[d].tokenizer.encode('Question: \nAnswer:', { addBos: false })]) expect(ids.includes(t)).toBe(true);
     }
     const reports = benchReports(['--max-new-tokens', '24', '--methods', 'ar,sd:small@4,csd'], [[], ['--full-draft-vocabulary']]);
     if (!reports) return;
     for (const report of reports) expect(report.methods.every((m) => m.identicalToAR)).toBe(true);
-    expect(reports.map((r) => r.models.small.draftVocabularySize)).toEqual([1024, 4096]);
+    expect(reports.map((r) => r.models.small.draftVocabularySize)).toEqual([512, 4096]);
   });
 });

@@ -11,7 +11,7 @@ import * as path from 'path';
 
 import { DRAFT_VOCAB_FILE, Model } from '../lib/model';
 import type { Dtype } from '../lib/native';
-import { draftVocabulary } from '../scripts/build-draft-vocab';
+import { coverage, draftVocabulary } from '../scripts/build-draft-vocab';
 import { greedyWithProbabilities } from './helpers/greedy-reference';
 import { writeInt32File } from '../lib/files';
 import { makeTinyModel, mulberry32, perturbedCopy, useTargetAndNearDraft } from './helpers/tiny-model';
@@ -200,7 +200,12 @@ test('build-draft-vocab: the target\'s tokens first, then the reference\'s by co
   // size 6: EOS (0), 10, 11, 12, then 20 and 21 (9 each; 20 first by id), not 22.
   expect(Array.from(draftVocabulary(target, reference, 6, [0]))).toEqual([0, 10, 11, 12, 20, 21]);
   expect(Array.from(draftVocabulary(target, reference, 5, [0]))).toEqual([0, 10, 11, 12, 20]);
-  expect(() => draftVocabulary(target, reference, 3, [0])).toThrow(/use 3 distinct tokens, more than --size 3 holds/);
+  // Too small for every token the target writes: its most frequent ones (10: 5, then 12: 3).
+  expect(Array.from(draftVocabulary(target, reference, 3, [0]))).toEqual([0, 10, 12]);
+  expect(Array.from(draftVocabulary(target, reference, 2, [0]))).toEqual([0, 10]);
+  expect(coverage(target, Int32Array.of(0, 10, 12))).toBeCloseTo(8 / 9, 12);
+  expect(coverage(target, Int32Array.of(0, 10, 11, 12))).toBe(1);
+  expect(() => draftVocabulary(target, reference, 1, [0, 5])).toThrow(/--size 1 cannot hold the 2 tokens always kept/);
 });
 
 test('generate --full-draft-vocabulary: the draft folder\'s set is ignored; the output is AR\'s either way', async () => {
