@@ -33,10 +33,13 @@ const FLAGS: Record<string, FlagSpec> = {
 
 export type DraftVocabRow = DraftVariantRow;
 
+/** Per variant ("all", "restricted", and any others), the drafts by name. */
+export type DraftVocabVariants = { all: Record<string, Model>; restricted: Record<string, Model> } & Record<string, Record<string, Model>>;
+
 /** The drafts of `all` and of `restricted` in turn (greedy): see compareDraftVariants. */
 export function compareDraftVocabularies(
   target: Model,
-  variants: { all: Record<string, Model>; restricted: Record<string, Model> } & Record<string, Record<string, Model>>,
+  variants: DraftVocabVariants,
   prompts: string[],
   methods: string[],
   options: { maxNewTokens: number; cascade?: CascadeMatrix; onPrompt?: (done: number) => void },
@@ -54,7 +57,7 @@ async function main(): Promise<void> {
   const root = familyDir();
   const load = { dtype: 'bfloat16' as const, threads: flags.threads as number };
   const target = await Model.load(path.join(root, 'target'), load);
-  const variants: { all: Record<string, Model>; restricted: Record<string, Model> } & Record<string, Record<string, Model>> = { all: {}, restricted: {} };
+  const variants: DraftVocabVariants = { all: {}, restricted: {} };
   const others = ((flags['compare-vocab'] as string | undefined) ?? '').split(',').filter(Boolean);
   // Read before the drafts load, so a bad file fails at once (the message names it).
   const otherSets = others.map((file) => [`vocab:${path.basename(file)}`, readTokenIdSet(file, target.config.vocabSize)] as const);
