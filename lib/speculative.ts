@@ -6,7 +6,7 @@
 // prompt alone, and the target's pass over the prompt carries them as a block whose fixed part
 // is the prompt. That pass is bound by arithmetic, so a few more rows add little to it
 // (bench/README.md), while a separate first verification would stream the weights once more.
-import { type Drafter } from './drafters/drafter';
+import { isPending, type Drafter } from './drafters/drafter';
 import type { TokenSource } from './generate';
 import type { NativeSampling } from './native';
 import type { Sequence } from './sequence';
@@ -66,7 +66,8 @@ export class SpeculativeSource implements TokenSource {
       return [this.pending];
     }
     await this.drafter!.begin(promptTokens);
-    const block = await this.drafter!.draft(max, this.sampling);
+    const drafted = this.drafter!.draft(max, this.sampling);
+    const block = isPending(drafted) ? await drafted : drafted;
     const options = { sampling: this.sampling, draftProbs: block.probs, fixed: promptTokens.length };
     const blockTokens = [...promptTokens, ...block.tokens];
     const r = sync ? this.target.verifySync(blockTokens, options) : await this.target.verify(blockTokens, options);
@@ -99,7 +100,8 @@ export class SpeculativeSource implements TokenSource {
     const wanted = this.maxNewTokens - this.emitted - 1;
     const max = Math.max(0, Math.min(this.k, room, wanted));
     const t0 = performance.now();
-    const block = this.drafter && max > 0 ? await this.drafter.draft(max, this.sampling) : { tokens: [] as number[], probs: undefined };
+    const drafted = this.drafter && max > 0 ? this.drafter.draft(max, this.sampling) : { tokens: [] as number[], probs: undefined };
+    const block = isPending(drafted) ? await drafted : drafted;
     const t1 = performance.now();
     const r = this.target.verifySync([this.pending, ...block.tokens], { sampling: this.sampling, draftProbs: block.probs });
     const t2 = performance.now();

@@ -26,6 +26,7 @@ import { CachedContext } from '../lib/drafters/cached-context';
 import { AdaptiveScheduler, CostModel, isotonic, SchedulerState } from '../lib/cascade/scheduler';
 import { MaxGram } from '../lib/drafters/maxgram';
 import { ModelDrafter } from '../lib/drafters/model-drafter';
+import { isPending, type DraftBlock } from '../lib/drafters/drafter';
 import { ewif, swi } from '../lib/metrics';
 import { greedyWithProbabilities } from './helpers/greedy-reference';
 import { maxAbsDiff } from './helpers/stats';
@@ -410,6 +411,31 @@ describe('greedy exactness of random cascades', () => {
     d.dispose();
     short.dispose();
     seq.dispose();
+  });
+
+  test('a draft model drafting alone answers synchronously (no promise to await); a reviewing level returns one', async () => {
+    const greedy = { temperature: 0, topK: 0, topP: 1 };
+    const context = idsOf('the cat and the');
+    const d = new ModelDrafter(drafts.near, 128);
+    d.begin(context);
+    const plain = d.draft(3, greedy);
+    expect(isPending(plain)).toBe(false);
+    expect((plain as DraftBlock).tokens).toHaveLength(3);
+    d.dispose();
+    // target[w1:3] w1[near:2]: w1 reviews near's blocks (a promise); near drafts alone (none).
+    const cascade = buildCascade({ drafters: ['w1', 'near'], K: [[3, 0, 0], [0, 2, 0], [0, 0, 0]], lenience: 1 }, { near: drafts.near, w1: drafts.w1 }, new MaxGram(), 128);
+    await cascade.begin(context);
+    const level = (name: string) => cascade.levels.find((l) => l.name === name)!;
+    const [w1, near] = [level('w1'), level('near')];
+    const alone = near.draft(2, greedy);
+    expect(isPending(alone)).toBe(false);
+    expect((alone as DraftBlock).tokens).toHaveLength(2);
+    const reviewed = w1.draft(3, greedy);
+    expect(isPending(reviewed)).toBe(true);
+    expect((await reviewed).tokens.length).toBeGreaterThan(0);
+    // The target's band awaits w1's review, which itself took near's block as it was.
+    expect((await cascade.draft(3, greedy)).tokens.length).toBeGreaterThan(0);
+    cascade.dispose();
   });
 
   test('confidence: a band of a level drafting alone ends where its model is unsure, and the next band starts there', async () => {

@@ -7,7 +7,7 @@
 import type { Model } from '../model';
 import type { NativeSampling } from '../native';
 import { CachedContext } from '../drafters/cached-context';
-import { DrafterCounters, draftSampling, matchedPrefix, type DraftBlock, type Drafter } from '../drafters/drafter';
+import { DrafterCounters, draftSampling, isPending, matchedPrefix, type DraftBlock, type Drafter } from '../drafters/drafter';
 import { MaxGram } from '../drafters/maxgram';
 import { MAXGRAM, validateMatrix, type CascadeMatrix } from './config';
 
@@ -71,7 +71,8 @@ export class BandedDrafter implements Drafter {
       while (out.length < end) {
         rows.keep(); // the next call may overwrite the rows of the pieces so far
         const t0 = performance.now();
-        const b = await this.drafters[i].draft(end - out.length, sampling, out.length ? [...prefix, ...out] : prefix);
+        const r = this.drafters[i].draft(end - out.length, sampling, out.length ? [...prefix, ...out] : prefix);
+        const b = isPending(r) ? await r : r;
         costMs[i] += performance.now() - t0;
         calls[i]++;
         if (b.tokens.length === 0) break;
@@ -217,8 +218,9 @@ export class ReviewerLevel implements Drafter {
   }
 
   /** One review step: the inner drafters propose, this model verifies (lenient), and the
-   * accepted tokens plus its own correction/bonus token form the draft handed up. */
-  async draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): Promise<DraftBlock> {
+   * accepted tokens plus its own correction/bonus token form the draft handed up. A level with
+   * nothing below it drafts alone, synchronously (see isPending). */
+  draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): DraftBlock | Promise<DraftBlock> {
     const ctx = this.ctx!;
     // The levels below draw at their own scales: they are handed the generation's sampling.
     const own = draftSampling(sampling, this.model.draftTemperatureScale);
@@ -226,7 +228,11 @@ export class ReviewerLevel implements Drafter {
     const room = ctx.seq.capacity - ctx.length - fixed.length;
     if (max < 1 || room < 0) return { tokens: [] };
     if (this.inner.size === 0) return this.draftAlone(fixed, Math.min(max, room + 1), own);
-    const budget = Math.min(this.inner.size, max - 1, room);
+    return this.review(Math.min(this.inner.size, max - 1, room), fixed, sampling, own, prefix);
+  }
+
+  private async review(budget: number, fixed: number[], sampling: NativeSampling, own: NativeSampling, prefix: readonly number[]): Promise<DraftBlock> {
+    const ctx = this.ctx!;
     const proposal = budget > 0 ? await this.inner.draft(budget, sampling, prefix) : { tokens: [] as number[] };
     // A strict review samples exactly from this level's own distribution: each token it hands
     // up, given the ones before it, follows this model's processed distribution at that

@@ -51,6 +51,16 @@ export function draftSampling(sampling: NativeSampling, scale: number): NativeSa
   return sampling.temperature > 0 && scale !== 1 ? { ...sampling, temperature: sampling.temperature * scale } : sampling;
 }
 
+/**
+ * Whether a drafter's result is still to be awaited. A draft model drafting alone answers
+ * synchronously, and its callers take the result as it is: a step runs right after the target's
+ * verification, on caches that pass evicted, where each promise and microtask turn of an async
+ * call costs microseconds.
+ */
+export function isPending<T>(r: T | Promise<T>): r is Promise<T> {
+  return typeof (r as { then?: unknown }).then === 'function';
+}
+
 /** Length of the common prefix of a proposal and the emitted tokens. */
 export function matchedPrefix(proposal: readonly number[], emitted: readonly number[]): number {
   let n = 0;

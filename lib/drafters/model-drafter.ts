@@ -41,7 +41,8 @@ export class ModelDrafter implements Drafter {
     this.last = [];
   }
 
-  async draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): Promise<DraftBlock> {
+  /** Synchronous: one native call (see isPending). */
+  draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): DraftBlock {
     const ctx = this.ctx!;
     const feed = ctx.sync(this.committed, prefix);
     // Room for the feed and the proposals that get appended (all but the last).
