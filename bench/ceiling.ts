@@ -17,7 +17,7 @@
 //
 //   node dist/bench/ceiling.js --dataset ../shared/data/gsm8k/test.jsonl --limit 100 --out bench/results/ceiling.json
 
-import { formatHelp, parseArgs, type FlagSpec } from '../lib/cli/args';
+import { scriptFlags, UsageError, type FlagSpec } from '../lib/cli/args';
 import { readPrompts } from '../lib/cli/datasets';
 import { promptTemplate } from '../lib/cli/defaults';
 import { loadFamily, type Family } from '../lib/cli/family';
@@ -204,11 +204,8 @@ export async function measureCeiling(family: Family, prompts: string[], options:
 }
 
 async function main(): Promise<void> {
-  const { flags } = parseArgs(process.argv.slice(2), FLAGS);
-  if (flags.help || !flags.dataset) {
-    process.stdout.write(formatHelp('node dist/bench/ceiling.js --dataset FILE', FLAGS));
-    process.exit(flags.help ? 0 : 2);
-  }
+  const flags = scriptFlags(process.argv.slice(2), FLAGS, 'node dist/bench/ceiling.js --dataset FILE', ['dataset']);
+  if (!flags) return;
   const sd = (flags.sd as string).split(',').filter(Boolean).map((s) => {
     const [draft, k] = s.split('@');
     if (!draft || !Number.isInteger(Number(k)) || Number(k) < 1) throw new Error(`--sd: ${s} is not DRAFT@K`);
@@ -226,5 +223,5 @@ async function main(): Promise<void> {
 if (require.main === module)
   main().catch((e: Error) => {
     process.stderr.write(`ceiling: ${e.message}\n`);
-    process.exit(1);
+    process.exit(e instanceof UsageError ? 2 : 1);
   });

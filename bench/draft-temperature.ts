@@ -22,7 +22,7 @@
 //   node dist/bench/draft-temperature.js --dataset ../shared/data/gsm8k/test.jsonl --limit 100 --compare sd:small@7,csd --scales 1,1.6 --rounds 2 --out FILE
 import * as path from 'path';
 
-import { formatHelp, parseArgs, type FlagSpec } from '../lib/cli/args';
+import { scriptFlags, UsageError, type FlagSpec } from '../lib/cli/args';
 import { readPrompts } from '../lib/cli/datasets';
 import { promptTemplate } from '../lib/cli/defaults';
 import { ProgressBar } from '../lib/cli/progress';
@@ -210,11 +210,8 @@ async function compareScales(
 }
 
 async function main(): Promise<void> {
-  const { flags } = parseArgs(process.argv.slice(2), FLAGS);
-  if (flags.help || !flags.dataset) {
-    process.stdout.write(formatHelp('node dist/bench/draft-temperature.js --dataset FILE', FLAGS));
-    process.exit(flags.help ? 0 : 2);
-  }
+  const flags = scriptFlags(process.argv.slice(2), FLAGS, 'node dist/bench/draft-temperature.js --dataset FILE', ['dataset']);
+  if (!flags) return;
   const scales = parseList('scales', flags.scales as string);
   const settings = parseSettings(flags.settings as string);
   if (flags.compare) {
@@ -252,5 +249,5 @@ async function main(): Promise<void> {
 if (require.main === module)
   main().catch((e: Error) => {
     process.stderr.write(`draft-temperature: ${e.message}\n`);
-    process.exit(1);
+    process.exit(e instanceof UsageError ? 2 : 1);
   });

@@ -11,7 +11,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { formatHelp, parseArgs, UsageError, type FlagSpec } from '../lib/cli/args';
+import { scriptFlags, UsageError, type FlagSpec } from '../lib/cli/args';
 import { readPrompts } from '../lib/cli/datasets';
 import { promptTemplate } from '../lib/cli/defaults';
 import { familyCascade, familyDir, FAMILY_DRAFTS } from '../lib/cli/family';
@@ -48,12 +48,8 @@ export function compareDraftVocabularies(
 }
 
 async function main(): Promise<void> {
-  const { flags } = parseArgs(process.argv.slice(2), FLAGS);
-  if (flags.help || !flags.dataset) {
-    process.stdout.write(formatHelp('node dist/bench/draft-vocab.js', FLAGS));
-    if (!flags.help) throw new UsageError('--dataset is required');
-    return;
-  }
+  const flags = scriptFlags(process.argv.slice(2), FLAGS, 'node dist/bench/draft-vocab.js --dataset FILE', ['dataset']);
+  if (!flags) return;
   const root = familyDir();
   const load = { dtype: 'bfloat16' as const, threads: flags.threads as number };
   const target = await Model.load(path.join(root, 'target'), load);

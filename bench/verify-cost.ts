@@ -9,7 +9,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { formatHelp, parseArgs, UsageError, type FlagSpec } from '../lib/cli/args';
+import { scriptFlags, UsageError, type FlagSpec } from '../lib/cli/args';
 import { familyDir } from '../lib/cli/family';
 import { Model } from '../lib/model';
 
@@ -56,11 +56,8 @@ export function verifyCost(model: Model, position: number, blocks: number[], rou
 }
 
 async function main(): Promise<void> {
-  const { flags } = parseArgs(process.argv.slice(2), FLAGS);
-  if (flags.help) {
-    process.stdout.write(formatHelp('node dist/bench/verify-cost.js', FLAGS));
-    return;
-  }
+  const flags = scriptFlags(process.argv.slice(2), FLAGS, 'node dist/bench/verify-cost.js');
+  if (!flags) return;
   const blocks = (flags.blocks as string).split(',').map(Number);
   if (blocks.some((b) => !Number.isInteger(b) || b < 1)) throw new UsageError('--blocks: positive integers, comma-separated');
   const root = (flags.models as string) || familyDir();

@@ -141,6 +141,10 @@ test('the scripts refuse bad flags with a message naming the flag', () => {
   const noDataset = run('ceiling.js');
   expect(noDataset.status).toBe(2);
   expect(noDataset.stdout).toMatch(/--dataset/);
+  expect(noDataset.stderr).toMatch(/--dataset is required/);
+  const help = run('ceiling.js', '--help');
+  expect(help.status).toBe(0);
+  expect(help.stdout).toMatch(/Options:/);
   const vocab = run('draft-vocab.js');
   expect(vocab.status).toBe(2);
   expect(vocab.stderr).toMatch(/--dataset is required/);

@@ -65,3 +65,17 @@ export function formatHelp(usage: string, spec: Record<string, FlagSpec>): strin
   });
   return `${usage}\n\nOptions:\n${rows.join('\n')}\n`;
 }
+
+/**
+ * A bench script's flags: parsed, or undefined after printing its help for --help. A missing
+ * `required` flag prints the help too, then throws a UsageError naming the flag (the scripts
+ * exit with status 2 on a UsageError).
+ */
+export function scriptFlags(argv: string[], spec: Record<string, FlagSpec>, usage: string, required: string[] = []): ParsedFlags | undefined {
+  const { flags } = parseArgs(argv, spec);
+  const missing = required.find((name) => flags[name] === undefined || flags[name] === '');
+  if (!flags.help && !missing) return flags;
+  process.stdout.write(formatHelp(usage, spec));
+  if (!flags.help) throw new UsageError(`--${missing} is required`);
+  return undefined;
+}
