@@ -1,5 +1,8 @@
 // A sequence over one model: its KV cache lives natively, allocated once for `capacity` tokens.
-import type { NativeSampling, NativeSequence, NativeVerifyResult } from './native';
+import type { NativeSampling, NativeSequence, NativeVerifyOptions, NativeVerifyResult } from './native';
+
+/** A verification's options: the native ones, with the sampling required. */
+export type VerifyOptions = NativeVerifyOptions & { sampling: NativeSampling };
 
 /**
  * Token ids as the Int32Array native code takes. A plain array is checked first: Int32Array.from
@@ -69,7 +72,7 @@ export class Sequence {
    */
   async verify(
     block: number[],
-    options: { sampling: NativeSampling; draftProbs?: Float32Array; lenience?: number; returnProbs?: boolean; fixed?: number },
+    options: VerifyOptions,
   ): Promise<NativeVerifyResult> {
     this.forwards++;
     return this.native.verifyAsync(Int32Array.from(block), options);
@@ -82,7 +85,7 @@ export class Sequence {
    */
   verifySync(
     block: number[],
-    options: { sampling: NativeSampling; draftProbs?: Float32Array; lenience?: number; returnProbs?: boolean; fixed?: number },
+    options: VerifyOptions,
   ): NativeVerifyResult {
     const r = this.native.verify(Int32Array.from(block), options);
     this.forwards++;
