@@ -247,19 +247,16 @@ namespace {
 // when it is large enough); otherwise, or when absent, a new array. Reusing one spares an
 // allocation of over 100 KB per draft, which the allocator served with fresh pages.
 Napi::Object draft_to_object(Napi::Env env, const std::vector<int64_t>& tokens, const torch::Tensor& probs,
-                             const Napi::Value& probs_out = Napi::Value()) {
+                             Napi::Float32Array probs_out = Napi::Float32Array()) {
   auto o = Napi::Object::New(env);
   auto t = Napi::Int32Array::New(env, tokens.size());
   for (size_t i = 0; i < tokens.size(); ++i) t[i] = int32_t(tokens[i]);
   o.Set("tokens", t);
   if (!probs.defined()) return o;
   const size_t n = size_t(probs.numel());
-  if (!probs_out.IsEmpty() && probs_out.IsTypedArray() &&
-      probs_out.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array &&
-      probs_out.As<Napi::Float32Array>().ElementLength() >= n) {
-    auto out = probs_out.As<Napi::Float32Array>();
-    std::memcpy(out.Data(), probs.data_ptr<float>(), n * sizeof(float));
-    o.Set("probs", Napi::Float32Array::New(env, n, out.ArrayBuffer(), out.ByteOffset()));
+  if (!probs_out.IsEmpty() && probs_out.ElementLength() >= n) {
+    std::memcpy(probs_out.Data(), probs.data_ptr<float>(), n * sizeof(float));
+    o.Set("probs", Napi::Float32Array::New(env, n, probs_out.ArrayBuffer(), probs_out.ByteOffset()));
   } else {
     o.Set("probs", to_float32_array(env, probs));
   }
@@ -289,9 +286,12 @@ Napi::Value SequenceWrap::Draft(const Napi::CallbackInfo& info) {
   auto params = sampling_from_value(env, info.Length() > 2 ? info[2] : env.Undefined());
   const float min_confidence = min_confidence_arg(info);
   model_->apply_threads();
-  Napi::Value probs_out = info.Length() > 4 ? info[4] : env.Undefined();
-  if (!probs_out.IsUndefined() && !(probs_out.IsTypedArray() && probs_out.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array))
-    throw Napi::TypeError::New(env, "draft: probsOut must be a Float32Array");
+  Napi::Float32Array probs_out;
+  if (info.Length() > 4 && !info[4].IsUndefined()) {
+    if (!(info[4].IsTypedArray() && info[4].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array))
+      throw Napi::TypeError::New(env, "draft: probsOut must be a Float32Array");
+    probs_out = info[4].As<Napi::Float32Array>();
+  }
   torch::Tensor probs;
   auto tokens = seq_->draft(feed, k, params, &probs, min_confidence);
   return draft_to_object(env, tokens, probs, probs_out);
