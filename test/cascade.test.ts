@@ -21,12 +21,12 @@ import {
   type CascadeMatrix,
   type ReadableCascade,
 } from '../lib/cascade/config';
-import { buildCascade, ProposalRows } from '../lib/cascade/cascade';
+import { BandedDrafter, buildCascade, ProposalRows } from '../lib/cascade/cascade';
 import { CachedContext } from '../lib/drafters/cached-context';
 import { AdaptiveScheduler, CostModel, isotonic, SchedulerState } from '../lib/cascade/scheduler';
 import { MaxGram } from '../lib/drafters/maxgram';
 import { ModelDrafter } from '../lib/drafters/model-drafter';
-import { isPending, type DraftBlock } from '../lib/drafters/drafter';
+import { DrafterCounters, isPending, resumeSync, type DraftBlock, type Drafter } from '../lib/drafters/drafter';
 import { ewif, swi } from '../lib/metrics';
 import { greedyWithProbabilities } from './helpers/greedy-reference';
 import { maxAbsDiff } from './helpers/stats';
@@ -413,7 +413,25 @@ describe('greedy exactness of random cascades', () => {
     seq.dispose();
   });
 
-  test('a draft model drafting alone answers synchronously (no promise to await); a reviewing level returns one', async () => {
+  test('resumeSync runs a generator synchronously until a yielded value is pending, then as a promise', async () => {
+    function* sum(values: Array<number | Promise<number>>): Generator<number | Promise<number>, number, number> {
+      let total = 0;
+      for (const v of values) total += yield v;
+      return total;
+    }
+    expect(resumeSync(sum([1, 2, 3]))).toBe(6);
+    const later = resumeSync(sum([1, Promise.resolve(2), 3, Promise.resolve(4)]));
+    expect(isPending(later)).toBe(true);
+    await expect(later).resolves.toBe(10);
+    await expect(resumeSync(sum([1, Promise.reject(new Error('drafter failed'))]))).rejects.toThrow('drafter failed');
+    function* failing(): Generator<number, number, number> {
+      yield 1;
+      throw new Error('at once');
+    }
+    expect(() => resumeSync(failing())).toThrow('at once');
+  });
+
+  test('a cascade of model levels answers synchronously; a band after a pending drafter continues as a promise with the same block', async () => {
     const greedy = { temperature: 0, topK: 0, topP: 1 };
     const context = idsOf('the cat and the');
     const d = new ModelDrafter(drafts.near, 128);
@@ -430,12 +448,43 @@ describe('greedy exactness of random cascades', () => {
     const alone = near.draft(2, greedy);
     expect(isPending(alone)).toBe(false);
     expect((alone as DraftBlock).tokens).toHaveLength(2);
+    // w1 reviews near's block, both synchronously, and so does the target's band over w1.
     const reviewed = w1.draft(3, greedy);
-    expect(isPending(reviewed)).toBe(true);
-    expect((await reviewed).tokens.length).toBeGreaterThan(0);
-    // The target's band awaits w1's review, which itself took near's block as it was.
-    expect((await cascade.draft(3, greedy)).tokens.length).toBeGreaterThan(0);
+    expect(isPending(reviewed)).toBe(false);
+    expect((reviewed as DraftBlock).tokens.length).toBeGreaterThan(0);
+    const whole = cascade.draft(3, greedy);
+    expect(isPending(whole)).toBe(false);
+    expect((whole as DraftBlock).tokens.length).toBeGreaterThan(0);
     cascade.dispose();
+    // A band of [a fixed two-token drafter, the model]: the model continues after the two tokens.
+    // The fixed drafter answers at once in one band and through a promise in the other; the
+    // blocks, sources and call counts must be the same.
+    const fixed = idsOf(' ca').slice(1);
+    const fixedDrafter = (pending: boolean): Drafter => ({
+      name: pending ? 'pending' : 'at-once',
+      counters: new DrafterCounters(),
+      begin: () => undefined,
+      accept: () => undefined,
+      draft: (max: number) => {
+        const block = { tokens: fixed.slice(0, max) };
+        return pending ? Promise.resolve(block) : block;
+      },
+    });
+    const results = [];
+    for (const pending of [false, true]) {
+      const model = new ModelDrafter(drafts.near, 128);
+      model.begin(context);
+      model.accept([]);
+      const band = new BandedDrafter('band', [fixedDrafter(pending), model], [fixed.length, 3]);
+      const r = band.draft(fixed.length + 3, greedy);
+      expect(isPending(r)).toBe(pending);
+      results.push({ tokens: (await r).tokens, sources: band.lastSources, calls: band.lastCalls });
+      model.dispose();
+    }
+    expect(results[1]).toEqual(results[0]);
+    const continued = greedyWithProbabilities(drafts.near, [...context, ...fixed], 3).map((r) => r.token);
+    expect(results[0].tokens).toEqual([...fixed, ...continued]);
+    expect(results[0].calls).toEqual([1, 1]);
   });
 
   test('confidence: a band of a level drafting alone ends where its model is unsure, and the next band starts there', async () => {
@@ -684,6 +733,26 @@ describe('greedy exactness of random cascades', () => {
     ctx.catchUp(many, 16);
     expect(ctx.length).toBe(many.length + 2);
     expect(ctx.sync(many, tokens.slice(0, 2))).toEqual(tokens.slice(1, 2));
+    ctx.dispose();
+  });
+
+  test('a cached context compares only what an append-only base gained; a different array in full', () => {
+    const greedy = { temperature: 0, topK: 0, topP: 1 };
+    const ctx = new CachedContext(drafts.w1.createSequence({ contextLength: 128 }));
+    const committed = idsOf('the cat and the');
+    ctx.prefill(committed);
+    const { tokens } = ctx.draft(ctx.sync(committed), 3, greedy);
+    expect(ctx.length).toBe(committed.length + 2); // the context and two tentative tokens
+    // The verifier accepts the first token and corrects the second: the same array grows.
+    const correction = tokens[1] === 99 ? 100 : 99;
+    committed.push(tokens[0], correction);
+    expect(ctx.sync(committed)).toEqual([correction]);
+    expect(ctx.length).toBe(committed.length - 1);
+    // Another array, equal but for its third token: the cache is cut back to two tokens.
+    const other = [...committed];
+    other[2] ^= 1;
+    expect(ctx.sync(other)).toEqual(other.slice(2));
+    expect(ctx.length).toBe(2);
     ctx.dispose();
   });
 

@@ -7,7 +7,7 @@
 import type { Model } from '../model';
 import type { NativeSampling } from '../native';
 import { CachedContext } from '../drafters/cached-context';
-import { DrafterCounters, draftSampling, isPending, matchedPrefix, type DraftBlock, type Drafter } from '../drafters/drafter';
+import { DrafterCounters, draftSampling, matchedPrefix, resumeSync, type DraftBlock, type Drafter } from '../drafters/drafter';
 import { MaxGram } from '../drafters/maxgram';
 import { MAXGRAM, validateMatrix, type CascadeMatrix } from './config';
 
@@ -53,7 +53,13 @@ export class BandedDrafter implements Drafter {
     this.last = [];
   }
 
-  async draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): Promise<DraftBlock> {
+  /** Synchronous when every drafter it calls answers synchronously (see resumeSync). */
+  draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): DraftBlock | Promise<DraftBlock> {
+    return resumeSync(this.fill(max, sampling, prefix));
+  }
+
+  /** The draft, yielding each drafter's result to be settled (resumeSync). */
+  private *fill(max: number, sampling: NativeSampling, prefix: readonly number[]): Generator<DraftBlock | Promise<DraftBlock>, DraftBlock, DraftBlock> {
     const out: number[] = [];
     const sources: Array<[number, number]> = [];
     const costMs = this.drafters.map(() => 0);
@@ -71,8 +77,7 @@ export class BandedDrafter implements Drafter {
       while (out.length < end) {
         rows.keep(); // the next call may overwrite the rows of the pieces so far
         const t0 = performance.now();
-        const r = this.drafters[i].draft(end - out.length, sampling, out.length ? [...prefix, ...out] : prefix);
-        const b = isPending(r) ? await r : r;
+        const b = yield this.drafters[i].draft(end - out.length, sampling, out.length ? [...prefix, ...out] : prefix);
         costMs[i] += performance.now() - t0;
         calls[i]++;
         if (b.tokens.length === 0) break;
@@ -95,6 +100,20 @@ export class BandedDrafter implements Drafter {
       this.lastCalls = calls;
     }
     return { tokens: out, probs: rows.finish() };
+  }
+
+  /**
+   * Records a block that a single drafter made for this band without the band's loop (see
+   * Cascade.draft): the counters see it as the band's own draft.
+   */
+  relayed(block: DraftBlock, prefix: readonly number[]): DraftBlock {
+    if (prefix.length === 0) {
+      this.last = block.tokens;
+      this.lastSources = [];
+      this.lastCostMs = [];
+      this.lastCalls = [];
+    }
+    return block;
   }
 
   /** This band's proposal rows, reused between drafts. */
@@ -210,6 +229,11 @@ export class ReviewerLevel implements Drafter {
     if (prefill) this.ctx.prefill(context);
   }
 
+  /** Nothing below this level (an all-zero row of K): it drafts alone, synchronously. */
+  get alone(): boolean {
+    return this.inner.size === 0;
+  }
+
   /** Feeds the committed context but its last token in one pass, if this level's cache has
    * fallen behind by more than a draft step feeds (and the same for the levels below). */
   catchUp(): void {
@@ -218,22 +242,23 @@ export class ReviewerLevel implements Drafter {
   }
 
   /** One review step: the inner drafters propose, this model verifies (lenient), and the
-   * accepted tokens plus its own correction/bonus token form the draft handed up. A level with
-   * nothing below it drafts alone, synchronously (see isPending). */
+   * accepted tokens plus its own correction/bonus token form the draft handed up. Synchronous
+   * when the drafters below are (see resumeSync); a level with nothing below it drafts alone. */
   draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): DraftBlock | Promise<DraftBlock> {
+    if (this.alone) return this.draftAlone(max, sampling, prefix);
     const ctx = this.ctx!;
     // The levels below draw at their own scales: they are handed the generation's sampling.
     const own = draftSampling(sampling, this.model.draftTemperatureScale);
     const fixed = ctx.sync(this.committed, prefix);
     const room = ctx.seq.capacity - ctx.length - fixed.length;
     if (max < 1 || room < 0) return { tokens: [] };
-    if (this.inner.size === 0) return this.draftAlone(fixed, Math.min(max, room + 1), own);
-    return this.review(Math.min(this.inner.size, max - 1, room), fixed, sampling, own, prefix);
+    return resumeSync(this.review(Math.min(this.inner.size, max - 1, room), fixed, sampling, own, prefix));
   }
 
-  private async review(budget: number, fixed: number[], sampling: NativeSampling, own: NativeSampling, prefix: readonly number[]): Promise<DraftBlock> {
+  /** The review, yielding the inner draft to be settled (resumeSync). */
+  private *review(budget: number, fixed: number[], sampling: NativeSampling, own: NativeSampling, prefix: readonly number[]): Generator<DraftBlock | Promise<DraftBlock>, DraftBlock, DraftBlock> {
     const ctx = this.ctx!;
-    const proposal = budget > 0 ? await this.inner.draft(budget, sampling, prefix) : { tokens: [] as number[] };
+    const proposal = budget > 0 ? yield this.inner.draft(budget, sampling, prefix) : { tokens: [] as number[] };
     // A strict review samples exactly from this level's own distribution: each token it hands
     // up, given the ones before it, follows this model's processed distribution at that
     // position. Those rows are then the true q of its output, which the review above tests
@@ -257,14 +282,19 @@ export class ReviewerLevel implements Drafter {
   }
 
   /**
-   * A level with nothing below it (an all-zero row of K) has no block to review: it drafts k
-   * tokens alone, in one native call as a plain draft model does (a call per token would cost
+   * A level with nothing below it (an all-zero row of K) has no block to review: it drafts up
+   * to `max` tokens alone, in one native call as a plain draft model does (a call per token would cost
    * more than the tokens). When sampling, the distributions the tokens were drawn from go up
    * with them, so the review above tests them against their true q (a one-hot q would be exact
    * too, but accepts a token only with probability p(x)).
    */
-  private draftAlone(feed: number[], k: number, sampling: NativeSampling): DraftBlock {
-    const { tokens, probs } = this.ctx!.draft(feed, k, sampling, this.confidence);
+  draftAlone(max: number, sampling: NativeSampling, prefix: readonly number[] = []): DraftBlock {
+    const ctx = this.ctx!;
+    const feed = ctx.sync(this.committed, prefix);
+    const room = ctx.seq.capacity - ctx.length - feed.length;
+    if (max < 1 || room < 0) return { tokens: [] };
+    const k = Math.min(max, room + 1);
+    const { tokens, probs } = ctx.draft(feed, k, draftSampling(sampling, this.model.draftTemperatureScale), this.confidence);
     this.passes += Math.min(k, tokens.length + 1);
     this.produced += tokens.length;
     return { tokens, ...(probs ? { probs } : {}), ...(tokens.length < k ? { stopped: true } : {}) };
@@ -282,12 +312,23 @@ export class ReviewerLevel implements Drafter {
 /** A whole cascade as the one drafter the target reviews (row 0 of K). */
 export class Cascade implements Drafter {
   readonly name = 'cascade';
+  /**
+   * The level that makes every draft when the target's row of K is one band of a model that
+   * drafts alone (`tune`'s choice for the default family, `target[small:7]`): draft() calls it
+   * directly. The band's loop would only relay its block, and right after a verification has
+   * evicted the caches, that relay's code and bookkeeping cost about 10 us a step (1%).
+   */
+  private readonly single?: ReviewerLevel;
+
   constructor(
     readonly top: BandedDrafter,
     readonly levels: ReviewerLevel[],
     readonly bands: BandedDrafter[],
     readonly maxgram: MaxGram,
-  ) {}
+  ) {
+    const only = top.drafters.length === 1 ? top.drafters[0] : undefined;
+    if (only instanceof ReviewerLevel && only.alone) this.single = only;
+  }
 
   get counters(): DrafterCounters {
     return this.top.counters;
@@ -303,7 +344,13 @@ export class Cascade implements Drafter {
     for (const b of this.bands) b.begin(context);
   }
 
-  draft(max: number, sampling: NativeSampling, prefix?: readonly number[]): Promise<DraftBlock> {
+  draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): DraftBlock | Promise<DraftBlock> {
+    const level = this.single;
+    if (level) {
+      // What the band would do: catch its drafter up, then take at most the band's size.
+      if (max >= 1) level.catchUp();
+      return this.top.relayed(level.draftAlone(Math.min(max, this.top.size), sampling, prefix), prefix);
+    }
     return this.top.draft(max, sampling, prefix);
   }
 

@@ -11,8 +11,7 @@
 // proposes nothing when drafting is expected not to pay. A small share of steps explores a
 // neighbouring plan so that estimates of unused options stay current.
 import type { NativeSampling } from '../native';
-import { DrafterCounters, type DraftBlock, type Drafter } from '../drafters/drafter';
-import { matchedPrefix } from '../drafters/drafter';
+import { DrafterCounters, isPending, matchedPrefix, type DraftBlock, type Drafter } from '../drafters/drafter';
 import { ReviewerLevel, type Cascade } from './cascade';
 import { mulberry32 } from '../prng';
 
@@ -294,7 +293,8 @@ export class AdaptiveScheduler implements Drafter {
     return best;
   }
 
-  async draft(max: number, sampling: NativeSampling): Promise<DraftBlock> {
+  /** Synchronous when the cascade's drafters are (see resumeSync). */
+  draft(max: number, sampling: NativeSampling): DraftBlock | Promise<DraftBlock> {
     const plan = this.choosePlan(max);
     const planKey = plan.join('/');
     this.plans.set(planKey, (this.plans.get(planKey) ?? 0) + 1);
@@ -305,7 +305,13 @@ export class AdaptiveScheduler implements Drafter {
     }
     const top = this.cascade.top;
     top.setBands(plan);
-    const block = await top.draft(max, sampling);
+    const block = top.draft(max, sampling);
+    return isPending(block) ? block.then((b) => this.drafted(b)) : this.drafted(block);
+  }
+
+  /** Learns the costs of the draft just made. */
+  private drafted(block: DraftBlock): DraftBlock {
+    const top = this.cascade.top;
     top.lastCostMs.forEach((ms, d) => {
       if (top.lastCalls[d] > 0) {
         this.costs.observe(DRAFT(d), ms / top.lastCalls[d]);

@@ -9,6 +9,15 @@ export class CachedContext {
   private readonly inCache: number[] = [];
   /** Where sampled drafts' rows go; their `probs` are views of it, valid until the next draft. */
   private probsBuffer?: Float32Array;
+  /**
+   * The `base` array the cache was last compared with, and how many of its leading tokens the
+   * cache is known to hold. Callers pass their committed context as `base` and only ever append
+   * to it, so the next comparison with the same array starts there: a step compares the few
+   * tokens since the last one, not the whole context (once or twice per level per step, on caches
+   * the target's verification has just evicted).
+   */
+  private knownBase?: readonly number[];
+  private knownAgreed = 0;
 
   constructor(readonly seq: Sequence) {}
 
@@ -16,6 +25,9 @@ export class CachedContext {
    * Cuts the cache back to what it shares with `desired` (= `base` followed by `extra`, not
    * concatenated: `base` is the whole context) and returns the tokens of `desired` still to be
    * fed: at least the last one, whose logits the next pass needs.
+   *
+   * `base` must be append-only between calls with the same array (a caller's committed
+   * context): tokens already in it must not change. A different array is compared in full.
    */
   sync(base: readonly number[], extra: readonly number[] = []): number[] {
     const B = base.length, total = B + extra.length;
@@ -51,8 +63,12 @@ export class CachedContext {
     const B = base.length;
     const cached = this.inCache;
     const limit = Math.min(cached.length, B + extra.length - 1);
-    let keep = 0;
+    let keep = base === this.knownBase ? Math.min(this.knownAgreed, limit) : 0;
     while (keep < limit && cached[keep] === (keep < B ? base[keep] : extra[keep - B])) keep++;
+    // The cache is only cut back to `keep` or beyond and appended to after this, so its first
+    // min(keep, B) tokens stay base's.
+    this.knownBase = base;
+    this.knownAgreed = Math.min(keep, B);
     return keep;
   }
 

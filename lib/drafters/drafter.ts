@@ -61,6 +61,27 @@ export function isPending<T>(r: T | Promise<T>): r is Promise<T> {
   return typeof (r as { then?: unknown }).then === 'function';
 }
 
+/**
+ * Runs `steps`, a generator that yields drafters' results (blocks or promises of blocks) and
+ * gets each back settled: synchronously for as long as every result is at hand, and as an async
+ * continuation from the first pending one. A cascade whose drafters all answer synchronously
+ * then answers synchronously too (see isPending), with one loop written once for both cases.
+ */
+export function resumeSync<Y, R>(steps: Generator<Y | Promise<Y>, R, Y>): R | Promise<R> {
+  let r = steps.next();
+  while (!r.done) {
+    if (isPending(r.value)) return finishAsync(steps, r.value);
+    r = steps.next(r.value);
+  }
+  return r.value;
+}
+
+async function finishAsync<Y, R>(steps: Generator<Y | Promise<Y>, R, Y>, pending: Promise<Y>): Promise<R> {
+  let r = steps.next(await pending);
+  while (!r.done) r = steps.next(isPending(r.value) ? await r.value : r.value);
+  return r.value;
+}
+
 /** Length of the common prefix of a proposal and the emitted tokens. */
 export function matchedPrefix(proposal: readonly number[], emitted: readonly number[]): number {
   let n = 0;
