@@ -7,22 +7,16 @@
 
 namespace cascade {
 
-VerifyResult accept_drafts(const float* logits, int64_t V, const std::vector<int64_t>& drafts, const float* draft_probs,
-                           const SamplingParams& params, double lenience, Rng& rng) {
+namespace {
+
+// The test itself; p_row(i) computes row i's distribution, called at most once per row and in
+// order of rows.
+template <typename PRow>
+VerifyResult decide(const float* logits, int64_t V, const std::vector<int64_t>& drafts, const float* draft_probs,
+                    const SamplingParams& params, double lenience, Rng& rng, PRow&& p_row) {
   const int64_t k = static_cast<int64_t>(drafts.size());
   const bool have_q = draft_probs != nullptr;
   VerifyResult r;
-  // The verifier's distribution per row: the processed one when sampling, the plain softmax
-  // for a lenient greedy review; strict greedy review needs only argmaxes. Rows are computed as
-  // the test reaches them: the ones after a rejection are never needed.
-  thread_local std::vector<float> prows;
-  prows.resize(size_t((k + 1) * V));
-  auto p_row = [&](int64_t i) -> const float* {
-    float* row = prows.data() + i * V;
-    if (params.greedy()) kernels::softmax(logits + i * V, V, 1.f, row);
-    else processed_probs(logits + i * V, V, params, row);
-    return row;
-  };
   auto q_at = [&](int64_t i, int64_t x) -> double { return have_q ? draft_probs[i * V + x] : 1.0; };
 
   int64_t n = 0;
@@ -68,6 +62,37 @@ VerifyResult accept_drafts(const float* logits, int64_t V, const std::vector<int
   const double mass = sum_double(residual.data(), V);
   // No residual mass left means p == q at this row, which cannot reject; guard rounding.
   r.next = mass > 0 ? sample_from(residual.data(), V, rng, mass) : sample_from(p, V, rng);
+  return r;
+}
+
+}  // namespace
+
+VerifyResult accept_drafts(const float* logits, int64_t V, const std::vector<int64_t>& drafts, const float* draft_probs,
+                           const SamplingParams& params, double lenience, Rng& rng, float* rows_out) {
+  const int64_t k = static_cast<int64_t>(drafts.size());
+  // The verifier's distribution per row: the processed one when sampling, the plain softmax
+  // for a lenient greedy review; strict greedy review needs only argmaxes. Rows are computed as
+  // the test reaches them: the ones after a rejection are never needed. With rows_out they are
+  // computed there, and the test's rows are the ones handed back.
+  thread_local std::vector<float> prows;
+  float* base = rows_out;
+  if (!base) {
+    prows.resize(size_t((k + 1) * V));
+    base = prows.data();
+  }
+  int64_t computed = 0;
+  auto p_row = [&](int64_t i) -> const float* {
+    float* row = base + i * V;
+    if (params.greedy()) kernels::softmax(logits + i * V, V, 1.f, row);
+    else processed_probs(logits + i * V, V, params, row);
+    computed = i + 1;
+    return row;
+  };
+  VerifyResult r = decide(logits, V, drafts, draft_probs, params, lenience, rng, p_row);
+  // Every row up to the one `next` came from, for a caller that takes the distributions of
+  // the tokens this verification produced.
+  if (rows_out)
+    for (int64_t i = computed; i <= r.accepted; ++i) p_row(i);
   return r;
 }
 
@@ -141,16 +166,10 @@ std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests) {
     const float* rows = logits.data() + first * V;
     std::vector<int64_t> drafts(r.block.begin() + r.fixed, r.block.end());
     torch::Tensor q = r.draft_probs.defined() ? r.draft_probs.to(torch::kCPU).to(torch::kFloat32).contiguous() : torch::Tensor();
+    torch::Tensor all_rows = r.return_probs ? torch::empty({outputs[s], V}, torch::kFloat32) : torch::Tensor();
     VerifyResult res = accept_drafts(rows, V, drafts, q.defined() ? q.data_ptr<float>() : nullptr, r.params, r.lenience,
-                                     r.seq->rng());
-    if (r.return_probs) {
-      res.probs = torch::empty({outputs[s], V}, torch::kFloat32);
-      float* out = res.probs.data_ptr<float>();
-      for (int64_t i = 0; i < outputs[s]; ++i) {
-        if (r.params.greedy()) kernels::softmax(rows + i * V, V, 1.f, out + i * V);
-        else processed_probs(rows + i * V, V, r.params, out + i * V);
-      }
-    }
+                                     r.seq->rng(), all_rows.defined() ? all_rows.data_ptr<float>() : nullptr);
+    if (r.return_probs) res.probs = all_rows.narrow(0, 0, res.accepted + 1);
     // Keep the fixed tokens and the accepted drafts; the rest of the block rolls back.
     r.seq->truncate(starts[s] + r.fixed + res.accepted);
     results.push_back(std::move(res));

@@ -24,15 +24,15 @@ struct VerifyRequest {
   // 1: the exact test. > 1: a draft-level reviewer's lenient test (accept when the argmax
   // matches or p(x) >= q(x) / lenience); never used at the top level.
   double lenience = 1;
-  // Return the verifier's processed distributions at the k + 1 positions (rows after the
-  // accepted ones are not meaningful to the caller).
+  // Return the verifier's processed distributions at the rows of the tokens it produced: the
+  // accepted drafts and `next` (accepted + 1 rows; the test's own rows, computed once).
   bool return_probs = false;
 };
 
 struct VerifyResult {
   int64_t accepted = 0;  // drafts accepted, 0..k
   int64_t next = 0;      // the correction (after a rejection) or bonus token (all accepted)
-  torch::Tensor probs;   // [k + 1, V] float32 when return_probs
+  torch::Tensor probs;   // [accepted + 1, V] float32 when return_probs
 };
 
 // All requests must be on sequences of the same model. On return each sequence's cache holds
@@ -40,8 +40,9 @@ struct VerifyResult {
 std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests);
 
 // The acceptance rule alone, on the verifier's float32 logits [k + 1, V]. draft_probs: [k, V],
-// or null for deterministic drafts.
+// or null for deterministic drafts. rows_out: null, or room for [k + 1, V]; it receives the
+// verifier's distributions at rows 0..accepted.
 VerifyResult accept_drafts(const float* logits, int64_t V, const std::vector<int64_t>& drafts, const float* draft_probs,
-                           const SamplingParams& params, double lenience, Rng& rng);
+                           const SamplingParams& params, double lenience, Rng& rng, float* rows_out = nullptr);
 
 }  // namespace cascade

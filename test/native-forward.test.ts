@@ -18,7 +18,7 @@ import { Model } from '../lib/model';
 import { loadNative } from '../lib/native';
 import { readSafetensors, writeSafetensors, type TensorSpec } from './helpers/safetensors';
 import { makeTinyModel, mulberry32, type TinyModelOptions } from './helpers/tiny-model';
-import { argmax, maxAbsDiff } from './helpers/stats';
+import { argmax, maxAbsDiff, processedDistribution } from './helpers/stats';
 import { ReferenceLlama } from './reference/llama';
 
 const TOL_F32 = 2e-4;
@@ -314,8 +314,9 @@ describe('bfloat16 compute dtype', () => {
       expect(seq.length).toBe(fixed + accepted);
       const withProbs = m.createSequence().native.verify(Int32Array.from(block), { sampling: greedy, fixed, returnProbs: true });
       expect(withProbs.accepted).toBe(accepted);
-      expect(withProbs.probs!.length).toBe((k + 1) * V);
-      for (let i = 0; i <= k; i++) {
+      // The rows of the tokens it produced: the accepted drafts and `next`.
+      expect(withProbs.probs!.length).toBe((accepted + 1) * V);
+      for (let i = 0; i <= accepted; i++) {
         const row = Array.from(want.subarray((fixed - 1 + i) * V, (fixed + i) * V));
         const mx = Math.max(...row);
         const z = row.reduce((a, x) => a + Math.exp(x - mx), 0);
@@ -341,6 +342,36 @@ describe('bfloat16 compute dtype', () => {
         expect(batch[i].sequence.length).toBe(fixeds[i] + alone.accepted);
       });
     }
+  });
+
+  test('a sampled verification hands back the processed distributions of the rows it produced, with the outcome it has without them', () => {
+    const dir = path.join(tmp, 'bf16_rows');
+    const cfg = makeTinyModel(dir, {});
+    const V = cfg.vocab_size;
+    const m = Model.loadSync(dir, { dtype: 'bfloat16' });
+    const [temperature, topP] = [0.5, 0.9];
+    const sampling = { temperature, topK: 0, topP };
+    const context = randomTokens(6, V, 9);
+    // Drafts: the model's own greedy continuation, so that some seeds accept some of them.
+    const block = [...context];
+    for (let i = 0; i < 3; i++) block.push(argmax(Array.from(m.createSequence().forwardSync(block))));
+    const fixed = context.length;
+    const all = m.createSequence().forwardSync(block, { allLogits: true });
+    const acceptedSeen = new Set<number>();
+    for (let seed = 1; seed <= 24; seed++) {
+      const plain = m.createSequence({ seed }).native.verify(Int32Array.from(block), { sampling, fixed });
+      const withRows = m.createSequence({ seed }).native.verify(Int32Array.from(block), { sampling, fixed, returnProbs: true });
+      expect([withRows.accepted, withRows.next]).toEqual([plain.accepted, plain.next]);
+      expect(withRows.probs!.length).toBe((plain.accepted + 1) * V);
+      for (let i = 0; i <= plain.accepted; i++) {
+        const want = processedDistribution(all.subarray((fixed - 1 + i) * V, (fixed + i) * V), temperature, 0, topP);
+        expect(maxAbsDiff(withRows.probs!.subarray(i * V, (i + 1) * V), want)).toBeLessThan(1e-5);
+      }
+      acceptedSeen.add(plain.accepted);
+    }
+    // Both a rejection and rows past the first were checked.
+    expect(Math.min(...acceptedSeen)).toBeLessThan(3);
+    expect(Math.max(...acceptedSeen)).toBeGreaterThan(0);
   });
 });
 
