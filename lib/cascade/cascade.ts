@@ -283,10 +283,10 @@ export class ReviewerLevel implements Drafter {
 
   /**
    * A level with nothing below it (an all-zero row of K) has no block to review: it drafts up
-   * to `max` tokens alone, in one native call as a plain draft model does (a call per token would cost
-   * more than the tokens). When sampling, the distributions the tokens were drawn from go up
-   * with them, so the review above tests them against their true q (a one-hot q would be exact
-   * too, but accepts a token only with probability p(x)).
+   * to `max` tokens alone, in one native call as a plain draft model does (a call per token
+   * would cost more than the tokens). When sampling, the distributions the tokens were drawn
+   * from go up with them, so the review above tests them against their true q (a one-hot q
+   * would be exact too, but accepts a token only with probability p(x)). Synchronous.
    */
   draftAlone(max: number, sampling: NativeSampling, prefix: readonly number[] = []): DraftBlock {
     const ctx = this.ctx!;
