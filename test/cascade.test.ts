@@ -487,6 +487,43 @@ describe('greedy exactness of random cascades', () => {
     expect(results[0].calls).toEqual([1, 1]);
   });
 
+  test("a band whose only positions are a level's drafting alone returns the level's block with the band's bookkeeping", async () => {
+    const greedy = { temperature: 0, topK: 0, topP: 1 };
+    const context = idsOf('the cat and the');
+    // target[near:3 maxgram:1]; the scheduler-style resize to [3, 0] leaves one band.
+    const cascade = buildCascade({ drafters: ['near'], K: [[3, 1], [0, 0]], lenience: 1 }, { near: drafts.near }, new MaxGram(), 128);
+    await cascade.begin(context);
+    const top = cascade.top;
+    top.setBands([3, 0]);
+    const want = greedyWithProbabilities(drafts.near, context, 3).map((r) => r.token);
+    const plain = cascade.draft(5, greedy);
+    expect(isPending(plain)).toBe(false);
+    expect((plain as DraftBlock).tokens).toEqual(want);
+    expect([top.lastSources, top.lastCalls]).toEqual([[], []]); // not measured: nothing recorded
+    // The same draft again (nothing was accepted in between), measured, as the adaptive
+    // scheduler has it.
+    top.measure = true;
+    const block = cascade.draft(5, greedy);
+    expect((block as DraftBlock).tokens).toEqual(want);
+    expect(top.lastSources).toEqual([[0, 0], [0, 1], [0, 2]]);
+    expect(top.lastCalls).toEqual([1, 0]);
+    expect(top.lastCostMs[1]).toBe(0);
+    // The target accepts the first token and corrects the second; the next draft (2 allowed)
+    // continues from the committed text, and the counters saw 3 proposed, 1 accepted.
+    const correction = want[1] === 99 ? 100 : 99;
+    cascade.accept([want[0], correction]);
+    expect([top.counters.proposed, top.counters.accepted]).toEqual([3, 1]);
+    const next = cascade.draft(2, greedy) as DraftBlock;
+    expect(next.tokens).toEqual(greedyWithProbabilities(drafts.near, [...context, want[0], correction], 2).map((r) => r.token));
+    // Both bands again: the band's loop runs, and Max-Gram is asked for the last position.
+    cascade.accept([next.tokens[0], correction]);
+    top.setBands([3, 1]);
+    expect((cascade.draft(4, greedy) as DraftBlock).tokens.length).toBeGreaterThanOrEqual(3);
+    expect(top.lastSources.slice(0, 3).map(([d]) => d)).toEqual([0, 0, 0]);
+    expect(top.lastCalls).toEqual([1, 1]);
+    cascade.dispose();
+  });
+
   test('confidence: a band of a level drafting alone ends where its model is unsure, and the next band starts there', async () => {
     const greedy = { temperature: 0, topK: 0, topP: 1 };
     const context = idsOf('the cat and the cat and the cat and the cat and the');

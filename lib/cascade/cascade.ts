@@ -20,26 +20,42 @@ export class BandedDrafter implements Drafter {
   private last: number[] = [];
   /** Cumulative band ends. */
   private ends: number[] = [];
+  /**
+   * Whether every draft records where its tokens came from and what each drafter cost (the
+   * last* fields below; the adaptive scheduler learns from them). Off, a band of a single level
+   * drafting alone skips that bookkeeping (see draftSole), and the fields are left empty.
+   */
+  measure = false;
   /** For each position of the last top-level draft: [drafter index, position inside its band]. */
-  lastSources: Array<[number, number]> = [];
+  lastSources: ReadonlyArray<readonly [number, number]> = [];
   /** Milliseconds each drafter spent on the last draft, and how many calls it took. */
-  lastCostMs: number[] = [];
-  lastCalls: number[] = [];
+  lastCostMs: readonly number[] = [];
+  lastCalls: readonly number[] = [];
+  private sizes: number[] = [];
+  /** The band, if only one has positions and its drafter is a cascade level; else -1. */
+  private sole = -1;
 
   constructor(
     readonly name: string,
     readonly drafters: Drafter[],
-    public bands: number[],
+    bands: number[],
   ) {
     this.setBands(bands);
   }
 
+  /** Band sizes, one per drafter. */
+  get bands(): readonly number[] {
+    return this.sizes;
+  }
+
   /** Changes the band sizes (the adaptive scheduler does, between drafts). */
-  setBands(bands: number[]): void {
+  setBands(bands: readonly number[]): void {
     if (bands.length !== this.drafters.length) throw new RangeError('one band size per drafter');
-    this.bands = [...bands];
+    this.sizes = [...bands];
     let sum = 0;
     this.ends = bands.map((b) => (sum += b));
+    const used = bands.flatMap((b, i) => (b > 0 ? [i] : []));
+    this.sole = used.length === 1 && this.drafters[used[0]] instanceof ReviewerLevel ? used[0] : -1;
   }
 
   /** Positions this drafter fills at most. */
@@ -55,7 +71,45 @@ export class BandedDrafter implements Drafter {
 
   /** Synchronous when every drafter it calls answers synchronously (see resumeSync). */
   draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): DraftBlock | Promise<DraftBlock> {
+    if (this.sole >= 0) {
+      const level = this.drafters[this.sole] as ReviewerLevel;
+      if (level.alone) return this.draftSole(level, max, sampling, prefix);
+    }
     return resumeSync(this.fill(max, sampling, prefix));
+  }
+
+  /**
+   * The draft when one band has positions and its drafter is a level drafting alone (`tune`'s
+   * choice for the default family, `target[small:7]`, and the adaptive scheduler's usual plan):
+   * the level's block as it is, with fill()'s bookkeeping when `measure` is on. fill() would
+   * only relay that block, and right after a verification has evicted the caches its loop,
+   * generator and proposal rows cost about 10 us a step (1%); the `measure` bookkeeping costs
+   * about 5 us more (interleaved, caches evicted by a 24 MB write between drafts).
+   * The level drafts its whole band in one call (a second call, as fill() would make after a
+   * short block, finds no room or follows a confidence stop, and proposes nothing).
+   */
+  private draftSole(level: ReviewerLevel, max: number, sampling: NativeSampling, prefix: readonly number[]): DraftBlock {
+    const i = this.sole;
+    const size = Math.min(max, this.sizes[i]);
+    if (size >= 1) level.catchUp();
+    const t0 = this.measure ? performance.now() : 0;
+    const block = size >= 1 ? level.draftAlone(size, sampling, prefix) : { tokens: [] };
+    if (prefix.length === 0) {
+      this.last = block.tokens;
+      if (this.measure) {
+        const costMs = this.drafters.map(() => 0);
+        const calls = this.drafters.map(() => 0);
+        costMs[i] = size >= 1 ? performance.now() - t0 : 0;
+        calls[i] = size >= 1 ? 1 : 0;
+        this.lastSources = block.tokens.map((_, j) => [i, j] as const);
+        this.lastCostMs = costMs;
+        this.lastCalls = calls;
+      } else {
+        this.lastSources = [];
+        this.lastCostMs = this.lastCalls = [];
+      }
+    }
+    return { tokens: block.tokens, probs: block.probs };
   }
 
   /** The draft, yielding each drafter's result to be settled (resumeSync). */
@@ -100,20 +154,6 @@ export class BandedDrafter implements Drafter {
       this.lastCalls = calls;
     }
     return { tokens: out, probs: rows.finish() };
-  }
-
-  /**
-   * Records a block that a single drafter made for this band without the band's loop (see
-   * Cascade.draft): the counters see it as the band's own draft.
-   */
-  relayed(block: DraftBlock, prefix: readonly number[]): DraftBlock {
-    if (prefix.length === 0) {
-      this.last = block.tokens;
-      this.lastSources = [];
-      this.lastCostMs = [];
-      this.lastCalls = [];
-    }
-    return block;
   }
 
   /** This band's proposal rows, reused between drafts. */
@@ -312,23 +352,12 @@ export class ReviewerLevel implements Drafter {
 /** A whole cascade as the one drafter the target reviews (row 0 of K). */
 export class Cascade implements Drafter {
   readonly name = 'cascade';
-  /**
-   * The level that makes every draft when the target's row of K is one band of a model that
-   * drafts alone (`tune`'s choice for the default family, `target[small:7]`): draft() calls it
-   * directly. The band's loop would only relay its block, and right after a verification has
-   * evicted the caches, that relay's code and bookkeeping cost about 10 us a step (1%).
-   */
-  private readonly single?: ReviewerLevel;
-
   constructor(
     readonly top: BandedDrafter,
     readonly levels: ReviewerLevel[],
     readonly bands: BandedDrafter[],
     readonly maxgram: MaxGram,
-  ) {
-    const only = top.drafters.length === 1 ? top.drafters[0] : undefined;
-    if (only instanceof ReviewerLevel && only.alone) this.single = only;
-  }
+  ) {}
 
   get counters(): DrafterCounters {
     return this.top.counters;
@@ -344,13 +373,7 @@ export class Cascade implements Drafter {
     for (const b of this.bands) b.begin(context);
   }
 
-  draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): DraftBlock | Promise<DraftBlock> {
-    const level = this.single;
-    if (level) {
-      // What the band would do: catch its drafter up, then take at most the band's size.
-      if (max >= 1) level.catchUp();
-      return this.top.relayed(level.draftAlone(Math.min(max, this.top.size), sampling, prefix), prefix);
-    }
+  draft(max: number, sampling: NativeSampling, prefix?: readonly number[]): DraftBlock | Promise<DraftBlock> {
     return this.top.draft(max, sampling, prefix);
   }
 

@@ -178,6 +178,7 @@ export class AdaptiveScheduler implements Drafter {
     this.state = options.state ?? new SchedulerState(n);
     ({ alpha: this.alpha, tokensPerCall: this.tokensPerCall, costs: this.costs } = this.state);
     this.rand = mulberry32(options.seed ?? 1);
+    cascade.top.measure = true; // what each drafter costs and yields, to learn from
     this.costRatio = cascade.top.drafters.map((d) =>
       options.targetParams && d instanceof ReviewerLevel ? d.model.numParams / options.targetParams : 0,
     );
