@@ -329,12 +329,8 @@ export class ReviewerLevel implements Drafter {
    * would be exact too, but accepts a token only with probability p(x)). Synchronous.
    */
   draftAlone(max: number, sampling: NativeSampling, prefix: readonly number[] = []): DraftBlock {
-    const ctx = this.ctx!;
-    const feed = ctx.sync(this.committed, prefix);
-    const room = ctx.seq.capacity - ctx.length - feed.length;
-    if (max < 1 || room < 0) return { tokens: [] };
-    const k = Math.min(max, room + 1);
-    const { tokens, probs } = ctx.draft(feed, k, draftSampling(sampling, this.model.draftTemperatureScale), this.confidence);
+    const { tokens, probs, asked: k } = this.ctx!.draftFrom(this.committed, prefix, max, draftSampling(sampling, this.model.draftTemperatureScale), this.confidence);
+    if (k === 0) return { tokens: [] };
     this.passes += Math.min(k, tokens.length + 1);
     this.produced += tokens.length;
     return { tokens, ...(probs ? { probs } : {}), ...(tokens.length < k ? { stopped: true } : {}) };

@@ -102,6 +102,24 @@ export class CachedContext {
     return { tokens, probs: r.probs };
   }
 
+  /**
+   * sync(base, extra), then draft(): up to `max` tokens following `base` + `extra`, as many as
+   * the cache has room for (the feed and the proposals but the last). `asked` is the k drafted
+   * for (0: no room, or max < 1), so a caller can tell a confidence stop from a full draft.
+   */
+  draftFrom(
+    base: readonly number[],
+    extra: readonly number[],
+    max: number,
+    sampling: NativeSampling,
+    minConfidence = 0,
+  ): { tokens: number[]; probs?: Float32Array; asked: number } {
+    const feed = this.sync(base, extra);
+    const k = Math.min(max, this.seq.capacity - this.length - feed.length + 1);
+    if (k < 1) return { tokens: [], asked: 0 };
+    return { ...this.draft(feed, k, sampling, minConfidence), asked: k };
+  }
+
   /** Records tokens the last native call left in the cache. */
   appended(tokens: readonly number[]): void {
     for (const t of tokens) this.inCache.push(t);

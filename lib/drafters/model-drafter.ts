@@ -43,12 +43,7 @@ export class ModelDrafter implements Drafter {
 
   /** Synchronous: one native call (see isPending). */
   draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): DraftBlock {
-    const ctx = this.ctx!;
-    const feed = ctx.sync(this.committed, prefix);
-    // Room for the feed and the proposals that get appended (all but the last).
-    const k = Math.min(max, ctx.seq.capacity - ctx.length - feed.length + 1);
-    if (k < 1) return { tokens: [] };
-    const { tokens, probs } = ctx.draft(feed, k, draftSampling(sampling, this.model.draftTemperatureScale), this.minConfidence);
+    const { tokens, probs } = this.ctx!.draftFrom(this.committed, prefix, max, draftSampling(sampling, this.model.draftTemperatureScale), this.minConfidence);
     if (prefix.length === 0) this.last = tokens;
     return { tokens, probs };
   }
