@@ -17,7 +17,7 @@
 //
 //   node dist/bench/ceiling.js --dataset ../shared/data/gsm8k/test.jsonl --limit 100 --out bench/results/ceiling.json
 
-import { scriptFlags, UsageError, type FlagSpec } from '../lib/cli/args';
+import { runScript, scriptFlags, type FlagSpec } from '../lib/cli/args';
 import { readPrompts } from '../lib/cli/datasets';
 import { promptTemplate } from '../lib/cli/defaults';
 import { loadFamily, type Family } from '../lib/cli/family';
@@ -220,8 +220,4 @@ async function main(): Promise<void> {
   process.stdout.write(json + '\n');
 }
 
-if (require.main === module)
-  main().catch((e: Error) => {
-    process.stderr.write(`ceiling: ${e.message}\n`);
-    process.exit(e instanceof UsageError ? 2 : 1);
-  });
+if (require.main === module) runScript('ceiling', main);

@@ -22,7 +22,7 @@
 //   node dist/bench/draft-temperature.js --dataset ../shared/data/gsm8k/test.jsonl --limit 100 --compare sd:small@7,csd --scales 1,1.6 --rounds 2 --out FILE
 import * as path from 'path';
 
-import { scriptFlags, UsageError, type FlagSpec } from '../lib/cli/args';
+import { runScript, scriptFlags, type FlagSpec } from '../lib/cli/args';
 import { readPrompts } from '../lib/cli/datasets';
 import { promptTemplate } from '../lib/cli/defaults';
 import { ProgressBar } from '../lib/cli/progress';
@@ -246,8 +246,4 @@ async function main(): Promise<void> {
   process.stdout.write(JSON.stringify(report, null, 2) + '\n');
 }
 
-if (require.main === module)
-  main().catch((e: Error) => {
-    process.stderr.write(`draft-temperature: ${e.message}\n`);
-    process.exit(e instanceof UsageError ? 2 : 1);
-  });
+if (require.main === module) runScript('draft-temperature', main);

@@ -11,7 +11,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { scriptFlags, UsageError, type FlagSpec } from '../lib/cli/args';
+import { runScript, scriptFlags, type FlagSpec } from '../lib/cli/args';
 import { readPrompts } from '../lib/cli/datasets';
 import { promptTemplate } from '../lib/cli/defaults';
 import { familyCascade, familyDir, FAMILY_DRAFTS } from '../lib/cli/family';
@@ -76,8 +76,4 @@ async function main(): Promise<void> {
   if (flags.out) fs.writeFileSync(flags.out as string, JSON.stringify(out, null, 2) + '\n');
 }
 
-if (require.main === module)
-  main().catch((e: Error) => {
-    process.stderr.write(`draft-vocab: ${e.message}\n`);
-    process.exit(e instanceof UsageError ? 2 : 1);
-  });
+if (require.main === module) runScript('draft-vocab', main);

@@ -9,7 +9,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { scriptFlags, UsageError, type FlagSpec } from '../lib/cli/args';
+import { runScript, scriptFlags, UsageError, type FlagSpec } from '../lib/cli/args';
 import { familyDir } from '../lib/cli/family';
 import { Model } from '../lib/model';
 
@@ -76,8 +76,4 @@ async function main(): Promise<void> {
   process.stdout.write(json + '\n');
 }
 
-if (require.main === module)
-  main().catch((e: Error) => {
-    process.stderr.write(`verify-cost: ${e.message}\n`);
-    process.exit(e instanceof UsageError ? 2 : 1);
-  });
+if (require.main === module) runScript('verify-cost', main);

@@ -79,3 +79,14 @@ export function scriptFlags(argv: string[], spec: Record<string, FlagSpec>, usag
   if (!flags.help) throw new UsageError(`--${missing} is required`);
   return undefined;
 }
+
+/**
+ * Runs a bench script's main(): an error goes to stderr as "NAME: message", and the process
+ * exits with status 2 for a UsageError, 1 for any other.
+ */
+export function runScript(name: string, main: () => Promise<void>): void {
+  main().catch((e: Error) => {
+    process.stderr.write(`${name}: ${e.message}\n`);
+    process.exit(e instanceof UsageError ? 2 : 1);
+  });
+}
