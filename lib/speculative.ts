@@ -58,8 +58,8 @@ export class SpeculativeSource implements TokenSource {
     // Room for the prompt and the drafts in the cache, and for the drafts and the token after
     // them in the caller's budget.
     const max = this.drafter ? Math.max(0, Math.min(this.k, this.target.capacity - promptTokens.length, this.maxNewTokens - 1)) : 0;
-    const sync = promptTokens.length + max <= this.syncPromptTokens;
     if (max === 0) {
+      const sync = promptTokens.length <= this.syncPromptTokens;
       this.pending = sync ? this.target.stepSync(promptTokens, this.sampling) : await this.target.step(promptTokens, this.sampling);
       this.emitted = 1;
       await this.drafter?.begin([...promptTokens, this.pending]);
@@ -70,6 +70,9 @@ export class SpeculativeSource implements TokenSource {
     const block = isPending(drafted) ? await drafted : drafted;
     const options = { sampling: this.sampling, draftProbs: block.probs, fixed: promptTokens.length };
     const blockTokens = [...promptTokens, ...block.tokens];
+    // The pass's size is the block drafted, not the most it might have been (an adaptive
+    // scheduler's limit of 12 sent prompts to the pool that a 7-token draft kept here).
+    const sync = blockTokens.length <= this.syncPromptTokens;
     const r = sync ? this.target.verifySync(blockTokens, options) : await this.target.verify(blockTokens, options);
     return this.commit(block.tokens, r);
   }

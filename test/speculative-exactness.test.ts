@@ -100,6 +100,20 @@ class AdversarialDrafter extends ScriptedDrafter {
   }
 }
 
+/** The oracle's proposals, never more than `cap` tokens however many are allowed. */
+class CappedOracle extends OracleDrafter {
+  constructor(
+    promptLength: number,
+    want: number[],
+    private readonly cap: number,
+  ) {
+    super(promptLength, want);
+  }
+  propose(max: number): number[] {
+    return super.propose(Math.min(max, this.cap));
+  }
+}
+
 /** Uniformly random tokens (deterministic seed). */
 class RandomDrafter extends ScriptedDrafter {
   readonly name = 'random';
@@ -256,6 +270,20 @@ describe("the prompt's pass on the calling thread or on the pool", () => {
       expect(outputs[1]).toEqual(outputs[0]);
       expect(outputs[2]).toEqual(outputs[0]);
       expect(outputs[0]).toEqual(c.want);
+    }
+    // The size of the pass decides, not the most the source allows: k = 6 with a drafter that
+    // proposes 3 stays on this thread at a limit of prompt + 3 (an adaptive scheduler allows 12
+    // and usually drafts 7), and goes to the pool at prompt + 2.
+    for (const limit of [c.prompt.length + 3, c.prompt.length + 2]) {
+      const o = resolveGenerateOptions({ maxNewTokens: c.n, stopOnEos: false, k: 6, seed: 7 });
+      const capacity = Math.min(target.contextLength, c.prompt.length + c.n);
+      const seq = target.createSequence({ contextLength: capacity, seed: o.seed });
+      const calls = { sync: 0, async: 0 };
+      used(calls, seq);
+      const source = new SpeculativeSource(seq, new CappedOracle(c.prompt.length, c.want, 3), 6, o, c.n, limit);
+      const r = await runGeneration(source, target.tokenizer, c.prompt, capacity, o);
+      expect(r.tokens).toEqual(c.want);
+      expect({ limit, async: calls.async }).toEqual({ limit, async: limit === c.prompt.length + 3 ? 0 : 1 });
     }
   });
 });
