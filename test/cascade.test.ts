@@ -739,7 +739,10 @@ describe('greedy exactness of random cascades', () => {
     const scheduler = new AdaptiveScheduler(cascade, { state, targetParams: target.numParams * 100, explore: 0 });
     const context = idsOf('the cat and the cat and the cat and the');
     await scheduler.begin(context);
-    const cacheOf = (name: string) => (cascade.levels.find((l) => l.name === name) as unknown as { ctx: { length: number } }).ctx.length;
+    // The level left out has not even taken a sequence from its model.
+    const levelOf = (name: string) => cascade.levels.find((l) => l.name === name) as unknown as { cached?: unknown; ctx: { length: number } };
+    expect({ near: levelOf('near').cached === undefined, w1: levelOf('w1').cached === undefined }).toEqual({ near: true, w1: false });
+    const cacheOf = (name: string) => levelOf(name).ctx.length;
     expect({ near: cacheOf('near'), w1: cacheOf('w1') }).toEqual({ near: 0, w1: context.length - 1 });
     // A plan that takes 'near' (band of 2): it catches up on the whole context, then proposes
     // its own greedy continuation (it reviews Max-Gram's token, leniency 1).
