@@ -286,7 +286,9 @@ export class Model {
       const stateKey = [JSON.stringify(K), ...o.cascade!.drafters.map((n) => models[n].dir)].join('|');
       let state = this.schedulerStates.get(stateKey);
       if (!state) this.schedulerStates.set(stateKey, (state = new SchedulerState(cascade.top.drafters.length)));
-      return new AdaptiveScheduler(cascade, { seed: o.seed, state, targetParams: this.numParams });
+      // The configuration's own row 0 (before every drafter became a candidate) is the first
+      // plan: tune chose it, and the scheduler moves off it only for a clearly faster one.
+      return new AdaptiveScheduler(cascade, { seed: o.seed, state, targetParams: this.numParams, initialPlan: o.cascade!.K[0] });
     }
     return undefined;
   }

@@ -722,9 +722,11 @@ describe('greedy exactness of random cascades', () => {
     // Measurements for another number of drafters are refused, naming both counts.
     const three = buildCascade(cascade, models, new MaxGram(), 64);
     expect(() => new AdaptiveScheduler(three, { state: new SchedulerState(2) })).toThrow('scheduler state is for 2 drafters, the cascade has 3');
-    // Another cascade gets its own.
-    await target.generate(prompt, { method: 'csd', cascade: { ...cascade, K: [[1, 1, 1], [0, 0, 1], [0, 0, 1]] }, draftModels: models, adaptive: true, maxNewTokens: 5 });
+    // Another cascade gets its own, starting from its row 0 of K as the plan in use (a
+    // generation this short searches only for its shorter limits, which the state does not keep).
+    await target.generate(prompt, { method: 'csd', cascade: { ...cascade, K: [[1, 0, 2], [0, 0, 1], [0, 0, 1]] }, draftModels: models, adaptive: true, maxNewTokens: 5 });
     expect(states.size).toBe(2);
+    expect([...states.values()][1].plan).toEqual([1, 0, 2]);
   });
 
   test('adaptive bands: a draft model the plan leaves out is not prefilled; one a later plan takes catches up first', async () => {
@@ -751,6 +753,61 @@ describe('greedy exactness of random cascades', () => {
     expect(block.tokens).toEqual(greedyWithProbabilities(drafts.near, context, 2).map((t) => t.token));
     expect(cacheOf('near')).toBeGreaterThanOrEqual(context.length);
     scheduler.dispose();
+  });
+
+  test('adaptive bands: the plan starts from initialPlan, changes only for one faster by more than switchMargin, and carries over', async () => {
+    const greedy = { temperature: 0, topK: 0, topP: 1 };
+    const models = { near: drafts.near, w1: drafts.w1 };
+    const matrix = { drafters: ['near', 'w1'], K: [[1, 1, 1], [0, 0, 0], [0, 0, 0]], lenience: 1 };
+    const context = idsOf('the cat and the cat and the');
+    // Measured: 'near' and Max-Gram never get a token accepted, 'w1' always does (500
+    // outcomes each: the estimates end within 0.001 of 0 and 1), and a verification of n tokens
+    // costs 10 + 0.05 n ms, so drafting (well under 0.1 ms a token here) hardly counts.
+    // Expected tokens per pass: 1 + the w1 band's size. The best plan is w1's largest band,
+    // [0, 8, 0] (maxBand 8): 9 tokens in 10.45 ms against 8 in 10.40 for [0, 7, 0], 12% more.
+    const measured = () => {
+      const state = new SchedulerState(3);
+      for (const d of [0, 2]) for (const e of state.alpha[d]) for (let i = 0; i < 500; i++) e.add(0);
+      for (const e of state.alpha[1]) for (let i = 0; i < 500; i++) e.add(1);
+      for (let n = 1; n <= 13; n++) for (let i = 0; i < 5; i++) state.costs.observe(`verify:${n}`, 10 + 0.05 * n);
+      return state;
+    };
+    // 17 drafts: the first 16 use the plan begin() set, the 17th searches (every 16 steps).
+    const plansOf = async (state: SchedulerState, options: { initialPlan?: number[]; switchMargin?: number }) => {
+      const scheduler = new AdaptiveScheduler(buildCascade(matrix, models, new MaxGram(), 128), { state, explore: 0, ...options });
+      await scheduler.begin(context);
+      const plans: string[] = [];
+      for (let i = 0; i < 17; i++) {
+        const before = new Map(scheduler.plans);
+        await scheduler.draft(12, greedy);
+        // The plan of this draft: the one whose count went up.
+        plans.push([...scheduler.plans.keys()].find((key) => scheduler.plans.get(key) !== before.get(key)) ?? '');
+      }
+      scheduler.dispose();
+      return { first: plans[0], sixteenth: plans[15], searched: plans[16] };
+    };
+    // No initial plan: begin() searches, and every draft takes the best plan.
+    expect(await plansOf(measured(), {})).toEqual({ first: '0/8/0', sixteenth: '0/8/0', searched: '0/8/0' });
+    // The initial plan holds until the search; 12.5% faster beats a 10% margin, not a 20% one.
+    const kept = measured();
+    expect(await plansOf(kept, { initialPlan: [0, 7, 0], switchMargin: 0.2 })).toEqual({ first: '0/7/0', sixteenth: '0/7/0', searched: '0/7/0' });
+    expect(kept.plan).toEqual([0, 7, 0]);
+    const moved = measured();
+    expect(await plansOf(moved, { initialPlan: [0, 7, 0], switchMargin: 0.1 })).toEqual({ first: '0/7/0', sixteenth: '0/7/0', searched: '0/8/0' });
+    // The state carries the plan in use into the next generation, over the initial plan.
+    expect(moved.plan).toEqual([0, 8, 0]);
+    expect((await plansOf(moved, { initialPlan: [0, 7, 0], switchMargin: 0.1 })).first).toBe('0/8/0');
+    // However bad the plan in use, an unreachable margin keeps it.
+    expect(await plansOf(measured(), { initialPlan: [1, 0, 0], switchMargin: 1e9 })).toEqual({ first: '1/0/0', sixteenth: '1/0/0', searched: '1/0/0' });
+    // Initial plans are cut to maxBand per band and maxDraft in all (the last bands first), and
+    // checked.
+    const make = (options: object) => new AdaptiveScheduler(buildCascade(matrix, models, new MaxGram(), 128), options);
+    expect(make({ initialPlan: [0, 20, 9] }).state.plan).toEqual([0, 8, 4]);
+    expect(make({ initialPlan: [3, 2, 1], maxDraft: 4 }).state.plan).toEqual([3, 1, 0]);
+    expect(() => make({ initialPlan: [0, 7] })).toThrow('initialPlan must hold 3 non-negative integers (one band size per top-level drafter), got [0, 7]');
+    expect(() => make({ initialPlan: [0, -1, 0] })).toThrow('initialPlan must hold 3 non-negative integers');
+    expect(() => make({ initialPlan: [0, 1.5, 0] })).toThrow('initialPlan must hold 3 non-negative integers');
+    expect(() => make({ switchMargin: -0.1 })).toThrow('switchMargin must be >= 0, got -0.1');
   });
 
   test('a cached context catches up in a pass of its own only when it lags by more than a step feeds', () => {

@@ -10,6 +10,12 @@
 // cost of the block + the drafters' costs. An empty plan is plain decoding, so the scheduler
 // proposes nothing when drafting is expected not to pay. A small share of steps explores a
 // neighbouring plan so that estimates of unused options stay current.
+//
+// The plan in use changes only for one expected to be clearly faster (`switchMargin`): online
+// estimates from a few hundred target passes cannot resolve a few percent (one draft token more
+// or less), and a plan chosen on such noise cost more than it won. The first plan is the
+// configuration's own (`initialPlan`: what `tune` measured offline), kept until the estimates
+// say otherwise.
 import type { NativeSampling } from '../native';
 import { DrafterCounters, isPending, matchedPrefix, type DraftBlock, type Drafter } from '../drafters/drafter';
 import { ReviewerLevel, type Cascade } from './cascade';
@@ -119,6 +125,8 @@ export class SchedulerState {
   readonly tokensPerCall: Ema[];
   /** Verification by block length (items "verify:N") and each drafter's call ("draft:D"). */
   readonly costs = new CostModel();
+  /** The plan in use (band sizes of row 0), carried into the next generation. */
+  plan?: number[];
 
   constructor(readonly drafters: number) {
     // Start: acceptance 0.6 everywhere; costs from the parameter counts until measured.
@@ -142,6 +150,17 @@ export interface SchedulerOptions {
   /** Measurements to start from and keep updating (shared between generations). */
   state?: SchedulerState;
   /**
+   * The plan to start from while the state has none, one band size per top-level drafter (the
+   * configuration's row 0 of K, as `tune` chose it). Sizes above maxBand are cut to it, and the
+   * total to maxDraft. Default: the first plan is searched from the prior estimates.
+   */
+  initialPlan?: readonly number[];
+  /**
+   * A searched plan replaces the one in use only when its expected tokens per ms are higher by
+   * more than this fraction. Default 0.03.
+   */
+  switchMargin?: number;
+  /**
    * The target's parameter count. A drafter not yet measured is priced by the paper's cost
    * model: its parameters over the target's, times a target decode. Without it unmeasured
    * drafters count as free, so the first plans try every one of them.
@@ -163,6 +182,7 @@ export class AdaptiveScheduler implements Drafter {
   readonly maxBand: number;
   readonly maxDraft: number;
   readonly explore: number;
+  readonly switchMargin: number;
   /** How often each plan was chosen, for the stats. */
   readonly plans = new Map<string, number>();
 
@@ -174,8 +194,11 @@ export class AdaptiveScheduler implements Drafter {
     this.maxBand = options.maxBand ?? 8;
     this.maxDraft = options.maxDraft ?? 12;
     this.explore = options.explore ?? 0.05;
+    this.switchMargin = options.switchMargin ?? 0.03;
+    if (!(this.switchMargin >= 0)) throw new RangeError(`switchMargin must be >= 0, got ${options.switchMargin}`);
     if (options.state && options.state.drafters !== n) throw new RangeError(`scheduler state is for ${options.state.drafters} drafters, the cascade has ${n}`);
     this.state = options.state ?? new SchedulerState(n);
+    if (options.initialPlan && !this.state.plan) this.state.plan = this.fitPlan(options.initialPlan);
     ({ alpha: this.alpha, tokensPerCall: this.tokensPerCall, costs: this.costs } = this.state);
     this.rand = mulberry32(options.seed ?? 1);
     cascade.top.measure = true; // what each drafter costs and yields, to learn from
@@ -187,13 +210,32 @@ export class AdaptiveScheduler implements Drafter {
   /** Per drafter: parameters over the target's (0 for Max-Gram, or without targetParams). */
   private readonly costRatio: number[];
 
+  /** A plan cut to maxBand per band and maxDraft in all (the last bands give way first). */
+  private fitPlan(plan: readonly number[]): number[] {
+    const n = this.cascade.top.drafters.length;
+    if (plan.length !== n || !plan.every((v) => Number.isInteger(v) && v >= 0))
+      throw new RangeError(`initialPlan must hold ${n} non-negative integers (one band size per top-level drafter), got [${plan.join(', ')}]`);
+    const fitted = plan.map((v) => Math.min(v, this.maxBand));
+    for (let d = n - 1, over = fitted.reduce((a, b) => a + b, 0) - this.maxDraft; d >= 0 && over > 0; d--) {
+      const cut = Math.min(fitted[d], over);
+      fitted[d] -= cut;
+      over -= cut;
+    }
+    return fitted;
+  }
+
   async begin(context: number[]): Promise<void> {
     // Only the draft models that the current plan uses are prefilled now (their pass belongs
     // to the prompt's time); one a later plan takes catches up then (BandedDrafter.draft),
     // outside the cost it is charged per call.
     await this.cascade.begin(context, false);
     const top = this.cascade.top;
-    this.search(top.drafters.length, this.maxDraft).forEach((size, d) => size > 0 && top.drafters[d].catchUp?.());
+    // The plan in use carries over from the last generation (or is the configured one); the
+    // next search is due after RESEARCH_EVERY steps. Searching here, on cold caches, cost about
+    // 0.1 ms a request.
+    const plan = this.state.plan ? [...this.state.plan] : this.search(top.drafters.length, this.maxDraft);
+    this.searched = { plan, limit: this.maxDraft, age: 0 };
+    plan.forEach((size, d) => size > 0 && top.drafters[d].catchUp?.());
     this.last = [];
   }
 
@@ -273,6 +315,19 @@ export class AdaptiveScheduler implements Drafter {
     }
     let best: number[] = new Array(n).fill(0);
     let bestScore = 1 / this.verifyTable[1];
+    // The plan in use, scored the same way: the search's answer must beat it by the margin.
+    const current = this.state.plan;
+    let currentScore = -1;
+    if (current && current.length === n && current.every((v) => v <= maxSize) && current.reduce((a, b) => a + b, 0) <= limit) {
+      let expected = 1, reach = 1, spent = 0, total = 0;
+      current.forEach((size, d) => {
+        expected += reach * gain[d][size];
+        reach *= pass[d][size];
+        spent += cost[d][size];
+        total += size;
+      });
+      currentScore = expected / (this.verifyTable[total + 1] + spent);
+    }
     const plan = new Array(n).fill(0);
     const visit = (d: number, left: number, expected: number, reach: number, spent: number, total: number): void => {
       if (d === n) {
@@ -290,6 +345,9 @@ export class AdaptiveScheduler implements Drafter {
       plan[d] = 0;
     };
     visit(0, limit, 1, 1, 0, 0);
+    if (currentScore >= 0 && bestScore <= currentScore * (1 + this.switchMargin)) best = [...current!];
+    // A plan searched for a shorter limit (the generation's last tokens) is not carried over.
+    if (limit === this.maxDraft) this.state.plan = [...best];
     this.searched = { plan: [...best], limit, age: 0 };
     return best;
   }
