@@ -23,7 +23,7 @@ import {
 } from '../lib/cascade/config';
 import { BandedDrafter, buildCascade, ProposalRows } from '../lib/cascade/cascade';
 import { CachedContext } from '../lib/drafters/cached-context';
-import { AdaptiveScheduler, CostModel, isotonic, SchedulerState } from '../lib/cascade/scheduler';
+import { AdaptiveScheduler, CostModel, isotonic, RESEARCH_EVERY, SchedulerState } from '../lib/cascade/scheduler';
 import { MaxGram } from '../lib/drafters/maxgram';
 import { ModelDrafter } from '../lib/drafters/model-drafter';
 import { DrafterCounters, isPending, resumeSync, type DraftBlock, type Drafter } from '../lib/drafters/drafter';
@@ -762,43 +762,49 @@ describe('greedy exactness of random cascades', () => {
     const context = idsOf('the cat and the cat and the');
     // Measured: 'near' and Max-Gram never get a token accepted, 'w1' always does (500
     // outcomes each: the estimates end within 0.001 of 0 and 1), and a verification of n tokens
-    // costs 10 + 0.05 n ms, so drafting (well under 0.1 ms a token here) hardly counts.
+    // costs 10 + 0.05 n ms (5 timings per length unless said), so drafting (well under 0.1 ms a token here) hardly counts.
     // Expected tokens per pass: 1 + the w1 band's size. The best plan is w1's largest band,
     // [0, 8, 0] (maxBand 8): 9 tokens in 10.45 ms against 8 in 10.40 for [0, 7, 0], 12% more.
-    const measured = () => {
+    const measured = (timings = 5, perToken = 0.05) => {
       const state = new SchedulerState(3);
       for (const d of [0, 2]) for (const e of state.alpha[d]) for (let i = 0; i < 500; i++) e.add(0);
       for (const e of state.alpha[1]) for (let i = 0; i < 500; i++) e.add(1);
-      for (let n = 1; n <= 13; n++) for (let i = 0; i < 5; i++) state.costs.observe(`verify:${n}`, 10 + 0.05 * n);
+      for (let n = 1; n <= 13; n++) for (let i = 0; i < timings; i++) state.costs.observe(`verify:${n}`, 10 + perToken * n);
       return state;
     };
-    // 17 drafts: the first 16 use the plan begin() set, the 17th searches (every 16 steps).
+    // RESEARCH_EVERY + 1 drafts: all but the last use the plan begin() set, the last searches.
     const plansOf = async (state: SchedulerState, options: { initialPlan?: number[]; switchMargin?: number }) => {
       const scheduler = new AdaptiveScheduler(buildCascade(matrix, models, new MaxGram(), 128), { state, explore: 0, ...options });
       await scheduler.begin(context);
       const plans: string[] = [];
-      for (let i = 0; i < 17; i++) {
+      for (let i = 0; i <= RESEARCH_EVERY; i++) {
         const before = new Map(scheduler.plans);
         await scheduler.draft(12, greedy);
         // The plan of this draft: the one whose count went up.
         plans.push([...scheduler.plans.keys()].find((key) => scheduler.plans.get(key) !== before.get(key)) ?? '');
       }
       scheduler.dispose();
-      return { first: plans[0], sixteenth: plans[15], searched: plans[16] };
+      return { first: plans[0], beforeSearch: plans[RESEARCH_EVERY - 1], searched: plans[RESEARCH_EVERY] };
     };
     // No initial plan: begin() searches, and every draft takes the best plan.
-    expect(await plansOf(measured(), {})).toEqual({ first: '0/8/0', sixteenth: '0/8/0', searched: '0/8/0' });
+    expect(await plansOf(measured(), {})).toEqual({ first: '0/8/0', beforeSearch: '0/8/0', searched: '0/8/0' });
     // The initial plan holds until the search; 12.5% faster beats a 10% margin, not a 20% one.
     const kept = measured();
-    expect(await plansOf(kept, { initialPlan: [0, 7, 0], switchMargin: 0.2 })).toEqual({ first: '0/7/0', sixteenth: '0/7/0', searched: '0/7/0' });
+    expect(await plansOf(kept, { initialPlan: [0, 7, 0], switchMargin: 0.2 })).toEqual({ first: '0/7/0', beforeSearch: '0/7/0', searched: '0/7/0' });
     expect(kept.plan).toEqual([0, 7, 0]);
     const moved = measured();
-    expect(await plansOf(moved, { initialPlan: [0, 7, 0], switchMargin: 0.1 })).toEqual({ first: '0/7/0', sixteenth: '0/7/0', searched: '0/8/0' });
+    expect(await plansOf(moved, { initialPlan: [0, 7, 0], switchMargin: 0.1 })).toEqual({ first: '0/7/0', beforeSearch: '0/7/0', searched: '0/8/0' });
     // The state carries the plan in use into the next generation, over the initial plan.
     expect(moved.plan).toEqual([0, 8, 0]);
     expect((await plansOf(moved, { initialPlan: [0, 7, 0], switchMargin: 0.1 })).first).toBe('0/8/0');
+    // A block length timed fewer than 10 times is priced by extrapolation: a plan that needs
+    // one must promise 10% more, whatever switchMargin says. Here a verification of n tokens
+    // costs 10 + 1.2 n ms, and [0, 8, 0] promises 6% more than [0, 7, 0] (9 / 20.8 against
+    // 8 / 19.6): enough for a 3% margin once every length has 20 timings, not with 5.
+    expect((await plansOf(measured(5, 1.2), { initialPlan: [0, 7, 0], switchMargin: 0.03 })).searched).toBe('0/7/0');
+    expect((await plansOf(measured(20, 1.2), { initialPlan: [0, 7, 0], switchMargin: 0.03 })).searched).toBe('0/8/0');
     // However bad the plan in use, an unreachable margin keeps it.
-    expect(await plansOf(measured(), { initialPlan: [1, 0, 0], switchMargin: 1e9 })).toEqual({ first: '1/0/0', sixteenth: '1/0/0', searched: '1/0/0' });
+    expect(await plansOf(measured(), { initialPlan: [1, 0, 0], switchMargin: 1e9 })).toEqual({ first: '1/0/0', beforeSearch: '1/0/0', searched: '1/0/0' });
     // Initial plans are cut to maxBand per band and maxDraft in all (the last bands first), and
     // checked.
     const make = (options: object) => new AdaptiveScheduler(buildCascade(matrix, models, new MaxGram(), 128), options);

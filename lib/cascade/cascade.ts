@@ -51,6 +51,7 @@ export class BandedDrafter implements Drafter {
   /** Changes the band sizes (the adaptive scheduler does, between drafts). */
   setBands(bands: readonly number[]): void {
     if (bands.length !== this.drafters.length) throw new RangeError('one band size per drafter');
+    if (bands.every((b, i) => b === this.sizes[i])) return; // the adaptive scheduler's usual case
     this.sizes = [...bands];
     let sum = 0;
     this.ends = bands.map((b) => (sum += b));

@@ -13,16 +13,27 @@
 //
 // The plan in use changes only for one expected to be clearly faster (`switchMargin`): online
 // estimates from a few hundred target passes cannot resolve a few percent (one draft token more
-// or less), and a plan chosen on such noise cost more than it won. The first plan is the
-// configuration's own (`initialPlan`: what `tune` measured offline), kept until the estimates
-// say otherwise.
+// or less), and a plan chosen on such noise cost more than it won. A plan whose block length
+// has been timed fewer than MEASURED_MIN times is priced by extrapolation, which ran optimistic
+// (the 11M target's 9-token block costs ~8% more than its 8-token one, where the neighbours'
+// slope said ~3%), so it must promise UNMEASURED_MARGIN more; exploration measures it meanwhile.
+// The first plan is the configuration's own (`initialPlan`: what `tune` measured offline), kept
+// until the estimates say otherwise.
 import type { NativeSampling } from '../native';
 import { DrafterCounters, isPending, matchedPrefix, type DraftBlock, type Drafter } from '../drafters/drafter';
 import { ReviewerLevel, type Cascade } from './cascade';
 import { mulberry32 } from '../prng';
 
-/** Steps between plan searches. */
-const RESEARCH_EVERY = 16;
+/**
+ * Steps between plan searches. The estimates move over windows of about 50 passes, and with
+ * the plan in use kept unless another is clearly faster, a search every 16 steps changed nothing
+ * more than one every 32 did; each one costs about 0.1 ms on caches a verification has evicted.
+ */
+export const RESEARCH_EVERY = 32;
+/** Timings of a block length before its cost counts as measured rather than extrapolated. */
+const MEASURED_MIN = 10;
+/** How much faster a plan of an unmeasured block length must look to replace the plan in use. */
+const UNMEASURED_MARGIN = 0.1;
 // Averaging windows (about 1 / rate observations). An acceptance is one Bernoulli outcome: a
 // window of 10 (rate 0.1) per position left each alpha with a standard error near 0.09, so
 // plans swung between k = 3 and 8 from noise alone, and a position past the band, measured
@@ -135,8 +146,12 @@ export class SchedulerState {
   }
 }
 
-const VERIFY = (n: number) => `verify:${n}`;
-const DRAFT = (d: number) => `draft:${d}`;
+// The cost items' names, built once: a name built per step is a new string to hash at every
+// lookup (the scheduler's per-step work runs on caches a verification has just evicted).
+const itemNames = (prefix: string) => Array.from({ length: 64 }, (_, i) => `${prefix}:${i}`);
+const VERIFY_NAMES = itemNames('verify'), DRAFT_NAMES = itemNames('draft');
+const VERIFY = (n: number) => VERIFY_NAMES[n] ?? `verify:${n}`;
+const DRAFT = (d: number) => DRAFT_NAMES[d] ?? `draft:${d}`;
 
 export interface SchedulerOptions {
   /** Largest band per drafter. Default 8. */
@@ -268,30 +283,31 @@ export class AdaptiveScheduler implements Drafter {
   }
 
   /** The last searched plan, the draft limit it was searched for, and steps since. */
-  private searched?: { plan: number[]; limit: number; age: number };
+  private searched?: { plan: readonly number[]; limit: number; age: number };
 
-  private choosePlan(max: number): number[] {
+  private choosePlan(max: number): readonly number[] {
     const n = this.cascade.top.drafters.length;
     const limit = Math.min(max, this.maxDraft);
     // The estimates move slowly (moving averages): the search runs every few steps, or when
     // the room left for drafts changes, not before every target pass.
     const s = this.searched;
-    const best = s && s.limit === limit && s.age < RESEARCH_EVERY ? (s.age++, [...s.plan]) : this.search(n, limit);
+    const best = s && s.limit === limit && s.age < RESEARCH_EVERY ? (s.age++, s.plan) : this.search(n, limit);
+    if (!(this.explore > 0 && this.rand() < this.explore)) return best; // the searched plan itself: not to be changed
     // Exploration resizes a band of the plan (or Max-Gram's, which costs nothing to try). It
     // never switches on an unused draft model: that model's cache has fallen behind, and the
     // first call would re-feed everything since its last use, a cost far above what one step
     // of exploration can win. Unused models are priced by what they measured when last used.
     const explorable = [...Array(n).keys()].filter((d) => best[d] > 0 || this.cascade.top.drafters[d] === this.cascade.maxgram);
-    if (explorable.length && this.rand() < this.explore) {
-      const d = explorable[Math.floor(this.rand() * explorable.length)];
-      best[d] = Math.max(0, Math.min(this.maxBand, best[d] + (this.rand() < 0.5 ? -1 : 1)));
-      while (best.reduce((a, b) => a + b, 0) > limit) best[d]--;
-    }
-    return best;
+    if (!explorable.length) return best;
+    const explored = [...best];
+    const d = explorable[Math.floor(this.rand() * explorable.length)];
+    explored[d] = Math.max(0, Math.min(this.maxBand, explored[d] + (this.rand() < 0.5 ? -1 : 1)));
+    while (explored.reduce((a, b) => a + b, 0) > limit) explored[d]--;
+    return explored;
   }
 
   /** The plan of band sizes with the most expected tokens per ms, by exhaustive search. */
-  private search(n: number, limit: number): number[] {
+  private search(n: number, limit: number): readonly number[] {
     this.verifyTable = this.verifyCosts(limit);
     // Per drafter and band size s: the probability that all s tokens pass (given the band is
     // reached), the expected accepted tokens of the band, and its drafting cost. The search
@@ -328,6 +344,13 @@ export class AdaptiveScheduler implements Drafter {
       });
       currentScore = expected / (this.verifyTable[total + 1] + spent);
     }
+    // The best plan to switch to: the most expected tokens per ms discounted by the margin its
+    // block length needs (measured or not).
+    const discount = Array.from({ length: limit + 1 }, (_, total) =>
+      1 + (this.costs.count(VERIFY(total + 1)) >= MEASURED_MIN ? this.switchMargin : Math.max(this.switchMargin, UNMEASURED_MARGIN)),
+    );
+    let switchTo: number[] = best;
+    let switchScore = -1;
     const plan = new Array(n).fill(0);
     const visit = (d: number, left: number, expected: number, reach: number, spent: number, total: number): void => {
       if (d === n) {
@@ -335,6 +358,10 @@ export class AdaptiveScheduler implements Drafter {
         if (sc > bestScore) {
           bestScore = sc;
           best = [...plan];
+        }
+        if (sc / discount[total] > switchScore) {
+          switchScore = sc / discount[total];
+          switchTo = [...plan];
         }
         return;
       }
@@ -345,18 +372,26 @@ export class AdaptiveScheduler implements Drafter {
       plan[d] = 0;
     };
     visit(0, limit, 1, 1, 0, 0);
-    if (currentScore >= 0 && bestScore <= currentScore * (1 + this.switchMargin)) best = [...current!];
+    if (currentScore >= 0) best = switchScore > currentScore ? switchTo : [...current!];
     // A plan searched for a shorter limit (the generation's last tokens) is not carried over.
     if (limit === this.maxDraft) this.state.plan = [...best];
-    this.searched = { plan: [...best], limit, age: 0 };
-    return best;
+    const chosen: readonly number[] = [...best];
+    this.searched = { plan: chosen, limit, age: 0 };
+    return chosen;
   }
+
+  /** The last draft's plan and its key in `plans` (most steps repeat it). */
+  private lastPlan?: readonly number[];
+  private lastPlanKey = '';
 
   /** Synchronous when the cascade's drafters are (see resumeSync). */
   draft(max: number, sampling: NativeSampling): DraftBlock | Promise<DraftBlock> {
     const plan = this.choosePlan(max);
-    const planKey = plan.join('/');
-    this.plans.set(planKey, (this.plans.get(planKey) ?? 0) + 1);
+    if (plan !== this.lastPlan) {
+      this.lastPlan = plan;
+      this.lastPlanKey = plan.join('/');
+    }
+    this.plans.set(this.lastPlanKey, (this.plans.get(this.lastPlanKey) ?? 0) + 1);
     if (plan.every((s) => s === 0)) {
       this.last = [];
       this.cascade.top.lastSources = [];
@@ -371,13 +406,14 @@ export class AdaptiveScheduler implements Drafter {
   /** Learns the costs of the draft just made. */
   private drafted(block: DraftBlock): DraftBlock {
     const top = this.cascade.top;
-    top.lastCostMs.forEach((ms, d) => {
-      if (top.lastCalls[d] > 0) {
-        this.costs.observe(DRAFT(d), ms / top.lastCalls[d]);
-        const produced = top.lastSources.filter(([src]) => src === d).length;
-        this.tokensPerCall[d].add(produced / top.lastCalls[d]);
-      }
-    });
+    const { lastCostMs, lastCalls, lastSources } = top;
+    for (let d = 0; d < lastCalls.length; d++) {
+      if (lastCalls[d] === 0) continue;
+      this.costs.observe(DRAFT(d), lastCostMs[d] / lastCalls[d]);
+      let produced = 0;
+      for (const [src] of lastSources) if (src === d) produced++;
+      this.tokensPerCall[d].add(produced / lastCalls[d]);
+    }
     this.last = block.tokens;
     return block;
   }
