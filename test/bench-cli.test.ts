@@ -96,6 +96,16 @@ describe('runBench on a tiny family', () => {
         expect(l.produced).toBeGreaterThanOrEqual(l.accepted); // accepted drafts + a correction each pass
       }
       if (r.name === 'csd') expect(r.levels.some((l) => l.produced > 0)).toBe(true);
+      // The adaptive method reports its plans: one count per draft (a draft per verification
+      // pass that had room for one), band sizes for the cascade's three top-level drafters.
+      expect(r.adaptivePlans !== undefined).toBe(r.name === 'acsd');
+      if (r.adaptivePlans) {
+        const counts = Object.values(r.adaptivePlans);
+        expect(Object.keys(r.adaptivePlans).every((k) => /^\d+\/\d+\/\d+$/.test(k))).toBe(true);
+        expect(counts.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+        expect(counts.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(r.targetForwards);
+        expect(counts).toEqual([...counts].sort((a, b) => b - a));
+      }
       expect(r.decodeSpeedupVsAR).toBeCloseTo(r.decodeTokensPerSecond / rows[0].decodeTokensPerSecond, 9);
       if (r.name === 'ar') expect(r.draftMsPerStep).toBeLessThan(0.01); // no drafter: only the bare call's time
       else expect(r.draftMsPerStep).toBeGreaterThan(0);

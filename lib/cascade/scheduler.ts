@@ -1,6 +1,7 @@
-// Beyond the paper: an online scheduler for the target's draft. Before every draft it picks the
-// band sizes of row 0 (how many positions each top-level drafter fills, possibly none) that
-// maximise expected tokens per millisecond, from what it measured during this generation:
+// Beyond the paper: an online scheduler for the target's draft. Every RESEARCH_EVERY drafts
+// (and whenever the room for drafts changes) it searches the band sizes of row 0 (how many
+// positions each top-level drafter fills, possibly none) that maximise expected tokens per
+// millisecond, from what it measured in this generation and earlier ones:
 //   - per drafter, the probability that the target accepts a token of its band given that
 //     everything before it was accepted (alpha): one estimate for the band's first position
 //     and one pooled over the later ones;
@@ -441,7 +442,7 @@ export class AdaptiveScheduler implements Drafter {
 
   stats(): Record<string, unknown> {
     return {
-      plans: Object.fromEntries([...this.plans.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8)),
+      plans: Object.fromEntries([...this.plans.entries()].sort((a, b) => b[1] - a[1])),
       alpha: this.alpha.map((row) => row.map((e) => +e.value.toFixed(3))),
       drafterMsPerCall: this.alpha.map((_, d) => +(this.costs.ms(DRAFT(d)) ?? 0).toFixed(3)),
       verifyMs: Array.from({ length: this.maxDraft + 2 }, (_, n) => n)

@@ -75,6 +75,12 @@ export interface MethodResult {
   /** Tokens per second and speedup after each request's prompt pass and the tokens it emitted. */
   decodeTokensPerSecond: number;
   decodeSpeedupVsAR: number;
+  /**
+   * Adaptive methods (acsd) only: how many drafts each plan made, over all requests, most used
+   * first. A plan is the band sizes of the target's drafters in the cascade's order ("0/7/0":
+   * the second drafter fills 7 positions).
+   */
+  adaptivePlans?: Record<string, number>;
 }
 
 export async function runBench(
@@ -94,7 +100,7 @@ export async function runBench(
   const sampling = options.sampling && options.sampling.temperature > 0 ? options.sampling : undefined;
   const { target } = family;
   if (methods[0]?.name !== 'ar') methods = [parseArOnly(), ...methods.filter((m) => m.name !== 'ar')];
-  const acc = methods.map(() => ({ tokens: 0, wallMs: 0, forwards: 0, verifications: 0, first: 0, swiCost: 0, mismatches: 0, proposedAt: [] as number[], acceptedAt: [] as number[], steps: 0, stepMs: 0, draftMs: 0, verifyMs: 0, promptMs: 0, ewifWeighted: 0, ewifWeight: 0, levels: new Map<string, { passes: number; produced: number; proposed: number; accepted: number }>() }));
+  const acc = methods.map(() => ({ tokens: 0, wallMs: 0, forwards: 0, verifications: 0, first: 0, swiCost: 0, mismatches: 0, proposedAt: [] as number[], acceptedAt: [] as number[], steps: 0, stepMs: 0, draftMs: 0, verifyMs: 0, promptMs: 0, ewifWeighted: 0, ewifWeight: 0, levels: new Map<string, { passes: number; produced: number; proposed: number; accepted: number }>(), plans: new Map<string, number>() }));
   const gen = (m: MethodSpec, p: string, seed: number): Promise<GenerationResult> =>
     target.generate(p, {
       ...m.options,
@@ -142,6 +148,8 @@ export async function runBench(
         sum.accepted += l.accepted;
         a.levels.set(l.level, sum);
       }
+      const plans = (r.stats.drafter as { plans?: Record<string, number> } | undefined)?.plans ?? {};
+      for (const [plan, n] of Object.entries(plans)) a.plans.set(plan, (a.plans.get(plan) ?? 0) + n);
       const byPos = (r.stats.acceptanceByPosition as number[] | undefined) ?? [];
       if (i === 0) reference = r.tokens;
       else if (!sampling && (reference!.length !== r.tokens.length || reference!.some((t, j) => t !== r.tokens[j]))) a.mismatches++;
@@ -182,6 +190,7 @@ export async function runBench(
       levels: [...a.levels.entries()].map(([level, l]) => ({ level, ...l, acceptance: l.proposed ? l.accepted / l.proposed : 0 })),
       decodeTokensPerSecond: decodeTps(a),
       decodeSpeedupVsAR: decodeTps(a) / decodeTps(acc[0]),
+      ...(a.plans.size ? { adaptivePlans: Object.fromEntries([...a.plans.entries()].sort((x, y) => y[1] - x[1])) } : {}),
     };
   });
 }
