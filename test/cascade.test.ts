@@ -23,7 +23,7 @@ import {
 } from '../lib/cascade/config';
 import { BandedDrafter, buildCascade, ProposalRows } from '../lib/cascade/cascade';
 import { CachedContext } from '../lib/drafters/cached-context';
-import { AdaptiveScheduler, CostModel, isotonic, RESEARCH_EVERY, SchedulerState } from '../lib/cascade/scheduler';
+import { AdaptiveScheduler, CostModel, Ema, isotonic, RESEARCH_EVERY, SchedulerState } from '../lib/cascade/scheduler';
 import { MaxGram } from '../lib/drafters/maxgram';
 import { ModelDrafter } from '../lib/drafters/model-drafter';
 import { DrafterCounters, isPending, resumeSync, type DraftBlock, type Drafter } from '../lib/drafters/drafter';
@@ -762,14 +762,17 @@ describe('greedy exactness of random cascades', () => {
     const context = idsOf('the cat and the cat and the');
     // Measured: 'near' and Max-Gram never get a token accepted, 'w1' always does (500
     // outcomes each: the estimates end within 0.001 of 0 and 1), and a verification of n tokens
-    // costs 10 + 0.05 n ms (5 timings per length unless said), so drafting (well under 0.1 ms a token here) hardly counts.
-    // Expected tokens per pass: 1 + the w1 band's size. The best plan is w1's largest band,
-    // [0, 8, 0] (maxBand 8): 9 tokens in 10.45 ms against 8 in 10.40 for [0, 7, 0], 12% more.
-    const measured = (timings = 5, perToken = 0.05) => {
+    // costs 10 + 0.05 n units (5 timings per length unless said). A unit is 100 ms: the tiny
+    // drafts' calls, timed for real, can take a millisecond in a cold test process, and must
+    // stay negligible beside a verification. Expected tokens per pass: 1 + the w1 band's size.
+    // The best plan is w1's largest band, [0, 8, 0] (maxBand 8): 9 tokens in 10.45 units
+    // against 8 in 10.40 for [0, 7, 0], 12% more.
+    const UNIT = 100;
+    const measured = (timings = 5, perToken = 0.05, base = 10) => {
       const state = new SchedulerState(3);
       for (const d of [0, 2]) for (const e of state.alpha[d]) for (let i = 0; i < 500; i++) e.add(0);
       for (const e of state.alpha[1]) for (let i = 0; i < 500; i++) e.add(1);
-      for (let n = 1; n <= 13; n++) for (let i = 0; i < timings; i++) state.costs.observe(`verify:${n}`, 10 + perToken * n);
+      for (let n = 1; n <= 13; n++) for (let i = 0; i < timings; i++) state.costs.observe(`verify:${n}`, UNIT * (base + perToken * n));
       return state;
     };
     // RESEARCH_EVERY + 1 drafts: all but the last use the plan begin() set, the last searches.
@@ -799,10 +802,38 @@ describe('greedy exactness of random cascades', () => {
     expect((await plansOf(moved, { initialPlan: [0, 7, 0], switchMargin: 0.1 })).first).toBe('0/8/0');
     // A block length timed fewer than 10 times is priced by extrapolation: a plan that needs
     // one must promise 10% more, whatever switchMargin says. Here a verification of n tokens
-    // costs 10 + 1.2 n ms, and [0, 8, 0] promises 6% more than [0, 7, 0] (9 / 20.8 against
+    // costs 10 + 1.2 n units, and [0, 8, 0] promises 6% more than [0, 7, 0] (9 / 20.8 against
     // 8 / 19.6): enough for a 3% margin once every length has 20 timings, not with 5.
     expect((await plansOf(measured(5, 1.2), { initialPlan: [0, 7, 0], switchMargin: 0.03 })).searched).toBe('0/7/0');
     expect((await plansOf(measured(20, 1.2), { initialPlan: [0, 7, 0], switchMargin: 0.03 })).searched).toBe('0/8/0');
+    // The band's own time counts: a Max-Gram tail that passes 3 times in 4 adds 2.05 tokens
+    // for 4 rows (0.2 units) and wins at no other cost ([0, 8, 4]: 11.05 tokens in 10.65 units,
+    // 1.04 a unit, against 9 in 10.45, 0.86), but not when a block of several pieces costs the
+    // band 3 units more (11.05 in 13.65, 0.81 a unit).
+    const withTail = (piecesMs?: number) => {
+      const state = measured();
+      for (const e of state.alpha[2]) for (let i = 0; i < 500; i++) e.add(i % 4 === 0 ? 0 : 1);
+      if (piecesMs !== undefined) [state.overheadMs.sole, state.overheadMs.pieces] = [new Ema(0), new Ema(UNIT * piecesMs)];
+      return state;
+    };
+    expect((await plansOf(withTail(), {})).first).toBe('0/8/4');
+    expect((await plansOf(withTail(3), {})).first).toBe('0/8/0');
+    // The overheads are learnt from the drafts: each kind of plan measured its own.
+    const learnt = withTail();
+    await plansOf(learnt, { initialPlan: [0, 7, 0] });
+    expect(learnt.overheadMs.sole?.count).toBe(RESEARCH_EVERY); // the initial plan's drafts
+    expect(learnt.overheadMs.pieces?.count).toBe(1); // the search's [0, 8, 4]
+    // The configured plan is taken back as soon as it scores highest, with no margin. Here 'w1'
+    // passes 8 tokens in 10 and a verification of n tokens costs 10 + 0.7 n units: [0, 7, 0]
+    // scores 0.4% above [0, 8, 0], the plan in use. Any other plan would need 3% for that.
+    const drifted = () => {
+      const state = measured(20, 0.7);
+      for (const e of state.alpha[1]) [e.value, e.count] = [0.8, 1000];
+      state.plan = [0, 8, 0];
+      return state;
+    };
+    expect(await plansOf(drifted(), { initialPlan: [0, 7, 0] })).toEqual({ first: '0/8/0', beforeSearch: '0/8/0', searched: '0/7/0' });
+    expect(await plansOf(drifted(), {})).toEqual({ first: '0/8/0', beforeSearch: '0/8/0', searched: '0/8/0' });
     // However bad the plan in use, an unreachable margin keeps it.
     expect(await plansOf(measured(), { initialPlan: [1, 0, 0], switchMargin: 1e9 })).toEqual({ first: '1/0/0', beforeSearch: '1/0/0', searched: '1/0/0' });
     // Initial plans are cut to maxBand per band and maxDraft in all (the last bands first), and

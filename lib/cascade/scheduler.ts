@@ -18,8 +18,10 @@
 // has been timed fewer than MEASURED_MIN times is priced by extrapolation, which ran optimistic
 // (the 11M target's 9-token block costs ~8% more than its 8-token one, where the neighbours'
 // slope said ~3%), so it must promise UNMEASURED_MARGIN more; exploration measures it meanwhile.
-// The first plan is the configuration's own (`initialPlan`: what `tune` measured offline), kept
-// until the estimates say otherwise.
+// The first plan is the configuration's own (`initialPlan`: what `tune` measured offline, in
+// interleaved comparisons the online estimates cannot match). It is kept until the estimates
+// say otherwise, and taken back, with no margin, as soon as it scores highest again: a switch
+// made on noise does not stick.
 import type { NativeSampling } from '../native';
 import { DrafterCounters, isPending, matchedPrefix, type DraftBlock, type Drafter } from '../drafters/drafter';
 import { ReviewerLevel, type Cascade } from './cascade';
@@ -31,6 +33,8 @@ import { mulberry32 } from '../prng';
  * more than one every 32 did; each one costs about 0.1 ms on caches a verification has evicted.
  */
 export const RESEARCH_EVERY = 32;
+/** Averaging rate of the band's own time per draft (SchedulerState.overheadMs). */
+const OVERHEAD_RATE = 0.05;
 /** Timings of a block length before its cost counts as measured rather than extrapolated. */
 const MEASURED_MIN = 10;
 /** How much faster a plan of an unmeasured block length must look to replace the plan in use. */
@@ -51,7 +55,7 @@ const ALPHA_LATER_RATE = 0.004;
  * observation) once it has seen 1 / rate observations: it leaves its prior quickly, then
  * follows drift without jumping at every Bernoulli outcome.
  */
-class Ema {
+export class Ema {
   /** Observations so far (the initial value counts as one). */
   count = 1;
   constructor(
@@ -139,6 +143,16 @@ export class SchedulerState {
   readonly costs = new CostModel();
   /** The plan in use (band sizes of row 0), carried into the next generation. */
   plan?: number[];
+  /** The configured plan (SchedulerOptions.initialPlan): taken back without a margin. */
+  home?: number[];
+  /**
+   * Per draft, the band's time beyond its drafters' calls (catching up, bookkeeping, and for a
+   * block of several pieces the band's loop and, when sampling, assembling their rows: about
+   * 0.05 ms a step there, which made a Max-Gram tail look free when it was not). `sole`: a
+   * plan whose only band is a level drafting alone (BandedDrafter's shortcut); `pieces`: any
+   * other plan that drafts. Milliseconds, measured from the first draft of each kind.
+   */
+  readonly overheadMs: { sole?: Ema; pieces?: Ema } = {};
 
   constructor(readonly drafters: number) {
     // Start: acceptance 0.6 everywhere; costs from the parameter counts until measured.
@@ -159,7 +173,11 @@ export interface SchedulerOptions {
   maxBand?: number;
   /** Largest total draft. Default 12. */
   maxDraft?: number;
-  /** Share of steps that explore a neighbouring plan. Default 0.05. */
+  /**
+   * Share of steps that explore a neighbouring plan. Default 0.02: an explored plan is usually
+   * a dearer one (a longer draft, a Max-Gram tail), and at 0.05 exploring cost about 3% when
+   * sampling, where the configured plan was already the best.
+   */
   explore?: number;
   /** Seed of the exploration choices (not of the sampling). */
   seed?: number;
@@ -173,7 +191,7 @@ export interface SchedulerOptions {
   initialPlan?: readonly number[];
   /**
    * A searched plan replaces the one in use only when its expected tokens per ms are higher by
-   * more than this fraction. Default 0.03.
+   * more than this fraction (than both the plan in use and initialPlan). Default 0.03.
    */
   switchMargin?: number;
   /**
@@ -209,15 +227,17 @@ export class AdaptiveScheduler implements Drafter {
     const n = cascade.top.drafters.length;
     this.maxBand = options.maxBand ?? 8;
     this.maxDraft = options.maxDraft ?? 12;
-    this.explore = options.explore ?? 0.05;
+    this.explore = options.explore ?? 0.02;
     this.switchMargin = options.switchMargin ?? 0.03;
     if (!(this.switchMargin >= 0)) throw new RangeError(`switchMargin must be >= 0, got ${options.switchMargin}`);
     if (options.state && options.state.drafters !== n) throw new RangeError(`scheduler state is for ${options.state.drafters} drafters, the cascade has ${n}`);
     this.state = options.state ?? new SchedulerState(n);
-    if (options.initialPlan && !this.state.plan) this.state.plan = this.fitPlan(options.initialPlan);
+    if (options.initialPlan && !this.state.home) this.state.home = this.fitPlan(options.initialPlan);
+    if (this.state.home && !this.state.plan) this.state.plan = [...this.state.home];
     ({ alpha: this.alpha, tokensPerCall: this.tokensPerCall, costs: this.costs } = this.state);
     this.rand = mulberry32(options.seed ?? 1);
     cascade.top.measure = true; // what each drafter costs and yields, to learn from
+    this.soleCapable = cascade.top.drafters.map((d) => d instanceof ReviewerLevel && d.alone);
     this.costRatio = cascade.top.drafters.map((d) =>
       options.targetParams && d instanceof ReviewerLevel ? d.model.numParams / options.targetParams : 0,
     );
@@ -225,6 +245,8 @@ export class AdaptiveScheduler implements Drafter {
 
   /** Per drafter: parameters over the target's (0 for Max-Gram, or without targetParams). */
   private readonly costRatio: number[];
+  /** Per drafter: a level drafting alone, which a plan of that band alone calls directly. */
+  private readonly soleCapable: boolean[];
 
   /** A plan cut to maxBand per band and maxDraft in all (the last bands give way first). */
   private fitPlan(plan: readonly number[]): number[] {
@@ -330,21 +352,28 @@ export class AdaptiveScheduler implements Drafter {
         cost[d].push(perToken * size);
       }
     }
+    // The band's own time: none for the empty plan, one figure for a sole level drafting
+    // alone, another for everything else (see SchedulerState.overheadMs).
+    const soleMs = this.state.overheadMs.sole?.value ?? 0, piecesMs = this.state.overheadMs.pieces?.value ?? 0;
+    const overhead = (pieces: number, lastPiece: number) => (pieces === 0 ? 0 : pieces === 1 && this.soleCapable[lastPiece] ? soleMs : piecesMs);
     let best: number[] = new Array(n).fill(0);
     let bestScore = 1 / this.verifyTable[1];
-    // The plan in use, scored the same way: the search's answer must beat it by the margin.
-    const current = this.state.plan;
-    let currentScore = -1;
-    if (current && current.length === n && current.every((v) => v <= maxSize) && current.reduce((a, b) => a + b, 0) <= limit) {
-      let expected = 1, reach = 1, spent = 0, total = 0;
-      current.forEach((size, d) => {
+    // The plan in use and the configured one, scored the same way (-1: none, or not within
+    // this search's limits): any other plan must beat both by its margin.
+    const scoreOf = (p: readonly number[] | undefined): number => {
+      if (!p || p.length !== n || !p.every((v) => v <= maxSize) || p.reduce((a, b) => a + b, 0) > limit) return -1;
+      let expected = 1, reach = 1, spent = 0, total = 0, pieces = 0, lastPiece = -1;
+      p.forEach((size, d) => {
         expected += reach * gain[d][size];
         reach *= pass[d][size];
         spent += cost[d][size];
         total += size;
+        if (size > 0) [pieces, lastPiece] = [pieces + 1, d];
       });
-      currentScore = expected / (this.verifyTable[total + 1] + spent);
-    }
+      return expected / (this.verifyTable[total + 1] + spent + overhead(pieces, lastPiece));
+    };
+    const current = this.state.plan, home = this.state.home;
+    const currentScore = scoreOf(current), homeScore = scoreOf(home);
     // The best plan to switch to: the most expected tokens per ms discounted by the margin its
     // block length needs (measured or not).
     const discount = Array.from({ length: limit + 1 }, (_, total) =>
@@ -353,9 +382,9 @@ export class AdaptiveScheduler implements Drafter {
     let switchTo: number[] = best;
     let switchScore = -1;
     const plan = new Array(n).fill(0);
-    const visit = (d: number, left: number, expected: number, reach: number, spent: number, total: number): void => {
+    const visit = (d: number, left: number, expected: number, reach: number, spent: number, total: number, pieces: number, lastPiece: number): void => {
       if (d === n) {
-        const sc = expected / (this.verifyTable[total + 1] + spent);
+        const sc = expected / (this.verifyTable[total + 1] + spent + overhead(pieces, lastPiece));
         if (sc > bestScore) {
           bestScore = sc;
           best = [...plan];
@@ -368,12 +397,20 @@ export class AdaptiveScheduler implements Drafter {
       }
       for (let size = 0; size <= Math.min(maxSize, left); size++) {
         plan[d] = size;
-        visit(d + 1, left - size, expected + reach * gain[d][size], reach * pass[d][size], spent + cost[d][size], total + size);
+        visit(d + 1, left - size, expected + reach * gain[d][size], reach * pass[d][size], spent + cost[d][size], total + size, size > 0 ? pieces + 1 : pieces, size > 0 ? d : lastPiece);
       }
       plan[d] = 0;
     };
-    visit(0, limit, 1, 1, 0, 0);
-    if (currentScore >= 0) best = switchScore > currentScore ? switchTo : [...current!];
+    visit(0, limit, 1, 1, 0, 0, 0, -1);
+    if (currentScore >= 0 || homeScore >= 0) {
+      // The plan in use wins ties; the configured plan is taken back as soon as it scores
+      // higher (no margin: tune measured it offline, interleaved, which the online estimates
+      // cannot match); any other plan needs its margin.
+      let pick = switchTo, pickScore = switchScore;
+      if (currentScore >= pickScore) [pick, pickScore] = [[...current!], currentScore];
+      if (homeScore > pickScore) pick = [...home!];
+      best = pick;
+    }
     // A plan searched for a shorter limit (the generation's last tokens) is not carried over.
     if (limit === this.maxDraft) this.state.plan = [...best];
     const chosen: readonly number[] = [...best];
@@ -400,21 +437,34 @@ export class AdaptiveScheduler implements Drafter {
     }
     const top = this.cascade.top;
     top.setBands(plan);
+    const t0 = performance.now();
     const block = top.draft(max, sampling);
-    return isPending(block) ? block.then((b) => this.drafted(b)) : this.drafted(block);
+    return isPending(block) ? block.then((b) => this.drafted(b, plan, t0)) : this.drafted(block, plan, t0);
   }
 
-  /** Learns the costs of the draft just made. */
-  private drafted(block: DraftBlock): DraftBlock {
+  /** Learns the costs of the draft just made (started at t0 with `plan`). */
+  private drafted(block: DraftBlock, plan: readonly number[], t0: number): DraftBlock {
+    const wallMs = performance.now() - t0;
     const top = this.cascade.top;
     const { lastCostMs, lastCalls, lastSources } = top;
+    let callsMs = 0;
     for (let d = 0; d < lastCalls.length; d++) {
       if (lastCalls[d] === 0) continue;
+      callsMs += lastCostMs[d];
       this.costs.observe(DRAFT(d), lastCostMs[d] / lastCalls[d]);
       let produced = 0;
       for (const [src] of lastSources) if (src === d) produced++;
       this.tokensPerCall[d].add(produced / lastCalls[d]);
     }
+    // The band's own time, by the path the plan took. Kept in ms apart from the CostModel: a
+    // figure this small and noisy would jolt the speed scale every item shares.
+    let pieces = 0, lastPiece = -1;
+    plan.forEach((size, d) => size > 0 && ([pieces, lastPiece] = [pieces + 1, d]));
+    const kind = pieces === 1 && this.soleCapable[lastPiece] ? 'sole' : 'pieces';
+    const own = wallMs - callsMs;
+    const ema = this.state.overheadMs[kind];
+    if (ema) ema.add(own);
+    else this.state.overheadMs[kind] = new Ema(own, OVERHEAD_RATE);
     this.last = block.tokens;
     return block;
   }
@@ -445,6 +495,7 @@ export class AdaptiveScheduler implements Drafter {
       plans: Object.fromEntries([...this.plans.entries()].sort((a, b) => b[1] - a[1])),
       alpha: this.alpha.map((row) => row.map((e) => +e.value.toFixed(3))),
       drafterMsPerCall: this.alpha.map((_, d) => +(this.costs.ms(DRAFT(d)) ?? 0).toFixed(3)),
+      bandOverheadMs: Object.fromEntries(Object.entries(this.state.overheadMs).map(([k, e]) => [k, +e.value.toFixed(4)])),
       verifyMs: Array.from({ length: this.maxDraft + 2 }, (_, n) => n)
         .filter((n) => this.costs.count(VERIFY(n)) > 0)
         .map((n) => [n, +this.costs.ms(VERIFY(n))!.toFixed(3)]),
