@@ -59,6 +59,17 @@ export class BandedDrafter implements Drafter {
     this.sole = used.length === 1 && this.drafters[used[0]] instanceof ReviewerLevel ? used[0] : -1;
   }
 
+  /** Whether a drafter of a band is a level drafting alone: a plan whose only band it fills
+   * takes the one-band shortcut (draftSole). */
+  static draftsAlone(d: Drafter): d is ReviewerLevel {
+    return d instanceof ReviewerLevel && d.alone;
+  }
+
+  /** Whether a draft with the current bands takes the one-band shortcut (draftSole). */
+  get direct(): boolean {
+    return this.sole >= 0 && BandedDrafter.draftsAlone(this.drafters[this.sole]);
+  }
+
   /** Positions this drafter fills at most. */
   get size(): number {
     return this.ends[this.ends.length - 1] ?? 0;
@@ -72,10 +83,7 @@ export class BandedDrafter implements Drafter {
 
   /** Synchronous when every drafter it calls answers synchronously (see resumeSync). */
   draft(max: number, sampling: NativeSampling, prefix: readonly number[] = []): DraftBlock | Promise<DraftBlock> {
-    if (this.sole >= 0) {
-      const level = this.drafters[this.sole] as ReviewerLevel;
-      if (level.alone) return this.draftSole(level, max, sampling, prefix);
-    }
+    if (this.direct) return this.draftSole(this.drafters[this.sole] as ReviewerLevel, max, sampling, prefix);
     return resumeSync(this.fill(max, sampling, prefix));
   }
 

@@ -24,7 +24,7 @@
 // made on noise does not stick.
 import type { NativeSampling } from '../native';
 import { DrafterCounters, isPending, matchedPrefix, type DraftBlock, type Drafter } from '../drafters/drafter';
-import { ReviewerLevel, type Cascade } from './cascade';
+import { BandedDrafter, ReviewerLevel, type Cascade } from './cascade';
 import { mulberry32 } from '../prng';
 
 /**
@@ -237,7 +237,7 @@ export class AdaptiveScheduler implements Drafter {
     ({ alpha: this.alpha, tokensPerCall: this.tokensPerCall, costs: this.costs } = this.state);
     this.rand = mulberry32(options.seed ?? 1);
     cascade.top.measure = true; // what each drafter costs and yields, to learn from
-    this.soleCapable = cascade.top.drafters.map((d) => d instanceof ReviewerLevel && d.alone);
+    this.soleCapable = cascade.top.drafters.map((d) => BandedDrafter.draftsAlone(d));
     this.costRatio = cascade.top.drafters.map((d) =>
       options.targetParams && d instanceof ReviewerLevel ? d.model.numParams / options.targetParams : 0,
     );
@@ -439,11 +439,11 @@ export class AdaptiveScheduler implements Drafter {
     top.setBands(plan);
     const t0 = performance.now();
     const block = top.draft(max, sampling);
-    return isPending(block) ? block.then((b) => this.drafted(b, plan, t0)) : this.drafted(block, plan, t0);
+    return isPending(block) ? block.then((b) => this.drafted(b, t0)) : this.drafted(block, t0);
   }
 
-  /** Learns the costs of the draft just made (started at t0 with `plan`). */
-  private drafted(block: DraftBlock, plan: readonly number[], t0: number): DraftBlock {
+  /** Learns the costs of the draft just made (started at t0). */
+  private drafted(block: DraftBlock, t0: number): DraftBlock {
     const wallMs = performance.now() - t0;
     const top = this.cascade.top;
     const { lastCostMs, lastCalls, lastSources } = top;
@@ -456,11 +456,9 @@ export class AdaptiveScheduler implements Drafter {
       for (const [src] of lastSources) if (src === d) produced++;
       this.tokensPerCall[d].add(produced / lastCalls[d]);
     }
-    // The band's own time, by the path the plan took. Kept in ms apart from the CostModel: a
+    // The band's own time, by the path the draft took. Kept in ms apart from the CostModel: a
     // figure this small and noisy would jolt the speed scale every item shares.
-    let pieces = 0, lastPiece = -1;
-    plan.forEach((size, d) => size > 0 && ([pieces, lastPiece] = [pieces + 1, d]));
-    const kind = pieces === 1 && this.soleCapable[lastPiece] ? 'sole' : 'pieces';
+    const kind = top.direct ? 'sole' : 'pieces';
     const own = wallMs - callsMs;
     const ema = this.state.overheadMs[kind];
     if (ema) ema.add(own);
