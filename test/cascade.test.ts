@@ -845,6 +845,20 @@ describe('greedy exactness of random cascades', () => {
     expect(() => make({ initialPlan: [0, -1, 0] })).toThrow('initialPlan must hold 3 non-negative integers');
     expect(() => make({ initialPlan: [0, 1.5, 0] })).toThrow('initialPlan must hold 3 non-negative integers');
     expect(() => make({ switchMargin: -0.1 })).toThrow('switchMargin must be >= 0, got -0.1');
+    // Less room for drafts than the plan in use (a generation's last tokens): the plan is cut
+    // to the room, the last bands first, without a search, and the plan in use stays whole.
+    const roomy = measured();
+    roomy.plan = [1, 5, 3];
+    const cutting = new AdaptiveScheduler(buildCascade(matrix, models, new MaxGram(), 128), { state: roomy, explore: 0 });
+    const searches = jest.spyOn(cutting as unknown as { search: () => number[] }, 'search');
+    await cutting.begin(context);
+    const drafted: Array<[number, number]> = [];
+    for (const room of [12, 7, 7, 4, 9]) drafted.push([room, (await cutting.draft(room, greedy)).tokens.length]);
+    expect(drafted).toEqual([[12, 9], [7, 7], [7, 7], [4, 4], [9, 9]]);
+    expect(Object.keys(cutting.stats().plans as object).sort()).toEqual(['1/3/0', '1/5/1', '1/5/3']);
+    expect(searches).not.toHaveBeenCalled();
+    expect(roomy.plan).toEqual([1, 5, 3]);
+    cutting.dispose();
   });
 
   test('a cached context catches up in a pass of its own only when it lags by more than a step feeds', () => {

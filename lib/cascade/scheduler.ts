@@ -168,6 +168,17 @@ const VERIFY_NAMES = itemNames('verify'), DRAFT_NAMES = itemNames('draft');
 const VERIFY = (n: number) => VERIFY_NAMES[n] ?? `verify:${n}`;
 const DRAFT = (d: number) => DRAFT_NAMES[d] ?? `draft:${d}`;
 
+/** A plan cut to `limit` drafts in all, the last bands giving way first. */
+function cutToTotal(plan: readonly number[], limit: number): number[] {
+  const cut = [...plan];
+  for (let d = cut.length - 1, over = cut.reduce((a, b) => a + b, 0) - limit; d >= 0 && over > 0; d--) {
+    const less = Math.min(cut[d], over);
+    cut[d] -= less;
+    over -= less;
+  }
+  return cut;
+}
+
 export interface SchedulerOptions {
   /** Largest band per drafter. Default 8. */
   maxBand?: number;
@@ -217,8 +228,12 @@ export class AdaptiveScheduler implements Drafter {
   readonly maxDraft: number;
   readonly explore: number;
   readonly switchMargin: number;
+  private readonly planCounts = new Map<string, number>();
   /** How often each plan was chosen, for the stats. */
-  readonly plans = new Map<string, number>();
+  get plans(): ReadonlyMap<string, number> {
+    this.countPlan();
+    return this.planCounts;
+  }
 
   constructor(
     readonly cascade: Cascade,
@@ -253,13 +268,7 @@ export class AdaptiveScheduler implements Drafter {
     const n = this.cascade.top.drafters.length;
     if (plan.length !== n || !plan.every((v) => Number.isInteger(v) && v >= 0))
       throw new RangeError(`initialPlan must hold ${n} non-negative integers (one band size per top-level drafter), got [${plan.join(', ')}]`);
-    const fitted = plan.map((v) => Math.min(v, this.maxBand));
-    for (let d = n - 1, over = fitted.reduce((a, b) => a + b, 0) - this.maxDraft; d >= 0 && over > 0; d--) {
-      const cut = Math.min(fitted[d], over);
-      fitted[d] -= cut;
-      over -= cut;
-    }
-    return fitted;
+    return cutToTotal(plan.map((v) => Math.min(v, this.maxBand)), this.maxDraft);
   }
 
   async begin(context: number[]): Promise<void> {
@@ -272,7 +281,7 @@ export class AdaptiveScheduler implements Drafter {
     // next search is due after RESEARCH_EVERY steps. Searching here, on cold caches, cost about
     // 0.1 ms a request.
     const plan = this.state.plan ? [...this.state.plan] : this.search(top.drafters.length, this.maxDraft);
-    this.searched = { plan, limit: this.maxDraft, age: 0 };
+    this.searched = { plan, age: 0 };
     plan.forEach((size, d) => size > 0 && top.drafters[d].catchUp?.());
     this.last = [];
   }
@@ -305,16 +314,25 @@ export class AdaptiveScheduler implements Drafter {
     return Array.from({ length: limit + 2 }, (_, n) => at(n));
   }
 
-  /** The last searched plan, the draft limit it was searched for, and steps since. */
-  private searched?: { plan: readonly number[]; limit: number; age: number };
+  /** The last searched plan (searched for maxDraft drafts) and steps since. */
+  private searched?: { plan: readonly number[]; age: number };
+  /** The searched plan cut to a smaller room for drafts, kept while both stay the same. */
+  private cut?: { from: readonly number[]; limit: number; plan: readonly number[] };
 
   private choosePlan(max: number): readonly number[] {
     const n = this.cascade.top.drafters.length;
     const limit = Math.min(max, this.maxDraft);
-    // The estimates move slowly (moving averages): the search runs every few steps, or when
-    // the room left for drafts changes, not before every target pass.
+    // The estimates move slowly (moving averages): the search runs every few steps, not before
+    // every target pass, and always for the most the scheduler drafts. When the room for drafts
+    // is smaller (a generation's last tokens, a context nearly full) the plan is cut to it, the
+    // last bands giving way first: searching again for each such room cost about 0.1 ms (caches
+    // evicted by the verification) at each of a generation's last steps.
     const s = this.searched;
-    const best = s && s.limit === limit && s.age < RESEARCH_EVERY ? (s.age++, s.plan) : this.search(n, limit);
+    let best = s && s.age < RESEARCH_EVERY ? (s.age++, s.plan) : this.search(n, this.maxDraft);
+    if (best.reduce((a, b) => a + b, 0) > limit) {
+      const c = this.cut;
+      best = c && c.from === best && c.limit === limit ? c.plan : (this.cut = { from: best, limit, plan: cutToTotal(best, limit) }).plan;
+    }
     if (!(this.explore > 0 && this.rand() < this.explore)) return best; // the searched plan itself: not to be changed
     // Exploration resizes a band of the plan (or Max-Gram's, which costs nothing to try). It
     // never switches on an unused draft model: that model's cache has fallen behind, and the
@@ -411,32 +429,47 @@ export class AdaptiveScheduler implements Drafter {
       if (homeScore > pickScore) pick = [...home!];
       best = pick;
     }
-    // A plan searched for a shorter limit (the generation's last tokens) is not carried over.
-    if (limit === this.maxDraft) this.state.plan = [...best];
+    this.state.plan = [...best];
     const chosen: readonly number[] = [...best];
-    this.searched = { plan: chosen, limit, age: 0 };
+    this.searched = { plan: chosen, age: 0 };
     return chosen;
   }
 
-  /** The last draft's plan and its key in `plans` (most steps repeat it). */
+  /**
+   * The last draft's plan, its key in `plans`, whether it drafts nothing, and how many drafts it
+   * made that `plans` does not count yet. Most steps repeat the plan (the same array until the
+   * next search), so that work is done when the plan changes, not at every step.
+   */
   private lastPlan?: readonly number[];
   private lastPlanKey = '';
+  private lastPlanEmpty = false;
+  private lastPlanDrafts = 0;
+
+  /** Adds the drafts of the last plan to `plans`. */
+  private countPlan(): void {
+    if (this.lastPlanDrafts === 0) return;
+    this.planCounts.set(this.lastPlanKey, (this.planCounts.get(this.lastPlanKey) ?? 0) + this.lastPlanDrafts);
+    this.lastPlanDrafts = 0;
+  }
 
   /** Synchronous when the cascade's drafters are (see resumeSync). */
   draft(max: number, sampling: NativeSampling): DraftBlock | Promise<DraftBlock> {
     const plan = this.choosePlan(max);
+    const top = this.cascade.top;
     if (plan !== this.lastPlan) {
+      this.countPlan();
       this.lastPlan = plan;
       this.lastPlanKey = plan.join('/');
+      this.lastPlanEmpty = plan.every((s) => s === 0);
+      // Only this scheduler sets the top level's bands.
+      if (!this.lastPlanEmpty) top.setBands(plan);
     }
-    this.plans.set(this.lastPlanKey, (this.plans.get(this.lastPlanKey) ?? 0) + 1);
-    if (plan.every((s) => s === 0)) {
+    this.lastPlanDrafts++;
+    if (this.lastPlanEmpty) {
       this.last = [];
-      this.cascade.top.lastSources = [];
+      top.lastSources = [];
       return { tokens: [] };
     }
-    const top = this.cascade.top;
-    top.setBands(plan);
     const t0 = performance.now();
     const block = top.draft(max, sampling);
     return isPending(block) ? block.then((b) => this.drafted(b, t0)) : this.drafted(block, t0);
@@ -447,18 +480,20 @@ export class AdaptiveScheduler implements Drafter {
     const wallMs = performance.now() - t0;
     const top = this.cascade.top;
     const { lastCostMs, lastCalls, lastSources } = top;
+    const direct = top.direct;
     let callsMs = 0;
     for (let d = 0; d < lastCalls.length; d++) {
       if (lastCalls[d] === 0) continue;
       callsMs += lastCostMs[d];
       this.costs.observe(DRAFT(d), lastCostMs[d] / lastCalls[d]);
-      let produced = 0;
-      for (const [src] of lastSources) if (src === d) produced++;
+      // The one-band shortcut: every token came from this drafter's one call.
+      let produced = direct ? block.tokens.length : 0;
+      if (!direct) for (const [src] of lastSources) if (src === d) produced++;
       this.tokensPerCall[d].add(produced / lastCalls[d]);
     }
     // The band's own time, by the path the draft took. Kept in ms apart from the CostModel: a
     // figure this small and noisy would jolt the speed scale every item shares.
-    const kind = top.direct ? 'sole' : 'pieces';
+    const kind = direct ? 'sole' : 'pieces';
     const own = wallMs - callsMs;
     const ema = this.state.overheadMs[kind];
     if (ema) ema.add(own);
