@@ -29,6 +29,9 @@ export interface NativeSampling {
   temperature: number;
   topK: number;
   topP: number;
+  /** Speculative verification when sampling: test a block's drafts jointly (default), or
+   * token by token when false (GenerateOptions.blockVerification). Not read by native code. */
+  blockVerification?: boolean;
 }
 
 export interface NativeModel {
@@ -80,6 +83,9 @@ export interface NativeVerifyOptions {
   /** > 1 only for draft-level reviewers. Default 1 (exact). */
   lenience?: number;
   returnProbs?: boolean;
+  /** Sampling with lenience 1: test the drafts jointly (block verification). Default true;
+   * false: the token-by-token test. Same output distribution either way. */
+  blockVerification?: boolean;
   /** Leading block tokens that are known, not under test (at least the pending token). Default 1. */
   fixed?: number;
 }

@@ -52,6 +52,14 @@ export interface GenerateOptions {
    * (lib/cascade/scheduler.ts) instead of K's row 0; lower rows of K still apply. Default false.
    */
   adaptive?: boolean;
+  /**
+   * Speculative methods, when sampling: the target (and a cascade's strict review levels) test
+   * a block's drafts jointly, by block verification (Sun et al., 2024), which keeps more drafts
+   * per pass in expectation than testing them token by token; the output follows the target's
+   * distribution either way. false: the classic token-by-token test. Greedy decoding is not
+   * affected. Default true.
+   */
+  blockVerification?: boolean;
 }
 
 export type Method = 'ar' | 'mag' | 'sd' | 'csd';
@@ -75,9 +83,10 @@ export interface ResolvedGenerateOptions {
   cascade?: CascadeMatrix;
   draftModels: Record<string, Model>;
   adaptive: boolean;
+  blockVerification: boolean;
 }
 
-const KNOWN = new Set(['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopOnEos', 'addBos', 'signal', 'method', 'draftModel', 'k', 'draftConfidence', 'maxGramOccurrence', 'cascade', 'draftModels', 'adaptive']);
+const KNOWN = new Set(['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopOnEos', 'addBos', 'signal', 'method', 'draftModel', 'k', 'draftConfidence', 'maxGramOccurrence', 'cascade', 'draftModels', 'adaptive', 'blockVerification']);
 
 function badBool(name: string): never {
   throw new TypeError(`${name} must be a boolean`);
@@ -132,6 +141,8 @@ export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys:
     cascade,
     draftModels,
     adaptive: typeof options.adaptive === 'boolean' ? options.adaptive : options.adaptive === undefined ? false : badBool('adaptive'),
+    blockVerification:
+      typeof options.blockVerification === 'boolean' ? options.blockVerification : options.blockVerification === undefined ? true : badBool('blockVerification'),
     maxNewTokens: int('maxNewTokens', options.maxNewTokens, 128, 0),
     temperature,
     topK: int('topK', options.topK, 0, 0),

@@ -45,6 +45,11 @@ export class SpeculativeSource implements TokenSource {
     private readonly syncPromptTokens = 0,
   ) {}
 
+  /** When sampling: block verification (NativeSampling.blockVerification), else token by token. */
+  private get joint(): boolean {
+    return this.sampling.blockVerification !== false;
+  }
+
   get targetForwards(): number {
     return this.target.forwards;
   }
@@ -68,7 +73,7 @@ export class SpeculativeSource implements TokenSource {
     await this.drafter!.begin(promptTokens);
     const drafted = this.drafter!.draft(max, this.sampling);
     const block = isPending(drafted) ? await drafted : drafted;
-    const options = { sampling: this.sampling, draftProbs: block.probs, fixed: promptTokens.length };
+    const options = { sampling: this.sampling, draftProbs: block.probs, fixed: promptTokens.length, blockVerification: this.joint };
     const blockTokens = [...promptTokens, ...block.tokens];
     // The pass's size is the block drafted, not the most it might have been (an adaptive
     // scheduler's limit of 12 sent prompts to the pool that a 7-token draft kept here).
@@ -106,7 +111,7 @@ export class SpeculativeSource implements TokenSource {
     const drafted = this.drafter && max > 0 ? this.drafter.draft(max, this.sampling) : { tokens: [] as number[], probs: undefined };
     const block = isPending(drafted) ? await drafted : drafted;
     const t1 = performance.now();
-    const r = this.target.verifySync([this.pending, ...block.tokens], { sampling: this.sampling, draftProbs: block.probs });
+    const r = this.target.verifySync([this.pending, ...block.tokens], { sampling: this.sampling, draftProbs: block.probs, blockVerification: this.joint });
     const t2 = performance.now();
     this.draftMs += t1 - t0;
     this.verifyMs += t2 - t1;

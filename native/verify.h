@@ -24,6 +24,10 @@ struct VerifyRequest {
   // 1: the exact test. > 1: a draft-level reviewer's lenient test (accept when the argmax
   // matches or p(x) >= q(x) / lenience); never used at the top level.
   double lenience = 1;
+  // Sampling with the exact test: verify the drafts jointly (block verification, Sun et al.
+  // 2024), which emits at least as many tokens per pass in expectation as the test token by
+  // token, with the same output distribution. false: the classic test, token by token.
+  bool joint = true;
   // Return the verifier's processed distributions at the rows of the tokens it produced: the
   // accepted drafts and `next` (accepted + 1 rows; the test's own rows, computed once).
   bool return_probs = false;
@@ -42,7 +46,9 @@ std::vector<VerifyResult> verify(std::vector<VerifyRequest>& requests);
 // The acceptance rule alone, on the verifier's float32 logits [k + 1, V]. draft_probs: [k, V],
 // or null for deterministic drafts. rows_out: null, or room for [k + 1, V]; it receives the
 // verifier's distributions at rows 0..accepted.
+// block: the joint test when sampling strictly (VerifyRequest::joint).
 VerifyResult accept_drafts(const float* logits, int64_t V, const std::vector<int64_t>& drafts, const float* draft_probs,
-                           const SamplingParams& params, double lenience, Rng& rng, float* rows_out = nullptr);
+                           const SamplingParams& params, double lenience, Rng& rng, float* rows_out = nullptr,
+                           bool block = false);
 
 }  // namespace cascade

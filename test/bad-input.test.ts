@@ -486,6 +486,8 @@ describe('generate options', () => {
     ['signal not an AbortSignal', { signal: { aborted: false } }, /signal must be an AbortSignal/],
     ['stopOnEos not a boolean', { stopOnEos: 'yes' }, /stopOnEos must be a boolean/],
     ['addBos not a boolean', { addBos: 1 }, /addBos must be a boolean/],
+    ['blockVerification not a boolean', { blockVerification: 'no' }, /blockVerification must be a boolean/],
+    ['adaptive not a boolean', { adaptive: 1 }, /adaptive must be a boolean/],
   ])('%s', async (_name, options, re) => {
     const err = await model.generate(PROMPT, options as never).catch((e: unknown) => e);
     expect(types.isNativeError(err)).toBe(true);

@@ -261,10 +261,18 @@ describe('parseMethod', () => {
     const fromFile = parseMethod(`csd:${file}`, family, DEFAULTS);
     expect(fromFile.name).toBe(`csd:${file}`);
     expect(fromFile.options.cascade).toEqual({ drafters: ['small'], K: [[3, 1], [0, 2]], lenience: 3 });
+    // "/token": the same method with sampled drafts tested token by token (a file path too).
+    const tokenSd = parseMethod('sd:small@5/token', family, DEFAULTS);
+    expect(tokenSd.name).toBe('sd:small@5/token');
+    expect(tokenSd.options).toMatchObject({ method: 'sd', draftModel: family.drafts.small, k: 5, blockVerification: false });
+    expect(parseMethod('sd:small@5', family, DEFAULTS).options.blockVerification).toBeUndefined(); // the default: jointly
+    expect(parseMethod(`acsd:${file}/token`, family, DEFAULTS).options).toMatchObject({ adaptive: true, blockVerification: false });
   });
 
   test('bad specs are clear usage errors', () => {
-    bad('xyz', 'bad method "xyz": expected ar, mag[@K], sd[:DRAFT][@K][~C], csd[:FILE] or acsd[:FILE]');
+    bad('xyz', 'bad method "xyz": expected ar, mag[@K], sd[:DRAFT][@K][~C], csd[:FILE] or acsd[:FILE], each but ar with an optional /token');
+    bad('ar/token', 'bad method "ar/token": ar verifies no drafts (/token is for speculative methods)');
+    bad('sd/tokens', /^bad method "sd\/tokens": expected/);
     bad('', /^bad method "": expected ar, mag/);
     bad('sd:nope', 'bad method "sd:nope": no draft model "nope" (have: mid, small)');
     bad('sd@3', 'bad method "sd@3": no draft model "big" (have: mid, small)', { ...DEFAULTS, draft: 'big' });

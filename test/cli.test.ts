@@ -90,6 +90,24 @@ describe('generate', () => {
     expect(lib.tokens).toEqual(a.tokens);
   });
 
+  test('--token-verification tests sampled drafts token by token, as blockVerification: false does', async () => {
+    const draftDir = path.join(tmp, 'tiny-draft');
+    makeTinyModel(draftDir, { seed: 99 });
+    const draftModel = Model.loadSync(draftDir);
+    const args = ['generate', PROMPT, '--model', dir, '--method', 'sd', '--draft', draftDir, '--k', '3', '--max-new-tokens', '12', '--temperature', '1'];
+    const lib = { method: 'sd', draftModel, k: 3, maxNewTokens: 12, temperature: 1 } as const;
+    let differ = 0;
+    for (const seed of [1, 2, 3, 4, 5, 6]) {
+      const jointly = await cliJson(...args, '--seed', String(seed));
+      const byToken = await cliJson(...args, '--seed', String(seed), '--token-verification');
+      expect(jointly.tokens).toEqual((await model.generate(PROMPT, { ...lib, seed })).tokens);
+      expect(byToken.tokens).toEqual((await model.generate(PROMPT, { ...lib, seed, blockVerification: false })).tokens);
+      if (jointly.tokens.join() !== byToken.tokens.join()) differ++;
+    }
+    // The two tests draw differently: the flag reached the verification.
+    expect(differ).toBeGreaterThan(0);
+  });
+
   test('--temperature 0 is greedy and matches model.generate', async () => {
     const r = await cliJson('generate', PROMPT, '--model', dir, '--max-new-tokens', '8', '--temperature', '0');
     const lib = await model.generate(PROMPT, { maxNewTokens: 8 });

@@ -18,7 +18,7 @@ import { makeTinyModel, mulberry32 } from './helpers/tiny-model';
 import { argmax, chiSquareSf, maxAbsDiff, processedDistribution } from './helpers/stats';
 import { readSafetensors, writeSafetensors, type TensorSpec } from './helpers/safetensors';
 import { ReferenceLlama } from './reference/llama';
-import { ruleOutcome } from './helpers/spec-rule';
+import { blockRuleOutcome, ruleOutcome } from './helpers/spec-rule';
 
 const V = 260;
 const ALPHA = 1e-4; // false-alarm rate per test; seeds are fixed, so outcomes are deterministic
@@ -158,7 +158,13 @@ describe('native verify: (accepted, next) frequencies match the TS reference of 
     { name: 'draft 2 outside the target top-k 5 (p = 0), k 3', sampling: { temperature: 1, topK: 5, topP: 1 }, k: 3, kind: 'excluded' },
   ];
 
-  test.each(CONFIGS.map((c, i) => [c.name, c, i] as const))('%s', (_name, cfg, index) => {
+  // Each configuration under both tests: token by token (the classic rule) and block
+  // verification (the default when sampling), each against its own reference.
+  const RULES = [
+    { rule: 'token', blockVerification: false, outcome: ruleOutcome },
+    { rule: 'block', blockVerification: true, outcome: blockRuleOutcome },
+  ] as const;
+  test.each(CONFIGS.flatMap((c, i) => RULES.map((r) => [`${c.name}, ${r.rule} test`, c, i, r] as const)))('%s', (_name, cfg, index, rule) => {
     const { sampling, k, kind } = cfg;
     const proc = (l: ArrayLike<number>) => processedDistribution(l, sampling.temperature, sampling.topK, sampling.topP);
     // The drafter (the near model) proposes left to right; its processed rows are q. The drafts
@@ -192,7 +198,7 @@ describe('native verify: (accepted, next) frequencies match the TS reference of 
     const logits = ref.forward([...CTX, T0, ...drafts]);
     const pRows = Array.from({ length: k + 1 }, (_, i) => proc(logits[CTX.length + i]));
     const qRows = kind === 'one-hot' ? null : Array.from({ length: k }, (_, i) => Float64Array.from(q.subarray(i * V, (i + 1) * V)));
-    const exact = ruleOutcome(pRows, drafts, qRows);
+    const exact = rule.outcome(pRows, drafts, qRows);
     expect(Math.abs(exact.reduce((s, v) => s + v, 0) - 1)).toBeLessThan(1e-9);
     const byAccepted = Array.from({ length: k + 1 }, (_, n) => exact.subarray(n * V, (n + 1) * V).reduce((s, v) => s + v, 0));
     // The configuration exercises rejections and (but for 'excluded') acceptances.
@@ -207,7 +213,7 @@ describe('native verify: (accepted, next) frequencies match the TS reference of 
     const block = Int32Array.from([T0, ...drafts]);
     let badLength = 0;
     for (let draw = 0; draw < DRAWS; draw++) {
-      const r = seq.native.verify(block, { sampling, draftProbs: kind === 'one-hot' ? undefined : q });
+      const r = seq.native.verify(block, { sampling, draftProbs: kind === 'one-hot' ? undefined : q, blockVerification: rule.blockVerification });
       const cell = r.accepted * V + r.next;
       counts.set(cell, (counts.get(cell) ?? 0) + 1);
       if (seq.length !== CTX.length + 1 + r.accepted) badLength++; // rolled back to the accepted prefix
@@ -239,7 +245,7 @@ describe('native verify: (accepted, next) frequencies match the TS reference of 
     seq.reseed(77);
     const counts = new Map<number, number>();
     for (let draw = 0; draw < DRAWS; draw++) {
-      const r = seq.native.verify(Int32Array.from([T0, x]), { sampling, draftProbs: q });
+      const r = seq.native.verify(Int32Array.from([T0, x]), { sampling, draftProbs: q, blockVerification: false });
       counts.set(r.accepted * V + r.next, (counts.get(r.accepted * V + r.next) ?? 0) + 1);
       seq.truncate(CTX.length);
     }
@@ -276,6 +282,8 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
       ['sdv', target, { method: 'sd', draftModel: nearRestricted }],
       // A draft that draws hotter than the target: q is its distribution at 1.7 x 0.9.
       ['sdt', target, { method: 'sd', draftModel: nearHot }],
+      // The classic token-by-token test instead of block verification (the default).
+      ['sdtok', target, { method: 'sd', draftModel: near, blockVerification: false }],
       ['mag', targetBg, { method: 'mag' }],
     ];
     for (const [name, model, extra] of runs) {
@@ -292,15 +300,16 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
   });
 
   test('the speculative runs drafted, accepted and rejected', () => {
-    for (const name of ['sd', 'sdc', 'sdv', 'sdt', 'mag']) {
+    for (const name of ['sd', 'sdc', 'sdv', 'sdt', 'sdtok', 'mag']) {
       const { drafted, accepted } = drafting[name];
       expect(drafted).toBeGreaterThan(seedsOf(name));
       expect(accepted / drafted).toBeGreaterThan(0.1);
       expect(accepted / drafted).toBeLessThan(0.95);
     }
-    // The confidence stop cut drafts short: fewer drafted tokens than 'sd' with the same k.
-    expect(drafting.sdc.drafted / seedsOf('sdc')).toBeLessThan((0.9 * drafting.sd.drafted) / SEEDS);
-    for (const name of ['ar', 'sd', 'sdc', 'sdv', 'sdt', 'mag']) expect(samples[name].every((t) => t.length === 4)).toBe(true);
+    // The confidence stop cut drafts short: fewer drafted tokens per pass than 'sd' with the
+    // same k.
+    expect(drafting.sdc.drafted / drafting.sdc.passes).toBeLessThan((0.9 * drafting.sd.drafted) / drafting.sd.passes);
+    for (const name of ['ar', 'sd', 'sdc', 'sdv', 'sdt', 'sdtok', 'mag']) expect(samples[name].every((t) => t.length === 4)).toBe(true);
   });
 
   test('a seed reproduces a speculative sampled generation', async () => {
@@ -323,11 +332,13 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
     ['sdc', '(t1, t2)', 0],
     ['sdv', '(t1, t2)', 0],
     ['sdt', '(t1, t2)', 0],
+    ['sdtok', '(t1, t2)', 0],
     ['mag', '(t1, t2)', 0],
     ['sd', '(t2, t3)', 1],
     ['sdc', '(t2, t3)', 1],
     ['sdv', '(t2, t3)', 1],
     ['sdt', '(t2, t3)', 1],
+    ['sdtok', '(t2, t3)', 1],
     ['mag', '(t2, t3)', 1],
   ] as const)("homogeneity of %s with 'ar': joint of %s", (name, _label, i) => {
     const h = homogeneity(joint(name, i), joint('ar', i));
@@ -346,7 +357,7 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
       const p2 = proc(ref.forward([...CTX, a])[CTX.length]);
       for (let b = 0; b < V; b++) exact[a * V + b] = p1[a] * p2[b];
     }
-    for (const name of ['ar', 'sd', 'sdc', 'sdv', 'sdt', 'mag']) {
+    for (const name of ['ar', 'sd', 'sdc', 'sdv', 'sdt', 'sdtok', 'mag']) {
       const counts = new Map<number, number>();
       for (const t of samples[name]) counts.set(t[0] * V + t[1], (counts.get(t[0] * V + t[1]) ?? 0) + 1);
       const fit = goodnessOfFit(counts, exact, seedsOf(name));

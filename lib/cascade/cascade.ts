@@ -344,6 +344,9 @@ export class ReviewerLevel implements Drafter {
       lenience: this.lenience,
       draftProbs: proposal.probs,
       returnProbs: ownRows,
+      // A strict review tests its drafts jointly, as the target does (exact either way:
+      // test/block-verification.test.ts), unless the generation asks for token by token.
+      blockVerification: sampling.blockVerification !== false,
     });
     const tokens = [...proposal.tokens.slice(0, r.accepted), r.next];
     ctx.appended([...fixed, ...proposal.tokens.slice(0, r.accepted)]);

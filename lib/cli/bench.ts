@@ -21,7 +21,7 @@ export const BENCH_FLAGS: Record<string, FlagSpec> = {
   format: { type: 'string', help: 'dataset format', default: 'gsm8k', choices: ['gsm8k', 'mmlu', 'jsonl'] },
   skip: { type: 'int', help: 'records to skip first (e.g. tune on a slice that bench does not use)', default: 0, min: 0 },
   limit: { type: 'int', help: 'prompts to use', default: 20, min: 1 },
-  methods: { type: 'string', help: 'comma-separated: ar, mag[@K], sd[:DRAFT][@K][~C] (C: stop below draft probability C), csd[:FILE], acsd[:FILE] (adaptive bands)', default: 'ar,mag,sd,csd,acsd' },
+  methods: { type: 'string', help: 'comma-separated: ar, mag[@K], sd[:DRAFT][@K][~C] (C: stop below draft probability C), csd[:FILE], acsd[:FILE] (adaptive bands); /token after a speculative method: sampled drafts tested token by token, not jointly', default: 'ar,mag,sd,csd,acsd' },
   'max-new-tokens': { type: 'int', help: 'tokens per prompt', default: 128, min: 1 },
   threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
   dtype: { type: 'string', help: 'compute dtype (bfloat16 runs the bf16 kernels)', default: 'bfloat16', choices: ['float32', 'bfloat16'] },

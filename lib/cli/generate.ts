@@ -31,6 +31,7 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   'draft-confidence': { type: 'number', help: "with sd: stop a draft where the draft's most likely token has probability below this (0 = off)", default: 0, min: 0, max: 0.999999 },
   'draft-temperature-scale': { type: 'number', help: "when sampling, drafts draw at the temperature times this (default: each draft folder's cascade-spec.json, else 1)", min: 1e-9, max: 10 },
   'full-draft-vocabulary': { type: 'boolean', help: 'drafts propose from every token, ignoring their folders\' draft-vocab.i32' },
+  'token-verification': { type: 'boolean', help: 'when sampling with drafts: test them token by token instead of jointly (block verification, the default); the same output distribution' },
   raw: { type: 'boolean', help: 'use the prompt as given, without the model\'s prompt template' },
   json: { type: 'boolean', help: 'print one JSON object: text, tokens, promptTokens, finishReason, stats' },
   help: { type: 'boolean', help: 'show this help' },
@@ -121,6 +122,7 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
     cascade,
     draftModels,
     adaptive: flags.adaptive === true,
+    blockVerification: flags['token-verification'] !== true,
   };
   if (flags.json) {
     const result = await model.generate(prompt, options);

@@ -1,4 +1,6 @@
-// Method specifications for bench and tune: "ar", "mag[@K]", "sd[:DRAFT][@K]", "csd[:FILE]".
+// Method specifications for bench and tune: "ar", "mag[@K]", "sd[:DRAFT][@K]", "csd[:FILE]";
+// a "/token" suffix on a speculative method verifies sampled drafts token by token instead of
+// jointly (GenerateOptions.blockVerification), for comparison.
 import * as fs from 'fs';
 
 import { describeCascade, parseCascade, type CascadeMatrix } from '../cascade/config';
@@ -15,8 +17,20 @@ export interface MethodSpec {
 }
 
 export function parseMethod(spec: string, family: Family, defaults: { k: number; draft: string; cascade: CascadeMatrix }): MethodSpec {
+  const token = /\/token$/.exec(spec.trim());
+  if (!token) return parseBaseMethod(spec, family, defaults);
+  const base = parseBaseMethod(spec.trim().slice(0, token.index), family, defaults);
+  if (base.name === 'ar') throw new UsageError(`bad method "${spec}": ar verifies no drafts (/token is for speculative methods)`);
+  return {
+    name: `${base.name}/token`,
+    options: { ...base.options, blockVerification: false },
+    describe: `${base.describe}, sampled drafts tested token by token`,
+  };
+}
+
+function parseBaseMethod(spec: string, family: Family, defaults: { k: number; draft: string; cascade: CascadeMatrix }): MethodSpec {
   const m = /^(ar|mag|sd|csd|acsd)(?::([^@~]+))?(?:@(\d+))?(?:~([0-9.]+))?$/.exec(spec.trim());
-  if (!m) throw new UsageError(`bad method "${spec}": expected ar, mag[@K], sd[:DRAFT][@K][~C], csd[:FILE] or acsd[:FILE]`);
+  if (!m) throw new UsageError(`bad method "${spec}": expected ar, mag[@K], sd[:DRAFT][@K][~C], csd[:FILE] or acsd[:FILE], each but ar with an optional /token`);
   const [, kind, arg, kStr, confStr] = m;
   if (confStr !== undefined && kind !== 'sd') throw new UsageError(`bad method "${spec}": only sd takes a draft confidence (~C)`);
   const confidence = confStr === undefined ? 0 : Number(confStr);

@@ -147,7 +147,8 @@ Napi::Object result_to_object(Napi::Env env, const VerifyResult& r) {
 
 }  // namespace
 
-// options: { sampling?, draftProbs?: Float32Array [k * V], lenience?: number, returnProbs?: boolean, fixed?: number }
+// options: { sampling?, draftProbs?: Float32Array [k * V], lenience?: number, returnProbs?: boolean, fixed?: number,
+//            blockVerification?: boolean (default true: the drafts tested jointly when sampling strictly) }
 VerifyRequest SequenceWrap::request_from(Napi::Env env, const Napi::Value& block, const Napi::Value& options, bool copy_q) {
   VerifyRequest r;
   r.seq = seq_.get();
@@ -160,6 +161,7 @@ VerifyRequest SequenceWrap::request_from(Napi::Env env, const Napi::Value& block
   r.lenience = number_field(o, "lenience", 1);
   if (!(r.lenience >= 1)) throw Napi::RangeError::New(env, "lenience must be >= 1");
   r.return_probs = bool_field(o, "returnProbs", false);
+  r.joint = bool_field(o, "blockVerification", true);
   r.fixed = int_field(o, "fixed", 1);
   if (r.fixed < 1 || r.fixed > int64_t(r.block.size()))
     throw Napi::RangeError::New(env, "fixed must be in [1, block length " + std::to_string(r.block.size()) + "]");

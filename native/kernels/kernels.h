@@ -102,6 +102,11 @@ void attention(const float* q, int64_t ldq, int64_t T, int64_t nH, int64_t nKV, 
 // 2e-7 relative); -inf entries get exactly 0. At least one entry must be finite.
 void softmax(const float* x, int64_t n, float temperature, float* out);
 
+// Block verification's residual: sum_i max(0, w p[i] - q[i]) over n values (q null: 0), and
+// the terms themselves in out when it is not null. Summed 16 lanes at a time in float, each
+// 256-value chunk added in double.
+double residual_mass(const float* p, float w, const float* q, int64_t n, float* out);
+
 // Threads: the output blocks are split across the intra-op pool of ATen (at::get_num_threads(),
 // which the model sets from its `threads` option; 1 by default). Results do not depend on it.
 

@@ -51,3 +51,77 @@ export function ruleOutcome(
   if (reach > 0) for (let y = 0; y < V; y++) out[k * V + y] = reach * p[k][y];
   return out;
 }
+
+/**
+ * Exact outcome probabilities (entry n * V + y: P(accepted = n, next = y)) of block
+ * verification (Sun et al., "Block Verification Accelerates Speculative Decoding", 2024,
+ * Algorithm 2), from the paper; same arguments as ruleOutcome. With weights w_0 = 1,
+ * w_i = min(1, w_{i-1} p_{i-1}(x_i) / q_{i-1}(x_i)) (rows 0-based: row i - 1 is the
+ * distribution x_i was drawn from), and for i < k h_i = r_i / (r_i + 1 - w_i) with
+ * r_i = sum_y max(0, w_i p_i(y) - q_i(y)), h_k = w_k: the verifier keeps the drafts up to
+ * tau = the last i whose independent uniform u_i <= h_i (0 if none), then draws the next token
+ * from p_k when tau = k, else from norm(max(0, w_tau p_tau - q_tau)).
+ * `variant` 'first-failure' is a deliberately wrong rule (tau = the first i with u_i > h_i,
+ * minus one), used as a negative control.
+ */
+export function blockRuleOutcome(
+  p: ArrayLike<number>[],
+  drafts: readonly number[],
+  q: ArrayLike<number>[] | null,
+  variant?: 'first-failure',
+): Float64Array {
+  const k = drafts.length;
+  const V = p[0].length;
+  const qAt = (i: number, y: number) => (q ? q[i][y] : y === drafts[i] ? 1 : 0);
+  const w = [1];
+  const h = [1]; // h_0: tau = 0 when no later i is kept
+  for (let i = 1; i <= k; i++) {
+    const x = drafts[i - 1];
+    const qx = qAt(i - 1, x);
+    w.push(qx > 0 ? Math.min(1, (w[i - 1] * p[i - 1][x]) / qx) : 0);
+    if (i === k) h.push(w[k]);
+    else {
+      let r = 0;
+      for (let y = 0; y < V; y++) {
+        const d = w[i] * p[i][y] - qAt(i, y);
+        if (d > 0) r += d;
+      }
+      h.push(r > 0 ? r / (r + 1 - w[i]) : 0);
+    }
+  }
+  // P(tau = j): the last kept i is j, so u_j <= h_j and every later u_i > h_i. (The wrong
+  // variant: every earlier u_i <= h_i and u_{j+1} > h_{j+1}.)
+  const tauProb = (j: number): number => {
+    let pr = 1;
+    if (variant === 'first-failure') {
+      for (let i = 1; i <= j; i++) pr *= h[i];
+      return j < k ? pr * (1 - h[j + 1]) : pr;
+    }
+    pr = h[j];
+    for (let i = j + 1; i <= k; i++) pr *= 1 - h[i];
+    return pr;
+  };
+  const out = new Float64Array((k + 1) * V);
+  for (let j = 0; j <= k; j++) {
+    const pj = tauProb(j);
+    if (!(pj > 0)) continue;
+    const base = j * V;
+    if (j === k) {
+      for (let y = 0; y < V; y++) out[base + y] = pj * p[k][y];
+      continue;
+    }
+    let z = 0;
+    for (let y = 0; y < V; y++) {
+      const d = w[j] * p[j][y] - qAt(j, y);
+      out[base + y] = d > 0 ? d : 0;
+      z += out[base + y];
+    }
+    if (!(z > 0)) {
+      if (pj > 1e-12) throw new Error(`block rule: tau = ${j} with no residual mass`);
+      out.fill(0, base, base + V);
+      continue;
+    }
+    for (let y = 0; y < V; y++) out[base + y] *= pj / z;
+  }
+  return out;
+}

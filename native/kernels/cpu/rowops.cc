@@ -509,6 +509,31 @@ void softmax(const float* x, int64_t n, float temperature, float* out) {
 }
 
 CASCADE_CLONES
+double residual_mass(const float* p, float w, const float* q, int64_t n, float* out) {
+  const v16 wv = splat(w), zero = {};
+  double total = 0;
+  int64_t i = 0;
+  while (i + 16 <= n) {
+    v16 acc = {};
+    for (const int64_t end = std::min(n, i + 256); i + 16 <= end; i += 16) {
+      v16 d = wv * load16(p + i);
+      if (q) d -= load16(q + i);
+      d = d > zero ? d : zero;
+      if (out) store16(out + i, d);
+      acc += d;
+    }
+    total += hsum(acc);
+  }
+  for (; i < n; ++i) {
+    float d = w * p[i] - (q ? q[i] : 0.f);
+    d = d > 0.f ? d : 0.f;
+    if (out) out[i] = d;
+    total += d;
+  }
+  return total;
+}
+
+CASCADE_CLONES
 void attention(const float* q, int64_t ldq, int64_t T, int64_t nH, int64_t nKV, int64_t hd, const float* keys,
                const float* values, int64_t head_stride, int64_t start, int64_t window, float* out, int64_t ldo) {
   // The tiled kernel where the CPU has AVX-512 (the x86-64-v4 clone), the per-row loop otherwise.
