@@ -125,17 +125,11 @@ void processed_probs(const float* logits, int64_t V, const SamplingParams& param
   // exact rule would keep.
   constexpr double SLACK = 1e-5;
   double low = std::max(0.0, (1.0 - params.top_p - SLACK) / double(V));
-  // Kept values are compacted without branches: every value is written, the count advances
-  // only past kept ones (whether a token is kept is a coin toss in a flat distribution).
+  // Kept values are compacted (kernels::compact_above: runs of values all at or below the
+  // threshold are skipped, the others compacted without branches, since whether a token is
+  // kept is a coin toss in a flat distribution).
   vals.resize(size_t(V));
-  int64_t n = 0;
-  {
-    const float lowf = float_at_most(low);
-    for (int64_t i = 0; i < V; ++i) {
-      vals[size_t(n)] = out[i];
-      n += out[i] > lowf;
-    }
-  }
+  int64_t n = kernels::compact_above(out, V, float_at_most(low), vals.data());
   double mass = sum_double(vals.data(), n);
   for (int pass = 0; pass < 8 && n > 0; ++pass) {
     const double t2 = (mass - params.top_p - SLACK) / double(n);
@@ -192,13 +186,9 @@ void processed_probs(const float* logits, int64_t V, const SamplingParams& param
       kept = run;
     }
   }
-  // One branch-free pass the compiler vectorizes: a float compare against the largest float
-  // <= cut is the same test as against cut itself.
-  const float cutf = float_at_most(cut), inv = static_cast<float>(1.0 / kept);
-  for (int64_t i = 0; i < V; ++i) {
-    const float v = out[i];
-    out[i] = v * (v > cutf ? inv : 0.f);  // a select, not a branch: the loop vectorizes
-  }
+  // One vectorized pass: a float compare against the largest float <= cut is the same test as
+  // against cut itself.
+  kernels::keep_above_scaled(out, V, float_at_most(cut), static_cast<float>(1.0 / kept));
 }
 
 int64_t sample_from(const float* p, int64_t V, Rng& rng, double total) {

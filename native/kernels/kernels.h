@@ -107,6 +107,12 @@ void softmax(const float* x, int64_t n, float temperature, float* out);
 // 256-value chunk added in double.
 double residual_mass(const float* p, float w, const float* q, int64_t n, float* out);
 
+// Top-p's two passes over a whole row. compact_above: the values > threshold, in order, into
+// out (room for n); returns their count. keep_above_scaled: x[i] = x[i] > cut ? x[i] * scale
+// : 0, in place.
+int64_t compact_above(const float* x, int64_t n, float threshold, float* out);
+void keep_above_scaled(float* x, int64_t n, float cut, float scale);
+
 // Threads: the output blocks are split across the intra-op pool of ATen (at::get_num_threads(),
 // which the model sets from its `threads` option; 1 by default). Results do not depend on it.
 

@@ -509,6 +509,47 @@ void softmax(const float* x, int64_t n, float temperature, float* out) {
 }
 
 CASCADE_CLONES
+int64_t compact_above(const float* x, int64_t n, float threshold, float* out) {
+  // A sampling row's tokens above the threshold are a few hundred of thousands: 64 values whose
+  // maximum is not above it are skipped at once, the others compacted branch-free one by one.
+  const v16 t = splat(threshold);
+  int64_t m = 0, i = 0;
+  for (; i + 64 <= n; i += 64) {
+    v16 mx = load16(x + i);
+    for (int c = 16; c < 64; c += 16) {
+      const v16 v = load16(x + i + c);
+      mx = v > mx ? v : mx;
+    }
+    const vi16 above = mx > t;
+    int32_t lanes[16];
+    std::memcpy(lanes, &above, sizeof lanes);
+    int32_t any = 0;
+    for (const int32_t l : lanes) any |= l;
+    if (!any) continue;
+    for (int64_t j = i; j < i + 64; ++j) {
+      out[m] = x[j];
+      m += x[j] > threshold;
+    }
+  }
+  for (; i < n; ++i) {
+    out[m] = x[i];
+    m += x[i] > threshold;
+  }
+  return m;
+}
+
+CASCADE_CLONES
+void keep_above_scaled(float* x, int64_t n, float cut, float scale) {
+  const v16 c = splat(cut), s = splat(scale), zero = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const v16 v = load16(x + i);
+    store16(x + i, v * (v > c ? s : zero));
+  }
+  for (; i < n; ++i) x[i] = x[i] * (x[i] > cut ? scale : 0.f);
+}
+
+CASCADE_CLONES
 double residual_mass(const float* p, float w, const float* q, int64_t n, float* out) {
   const v16 wv = splat(w), zero = {};
   double total = 0;
