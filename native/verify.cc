@@ -76,8 +76,8 @@ VerifyResult decide(const float* logits, int64_t V, const std::vector<int64_t>& 
 // (more when drafts are often rejected: +4% tokens per pass for the default family at T 0.8 /
 // top-p 0.95, +7% at T 1). It needs every row's distribution, where the token-by-token test
 // stops at the first rejection; a row after a draft the verifier gives no mass (w_i = 0)
-// cannot be kept, and is not computed. test/block-verification.test.ts checks the rule against
-// exact enumeration and the decoding loop by distribution.
+// cannot be kept, and is not computed. test/block-verification.test.ts checks the rule by
+// exact enumeration; test/speculative-sampling.test.ts this code against it by frequencies.
 template <typename PRow>
 VerifyResult decide_block(const int64_t V, const std::vector<int64_t>& drafts, const float* draft_probs, Rng& rng,
                           PRow&& p_row) {

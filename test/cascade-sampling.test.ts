@@ -196,6 +196,19 @@ describe('csd sampling follows the target distribution', () => {
     expect({ ...h, ok: h.p > 1e-4 }).toEqual({ ...h, ok: true });
   });
 
+  test(`the same strict cascade tested token by token (blockVerification: false): csd vs ar over ${N_SMALL} seeds each`, async () => {
+    // Strict levels and the target verify jointly by default (block verification); this runs
+    // the classic token-by-token test at every level instead.
+    const strict = { ...CASCADE, lenience: 1 };
+    const opts: GenerateOptions = { temperature: 1 };
+    const ar = await sample({ ...opts, method: 'ar' }, 11_000_001, N_SMALL, 0);
+    const csd = await sample({ ...opts, method: 'csd', cascade: strict, draftModels: { mid, small }, blockVerification: false }, 12_000_001, N_SMALL, 0);
+    expectCascadeActive(csd);
+    const h = homogeneity(ar.counts, csd.counts);
+    expect(h.cells).toBeGreaterThanOrEqual(8);
+    expect({ ...h, ok: h.p > 1e-4 }).toEqual({ ...h, ok: true });
+  });
+
   test(`top-k 20 and top-p 0.9, lenience 10, adaptive bands: csd vs ar over ${N_SMALL} seeds each`, async () => {
     const opts: GenerateOptions = { temperature: 1, topK: 20, topP: 0.9 };
     const ar = await sample({ ...opts, method: 'ar' }, 3_000_001, N_SMALL);
