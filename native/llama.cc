@@ -580,13 +580,17 @@ void LlamaModel::forward_logits_into(const std::vector<int64_t>& tokens, const s
   std::memcpy(out, logits.data_ptr<float>(), size_t(logits.numel()) * sizeof(float));
 }
 
-torch::Tensor LlamaModel::forward_draft_logits(const std::vector<int64_t>& tokens, KVCache& cache) const {
+void LlamaModel::forward_draft_logits(const std::vector<int64_t>& tokens, KVCache& cache, float* out) const {
   c10::InferenceMode guard;
   const std::vector<int64_t> lengths{int64_t(tokens.size())}, last{1};
-  if (kernels_) return forward_kernels(tokens, {&cache}, lengths, last, nullptr, nullptr, /*draft_vocabulary=*/true)[0];
+  if (kernels_) {
+    forward_kernels(tokens, {&cache}, lengths, last, nullptr, nullptr, /*draft_vocabulary=*/true, out);
+    return;
+  }
   auto logits = forward_packed(torch::tensor(tokens, torch::kInt64), {&cache}, lengths, last)[0].to(torch::kCPU).to(torch::kFloat32);
   if (!draft_ids_.empty()) logits = logits.index_select(0, draft_index_);
-  return logits.contiguous();
+  logits = logits.contiguous();
+  std::memcpy(out, logits.data_ptr<float>(), size_t(logits.numel()) * sizeof(float));
 }
 
 torch::Tensor LlamaModel::forward_train(const torch::Tensor& tokens) const {

@@ -118,10 +118,12 @@ class LlamaModel {
   // Throws std::invalid_argument on a bad list.
   void set_draft_vocabulary(const std::vector<int64_t>& ids);
   const std::vector<int64_t>& draft_vocabulary() const { return draft_ids_; }
-  // A drafting pass: appends tokens to the cache and returns the last row's float32 logits over
-  // the draft vocabulary, [draft_vocabulary().size()] in its order (with the kernels only those
-  // rows of the output matrix are read), or over every token, [V], without one.
-  torch::Tensor forward_draft_logits(const std::vector<int64_t>& tokens, KVCache& cache) const;
+  // A drafting pass: appends tokens to the cache and writes the last row's float32 logits over
+  // the draft vocabulary to out, [draft_vocabulary().size()] in its order (with the kernels only
+  // those rows of the output matrix are read), or over every token, [V], without one. Into the
+  // caller's buffer: a sampled draft makes one pass per token, and a tensor per pass cost
+  // several us of allocation and bookkeeping each.
+  void forward_draft_logits(const std::vector<int64_t>& tokens, KVCache& cache, float* out) const;
 
   // Training forward over a batch of sequences from position 0: tokens [B, T] -> logits [B, T, V].
   torch::Tensor forward_train(const torch::Tensor& tokens) const;

@@ -95,14 +95,16 @@ std::vector<int64_t> Sequence::draft(const std::vector<int64_t>& feed, int64_t k
   const int64_t V = model_->config().vocab_size;
   const auto& ids = model_->draft_vocabulary();
   c10::InferenceMode guard;
-  auto logits = model_->forward_draft_logits(feed, cache_);
-  const int64_t Vd = logits.size(0);
-  draft_q_.resize(size_t(k * V));
-  thread_local std::vector<float> p;
+  const int64_t Vd = ids.empty() ? V : int64_t(ids.size());
+  thread_local std::vector<float> logits, p;
+  logits.resize(size_t(Vd));
   p.resize(size_t(Vd));
+  model_->forward_draft_logits(feed, cache_, logits.data());
+  draft_q_.resize(size_t(k * V));
+  std::vector<int64_t> next(1);
   int64_t rows = 0;
   for (int64_t i = 0; i < k; ++i) {
-    processed_probs(logits.data_ptr<float>(), Vd, params, p.data());
+    processed_probs(logits.data(), Vd, params, p.data());
     // The stop is decided from q alone, before the draw: where q's most likely token is below
     // the threshold. A stop that looked at the drawn token (its q) would propose only the
     // confident draws, a proposal distribution other than the q the verifier divides by, and
@@ -121,7 +123,10 @@ std::vector<int64_t> Sequence::draft(const std::vector<int64_t>& feed, int64_t k
     }
     out.push_back(t);
     ++rows;
-    if (i + 1 < k) logits = model_->forward_draft_logits({t}, cache_);
+    if (i + 1 < k) {
+      next[0] = t;
+      model_->forward_draft_logits(next, cache_, logits.data());
+    }
   }
   if (probs) *probs = rows ? torch::from_blob(draft_q_.data(), {rows, V}, torch::kFloat32) : torch::Tensor();
   return out;
