@@ -9,6 +9,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { expectedTokens, measureBlockGain } from '../bench/block-verification';
 import { measureCeiling } from '../bench/ceiling';
 import { compareDraftVocabularies } from '../bench/draft-vocab';
 import { measureDraftOverlap, parseSettings, settingLabel, writeScale } from '../bench/draft-temperature';
@@ -18,6 +19,8 @@ import { Model } from '../lib/model';
 import { makeTinyFamily, TINY_FAMILY_VOCAB } from './helpers/tiny-family';
 import { processedDistribution } from './helpers/stats';
 import { ReferenceLlama } from './reference/llama';
+import { blockRuleOutcome, ruleOutcome } from './helpers/spec-rule';
+import { mulberry32 } from './helpers/tiny-model';
 
 const PROMPTS = ['Hello', 'abc abc abc', 'The cat sat on the mat. The cat'];
 const MAX_NEW = 20;
@@ -227,5 +230,47 @@ describe('bench/draft-temperature.ts: overlap of target and draft distributions 
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'cascade-spec.json'), 'utf8'))).toEqual({ promptTemplate: 'Q: {prompt}', draftTemperatureScale: 1.4 });
     expect(Model.loadSync(dir).draftTemperatureScale).toBe(1.4);
     fs.rmSync(path.join(dir, 'cascade-spec.json'));
+  });
+});
+
+describe('bench/block-verification.ts', () => {
+  test('expected tokens per pass equal the means of the exact outcome distributions (test reference)', () => {
+    const rand = mulberry32(31);
+    const V = 5;
+    const dist = () => {
+      const r = Array.from({ length: V }, () => rand() ** 2 + 0.01);
+      const z = r.reduce((a, b) => a + b, 0);
+      return r.map((v) => v / z);
+    };
+    for (let trial = 0; trial < 20; trial++) {
+      const k = 1 + (trial % 4);
+      const p = Array.from({ length: k + 1 }, dist);
+      const q = Array.from({ length: k }, dist);
+      const drafts = q.map((row) => row.indexOf(Math.max(...row)));
+      const mean = (outcome: Float64Array) => outcome.reduce((s, pr, cell) => s + pr * (Math.floor(cell / V) + 1), 0);
+      const e = expectedTokens(p, q, drafts);
+      expect(e.token).toBeCloseTo(mean(ruleOutcome(p, drafts, q)), 12);
+      expect(e.block).toBeCloseTo(mean(blockRuleOutcome(p, drafts, q)), 12);
+    }
+  });
+
+  test('a draft identical to the target keeps every draft under both tests; another keeps more jointly', async () => {
+    const sampling = { temperature: 1, topK: 0, topP: 1 };
+    const same = await measureBlockGain(sameFamily, PROMPTS, { sampling, draft: 'same', k: 3, maxNewTokens: 12, stride: 3, draws: 2 });
+    expect(same.blocks).toBeGreaterThan(5);
+    expect(same.tokensPerPassToken).toBeCloseTo(4, 3);
+    expect(same.tokensPerPassBlock).toBeCloseTo(4, 3);
+    // One draft: the two tests are the same rule.
+    const one = await measureBlockGain(family, PROMPTS, { sampling, draft: 'small', k: 1, maxNewTokens: 12, stride: 2, draws: 3 });
+    expect(one.tokensPerPassBlock).toBeCloseTo(one.tokensPerPassToken, 9);
+    // Four drafts of the mid (the target perturbed): some pass, some fail, and jointly more
+    // pass. (The paper's guarantee is in expectation over the drafts; these seeded draws are
+    // fixed, so the comparison is deterministic.)
+    const mid = await measureBlockGain(family, PROMPTS, { sampling, draft: 'mid', k: 4, maxNewTokens: 16, stride: 2, draws: 8 });
+    expect(mid.tokensPerPassToken).toBeGreaterThan(1.2);
+    expect(mid.tokensPerPassToken).toBeLessThan(4.8);
+    expect(mid.tokensPerPassBlock).toBeGreaterThan(mid.tokensPerPassToken);
+    await expect(measureBlockGain(family, PROMPTS, { sampling: { ...sampling, temperature: 0 }, draft: 'small', k: 2, maxNewTokens: 4 })).rejects.toThrow('the temperature must be > 0');
+    await expect(measureBlockGain(family, PROMPTS, { sampling, draft: 'nope', k: 2, maxNewTokens: 4 })).rejects.toThrow('no draft model "nope" (have: mid, small)');
   });
 });
