@@ -9,6 +9,21 @@ namespace cascade {
 
 namespace {
 
+// A draw from norm(max(0, w p - q)): the correction after a rejection (w = 1 token by token,
+// w_tau jointly). q is the drafter's row, or one-hot at `drafted` when null, where
+// w p(drafted) <= 1 leaves that token nothing. No mass left (p == q up to rounding, which cannot
+// reject): a draw from p.
+int64_t draw_residual(const float* p, double w, const float* q, int64_t drafted, int64_t V, Rng& rng) {
+  thread_local std::vector<float> residual;
+  residual.resize(size_t(V));
+  double mass = kernels::residual_mass(p, float(w), q, V, residual.data());
+  if (!q) {
+    mass -= residual[size_t(drafted)];
+    residual[size_t(drafted)] = 0;
+  }
+  return mass > 0 ? sample_from(residual.data(), V, rng, mass) : sample_from(p, V, rng);
+}
+
 // The test itself; p_row(i) computes row i's distribution, called at most once per row and in
 // order of rows.
 template <typename PRow>
@@ -51,17 +66,7 @@ VerifyResult decide(const float* logits, int64_t V, const std::vector<int64_t>& 
   }
   // Rejected: sample from the residual norm(max(0, p - q)); with a one-hot q that is p without
   // the rejected token.
-  thread_local std::vector<float> residual;
-  residual.resize(size_t(V));
-  if (have_q)
-    for (int64_t i = 0; i < V; ++i) residual[size_t(i)] = std::max(0.f, p[i] - draft_probs[n * V + i]);
-  else {
-    std::copy(p, p + V, residual.begin());
-    residual[size_t(drafts[size_t(n)])] = 0;
-  }
-  const double mass = sum_double(residual.data(), V);
-  // No residual mass left means p == q at this row, which cannot reject; guard rounding.
-  r.next = mass > 0 ? sample_from(residual.data(), V, rng, mass) : sample_from(p, V, rng);
+  r.next = draw_residual(p, 1.0, have_q ? draft_probs + n * V : nullptr, drafts[size_t(n)], V, rng);
   return r;
 }
 
@@ -124,15 +129,8 @@ VerifyResult decide_block(const int64_t V, const std::vector<int64_t>& drafts, c
     res.next = sample_from(p, V, rng);
     return res;
   }
-  thread_local std::vector<float> residual;
-  residual.resize(size_t(V));
-  double mass = kernels::residual_mass(p, float(w[size_t(tau)]), have_q ? draft_probs + tau * V : nullptr, V, residual.data());
-  if (!have_q) {  // one-hot q: max(0, w p(x) - 1) = 0 at the draft token
-    mass -= residual[size_t(drafts[size_t(tau)])];
-    residual[size_t(drafts[size_t(tau)])] = 0;
-  }
-  // No residual mass means h_tau = 0, which cannot be drawn; guard rounding.
-  res.next = mass > 0 ? sample_from(residual.data(), V, rng, mass) : sample_from(p, V, rng);
+  // No residual mass would mean h_tau = 0, which cannot be drawn: draw_residual guards rounding.
+  res.next = draw_residual(p, w[size_t(tau)], have_q ? draft_probs + tau * V : nullptr, drafts[size_t(tau)], V, rng);
   return res;
 }
 
