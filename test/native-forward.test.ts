@@ -265,7 +265,12 @@ describe('bfloat16 compute dtype', () => {
     const e = bf16Check(got, want);
     expect(e.max).toBeLessThanOrEqual(BF16_MAX_REL * e.scale);
     expect(e.rms).toBeLessThanOrEqual(BF16_RMS_REL * e.rmsRef);
-    expect(e.max).toBeGreaterThan(1e-3);
+    // The pass really ran in bfloat16: the weights were rounded to bf16 (float32 storage), or on
+    // the AVX-512 path x was too (vdpbf16ps multiplies bf16 pairs). With BF16 storage on the other
+    // paths the kernels multiply the stored bf16 weights by fp32 x, as the reference does, so only
+    // the kernels in use tell.
+    expect(m.kernels).not.toBeNull();
+    if (opts.dtype !== 'BF16' || m.kernels === 'avx512') expect(e.max).toBeGreaterThan(1e-3);
     // Cache path in bf16 agrees with the bf16 block as well as with the reference.
     const seq = m.createSequence();
     const steps: number[] = [];
