@@ -298,7 +298,7 @@ describe('models on the kernels', () => {
     }
   });
 
-  test.each([
+  test.each(([
     ['GQA, head_dim 10', {}],
     ['sliding window 5', { architecture: 'MistralForCausalLM', slidingWindow: 5 }],
     ['head_dim 64 (vector paths), qwen2 biases', { hiddenSize: 128, numHeads: 2, numKvHeads: 1, attentionBias: true }],
@@ -306,29 +306,37 @@ describe('models on the kernels', () => {
     // head, a window that starts mid-block and spans two blocks.
     ['group 3, head_dim 24, sliding window 21', { hiddenSize: 72, numHeads: 3, numKvHeads: 1, architecture: 'MistralForCausalLM', slidingWindow: 21 }],
     ['group 6, head_dim 48', { hiddenSize: 288, numHeads: 6, numKvHeads: 1 }],
-  ] as Array<[string, Record<string, unknown>]>)('%s: 37 positions over several 16-position key blocks, in uneven chunks', (name, extra) => {
-    const d = path.join(tmp, 'long_' + name.replace(/[^a-z0-9]+/gi, '_'));
+  ] as Array<[string, Record<string, unknown>]>).flatMap(([name, extra]) =>
+    // Attention has its own code per level (AVX-512 tiles, AVX2 tiles, the per-row loop): each.
+    isasUpTo(best.f16).map((isa) => [name, isa, extra] as [string, KernelIsa, Record<string, unknown>]),
+  ))('%s, attention on %s: 37 positions over several 16-position key blocks, in uneven chunks', (name, isa, extra) => {
+    const d = path.join(tmp, 'long_' + name.replace(/[^a-z0-9]+/gi, '_') + '_' + isa);
     makeTinyModel(d, { hiddenSize: 40, intermediateSize: 37, numHeads: 4, numKvHeads: 2, numLayers: 2, vocabSize: 301, seed: 9, ...extra });
     const tokens = Array.from({ length: 37 }, (_, i) => (i * 89 + 7) % 301);
     const want = ReferenceLlama.load(d).forward(tokens).flat();
-    const m = Model.loadSync(d, { dtype: 'bfloat16' });
-    const seq = m.createSequence({ contextLength: 37 }); // capacity not a multiple of 16
-    const got: number[] = [];
-    let at = 0;
-    for (const n of [1, 16, 3, 1, 9, 7]) {
-      got.push(...seq.forwardSync(tokens.slice(at, at + n), { allLogits: true }));
-      at += n;
+    const prev = native.kernelTest.setIsaCap(isa);
+    try {
+      const m = Model.loadSync(d, { dtype: 'bfloat16' });
+      const seq = m.createSequence({ contextLength: 37 }); // capacity not a multiple of 16
+      const got: number[] = [];
+      let at = 0;
+      for (const n of [1, 16, 3, 1, 9, 7]) {
+        got.push(...seq.forwardSync(tokens.slice(at, at + n), { allLogits: true }));
+        at += n;
+      }
+      expect(at).toBe(37);
+      let scale = 0, worst = 0;
+      for (let i = 0; i < want.length; i++) {
+        scale = Math.max(scale, Math.abs(want[i]));
+        worst = Math.max(worst, Math.abs(got[i] - want[i]));
+      }
+      expect(worst).toBeLessThanOrEqual(0.06 * scale);
+      // The same positions in one block, bit for bit.
+      const block = m.createSequence({ contextLength: 37 }).forwardSync(tokens, { allLogits: true });
+      expect(Array.from(block).every((v, i) => v === got[i])).toBe(true);
+    } finally {
+      native.kernelTest.setIsaCap(prev);
     }
-    expect(at).toBe(37);
-    let scale = 0, worst = 0;
-    for (let i = 0; i < want.length; i++) {
-      scale = Math.max(scale, Math.abs(want[i]));
-      worst = Math.max(worst, Math.abs(got[i] - want[i]));
-    }
-    expect(worst).toBeLessThanOrEqual(0.06 * scale);
-    // The same positions in one block, bit for bit.
-    const block = m.createSequence({ contextLength: 37 }).forwardSync(tokens, { allLogits: true });
-    expect(Array.from(block).every((v, i) => v === got[i])).toBe(true);
   });
 
   test.each(CASES)('%s on %s: greedy sd and mag output equals greedy ar output', async (type, isa) => {

@@ -38,6 +38,9 @@ const char* isa_name(Isa isa);
 Isa best_isa(WeightType type);
 // The level in use: best_isa capped by CASCADE_SPEC_KERNELS (read once) or by set_isa_cap.
 Isa active_isa(WeightType type);
+// The level for the fp32 row operations that have per-level code (attention): as active_isa for
+// f16 weights (AVX-512 needs avx512f, not avx512_bf16), so the cap reaches them too.
+Isa active_row_isa();
 // Caps the level for later calls (tests use it to reach every path on one machine). Returns the
 // previous cap. Not thread-safe against concurrent kernel calls.
 Isa set_isa_cap(Isa cap);

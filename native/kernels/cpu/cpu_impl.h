@@ -56,4 +56,10 @@ const Impl* avx2_f16_impl();     // avx2 + fma + f16c
 const Impl* portable_bf16_impl();
 const Impl* portable_f16_impl();
 
+// kernels::attention (same contract) with AVX2 + FMA (attention_avx2.cc). Returns false, doing
+// nothing, where the CPU or the build lacks them.
+bool attention_avx2(const float* q, int64_t ldq, int64_t T, int64_t nH, int64_t nKV, int64_t hd, const float* keys,
+                    const float* values, int64_t head_stride, int64_t start, int64_t window, float* out,
+                    int64_t ldo);
+
 }  // namespace cascade::kernels::cpu

@@ -147,6 +147,8 @@ Isa best_isa(WeightType type) {
 
 Isa active_isa(WeightType type) { return std::min(best_isa(type), cap()); }
 
+Isa active_row_isa() { return active_isa(WeightType::F16); }
+
 Isa set_isa_cap(Isa c) {
   const Isa before = cap();
   g_cap.store(int(c));

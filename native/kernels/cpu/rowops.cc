@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/cpu_impl.h"
 #include "kernels/kernels.h"
 
 // v16 values never cross a call boundary (the helpers are always inlined): no ABI concern.
@@ -577,15 +578,14 @@ double residual_mass(const float* p, float w, const float* q, int64_t n, float* 
 CASCADE_CLONES
 void attention(const float* q, int64_t ldq, int64_t T, int64_t nH, int64_t nKV, int64_t hd, const float* keys,
                const float* values, int64_t head_stride, int64_t start, int64_t window, float* out, int64_t ldo) {
-  // The tiled kernel where the CPU has AVX-512 (the x86-64-v4 clone), the per-row loop otherwise.
-#if defined(__GNUC__) && defined(__x86_64__)
-  const bool wide = __builtin_cpu_supports("avx512f");
-#else
-  const bool wide = false;
-#endif
-  if (wide)
+  // The tiled kernel where the CPU has AVX-512 (the x86-64-v4 clone), its AVX2 counterpart in
+  // intrinsics where it has AVX2 + FMA, the per-row loop otherwise; capped as the linear kernels
+  // are (CASCADE_SPEC_KERNELS, set_isa_cap), so tests reach every path on one machine.
+  const Isa level = active_row_isa();
+  if (level == Isa::Avx512)
     attention_impl<WideTiles>(q, ldq, T, nH, nKV, hd, keys, values, head_stride, start, window, out, ldo);
-  else
+  else if (level != Isa::Avx2 ||
+           !cpu::attention_avx2(q, ldq, T, nH, nKV, hd, keys, values, head_stride, start, window, out, ldo))
     attention_rows(q, ldq, T, nH, nKV, hd, keys, values, head_stride, start, window, out, ldo);
 }
 
