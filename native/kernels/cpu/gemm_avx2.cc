@@ -92,7 +92,10 @@ namespace bf16 {
 namespace {
 using XT = float;
 constexpr int NBMAX = 1, MRMAX = 4, GLU_NB = 2, GLU_MR = 2, GLU_NB_WIDE = 2, GLU_MR_WIDE = 2;
-constexpr int ROW1_NB = NBMAX, ROW1_GLU_NB = GLU_NB_WIDE;
+// One row runs 4 blocks at once (8 accumulator chains) over any matrix: the decode of a
+// matrix that streams from memory was bound by its 2 chains too (Zen 3: 8 cycles a line).
+constexpr int ROW1_NB = 4, ROW1_GLU_NB = 4;
+constexpr bool ROW1_ANY_SIZE = true;
 
 template <int MR, int NB>
 void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
@@ -136,6 +139,7 @@ namespace {
 using XT = float;
 constexpr int NBMAX = 1, MRMAX = 2, GLU_NB = 2, GLU_MR = 1, GLU_NB_WIDE = 2, GLU_MR_WIDE = 1;
 constexpr int ROW1_NB = NBMAX, ROW1_GLU_NB = GLU_NB_WIDE;
+constexpr bool ROW1_ANY_SIZE = false;
 
 template <int MR, int NB>
 void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,

@@ -113,6 +113,7 @@ namespace {
 using XT = float;
 constexpr int NBMAX = 2, MRMAX = 6, GLU_NB = 2, GLU_MR = 6, GLU_NB_WIDE = 2, GLU_MR_WIDE = 6;
 constexpr int ROW1_NB = NBMAX, ROW1_GLU_NB = GLU_NB_WIDE;
+constexpr bool ROW1_ANY_SIZE = false;
 
 template <int MR, int NB>
 void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
@@ -181,6 +182,7 @@ using XT = uint16_t;
 constexpr int NBMAX = 3, MRMAX = 8, GLU_NB = 2, GLU_MR = 12, GLU_NB_WIDE = 4, GLU_MR_WIDE = 4;
 // One row from cache: 8 vdpbf16ps chains (their latency is several cycles, two issue per cycle).
 constexpr int ROW1_NB = 8, ROW1_GLU_NB = 8;
+constexpr bool ROW1_ANY_SIZE = false;
 
 template <int MR, int NB>
 void micro(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
