@@ -177,41 +177,23 @@ bool attention_avx2(const float* q, int64_t ldq, int64_t T, int64_t nH, int64_t 
   if (!supported) return false;
   const int64_t group = nH / nKV, R = group * T;
   const float scale = 1.f / std::sqrt(float(hd));
-  auto lo_of = [&](int64_t t) {
-    const int64_t qpos = start + t;
-    return window > 0 && qpos - window + 1 > 0 ? qpos - window + 1 : int64_t(0);
-  };
   const int64_t pass = R < kRowsPerPass ? R : kRowsPerPass;
   const int64_t maxb = ((start + T - 1) >> 4) + 1;
   // Each row holds its tile's key blocks plus 8 floats of slack for softmax_row's last chunk.
   thread_local std::vector<float> pbuf;
-  thread_local std::vector<int64_t> jab, jbb;
-  thread_local std::vector<const float*> qptr;
-  thread_local std::vector<float*> optr;
-  thread_local std::vector<float> invb;
+  thread_local KvHeadRows rows;  // the rows of a kv head, ordered by token (cpu_impl.h)
+  auto& qptr = rows.q;
+  auto& optr = rows.out;
+  auto &jab = rows.lo, &jbb = rows.hi;
+  auto& invb = rows.inv;
   const int64_t ldp = maxb * 16 + 8;
   if (int64_t(pbuf.size()) < pass * ldp) pbuf.resize(size_t(pass * ldp));
-  if (int64_t(invb.size()) < pass) {
-    invb.resize(size_t(pass));
-    jab.resize(size_t(pass));
-    jbb.resize(size_t(pass));
-    qptr.resize(size_t(pass));
-    optr.resize(size_t(pass));
-  }
   for (int64_t g = 0; g < nKV; ++g) {
     const float* K = keys + g * head_stride;
     const float* V = values + g * head_stride;
-    // Rows ordered by token (row r: token r / group, query head g * group + r % group), so a row's
-    // range [lo, qpos] never starts or ends before the previous row's.
     for (int64_t r0 = 0; r0 < R; r0 += pass) {
       const int64_t n = R - r0 < pass ? R - r0 : pass;
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t t = (r0 + i) / group, h = g * group + (r0 + i) % group;
-        qptr[size_t(i)] = q + t * ldq + h * hd;
-        optr[size_t(i)] = out + t * ldo + h * hd;
-        jab[size_t(i)] = lo_of(t);
-        jbb[size_t(i)] = start + t;
-      }
+      rows.fill(g, r0, n, group, q, ldq, out, ldo, hd, start, window);
       const int64_t b0 = jab[0] >> 4, b1 = jbb[size_t(n - 1)] >> 4, nb = b1 - b0 + 1, base = b0 * 16;
       float* P = pbuf.data();
       for (int64_t i = 0; i < n; i += kRowTile) {

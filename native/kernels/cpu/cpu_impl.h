@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace cascade::kernels::cpu {
 
@@ -55,6 +56,21 @@ const Impl* avx2_bf16_impl();    // avx2 + fma
 const Impl* avx2_f16_impl();     // avx2 + fma + f16c
 const Impl* portable_bf16_impl();
 const Impl* portable_f16_impl();
+
+// The query rows of one kv head that the tiled attention kernels (rowops.cc's AVX-512 one,
+// attention_avx2.cc) process together: row r of kv head g is token r / group, query head
+// g * group + r % group. Rows are ordered by token, so a row's key range [lo, hi] never starts or
+// ends before the previous row's. Each kernel keeps one per thread; fill() grows it as needed.
+struct KvHeadRows {
+  std::vector<const float*> q;  // the row's query
+  std::vector<float*> out;      // where its output goes
+  std::vector<int64_t> lo, hi;  // its key range (positions; the kernels may rebase them)
+  std::vector<float> inv;       // room for 1 / its softmax sum
+  // Rows r0 .. r0 + n - 1 of kv head g, for queries at positions start.. (window > 0: only the
+  // last `window` positions up to each query).
+  void fill(int64_t g, int64_t r0, int64_t n, int64_t group, const float* q, int64_t ldq, float* out, int64_t ldo,
+            int64_t hd, int64_t start, int64_t window);
+};
 
 // kernels::attention (same contract) with AVX2 + FMA (attention_avx2.cc). Returns false, doing
 // nothing, where the CPU or the build lacks them.

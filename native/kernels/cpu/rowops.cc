@@ -255,26 +255,15 @@ __attribute__((always_inline)) inline void attention_impl(const float* q, int64_
   const int64_t group = nH / nKV, R = group * T;
   const float scale = 1.f / std::sqrt(float(hd));
   const float ninf = -std::numeric_limits<float>::infinity();
-  // Row r of a kv head: token t = r / group, query head g * group + r % group. Rows are ordered by
-  // token, so a row's key range [lo, qpos] never starts or ends before the previous row's.
-  auto lo_of = [&](int64_t t) {
-    const int64_t qpos = start + t;
-    return window > 0 && qpos - window + 1 > 0 ? qpos - window + 1 : int64_t(0);
-  };
   const int64_t tile = R < kRowTile ? R : kRowTile;
   const int64_t maxb = ((start + T - 1) >> 4) + 1;
-  thread_local std::vector<float> pbuf, invb;
-  thread_local std::vector<int64_t> jab, jbb;
-  thread_local std::vector<const float*> qptr;
-  thread_local std::vector<float*> optr;
+  thread_local std::vector<float> pbuf;
+  thread_local cpu::KvHeadRows rows;  // the rows of a kv head (see cpu_impl.h)
+  auto& qptr = rows.q;
+  auto& optr = rows.out;
+  auto &jab = rows.lo, &jbb = rows.hi;
+  auto& invb = rows.inv;
   if (int64_t(pbuf.size()) < tile * maxb * 16) pbuf.resize(size_t(tile * maxb * 16));
-  if (int64_t(invb.size()) < tile) {
-    invb.resize(size_t(tile));
-    jab.resize(size_t(tile));
-    jbb.resize(size_t(tile));
-    qptr.resize(size_t(tile));
-    optr.resize(size_t(tile));
-  }
   const v16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   const int64_t C = hd / 16, tail = hd - C * 16;
 
@@ -283,13 +272,7 @@ __attribute__((always_inline)) inline void attention_impl(const float* q, int64_
     const float* V = values + g * head_stride;
     for (int64_t r0 = 0; r0 < R; r0 += tile) {
       const int64_t n = R - r0 < tile ? R - r0 : tile;
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t t = (r0 + i) / group, h = g * group + (r0 + i) % group;
-        qptr[size_t(i)] = q + t * ldq + h * hd;
-        optr[size_t(i)] = out + t * ldo + h * hd;
-        jab[size_t(i)] = lo_of(t);
-        jbb[size_t(i)] = start + t;
-      }
+      rows.fill(g, r0, n, group, q, ldq, out, ldo, hd, start, window);
       // Key blocks b0..b1 cover every row of the tile; P[i][16 (b - b0) + l] <-> position 16 b + l.
       const int64_t b0 = jab[0] >> 4, b1 = jbb[size_t(n - 1)] >> 4, nb = b1 - b0 + 1, ldp = nb * 16;
       const int64_t base = b0 * 16;
