@@ -12,7 +12,7 @@ import * as path from 'path';
 import { UsageError } from '../lib/cli/args';
 import { formatTable, runBench, type MethodResult } from '../lib/cli/bench';
 import { readPrompts } from '../lib/cli/datasets';
-import { FALLBACK_CASCADE, familyCascade, type Family } from '../lib/cli/family';
+import { FALLBACK_CASCADE, familyCascade, familyCascadeEntry, tunedKey, withTunedEntry, type Family } from '../lib/cli/family';
 import { cli } from './helpers/cli';
 import { parseMethod, type MethodSpec } from '../lib/cli/methods';
 import { canonicalCascade, measureSpeedup, measureSpeedups, seedConfigurations } from '../lib/cli/tune';
@@ -324,6 +324,69 @@ describe('familyCascade: the cascade.json that tune writes', () => {
   });
 });
 
+describe('familyCascade: entries tuned per machine kind and mode', () => {
+  const file = (dir: string) => path.join(dir, 'cascade.json');
+  const top = { drafters: ['mid', 'small'], K: [[0, 7, 0], [0, 0, 0], [0, 0, 0]], lenience: 1 };
+  const avx2 = { drafters: ['mid', 'small'], K: [[0, 3, 0], [0, 0, 0], [0, 0, 0]], lenience: 1 };
+  const avx2Sampling = { drafters: ['mid', 'small'], K: [[0, 2, 1], [0, 0, 0], [0, 0, 0]], lenience: 1 };
+  const write = (dir: string, o: unknown) => fs.writeFileSync(file(dir), JSON.stringify(o));
+
+  test('tunedKey names the kernels and the mode', () => {
+    expect(tunedKey({ kernels: 'avx2', sampling: false })).toBe('avx2');
+    expect(tunedKey({ kernels: 'avx512', sampling: true })).toBe('avx512/sampling');
+    expect(tunedKey({ kernels: null, sampling: false })).toBe('libtorch');
+  });
+
+  test('the entry for the machine and mode, then the machine greedy, then the top-level configuration', () => {
+    const dir = path.join(tmp, 'tuned-entries');
+    fs.mkdirSync(dir, { recursive: true });
+    write(dir, { cascade: top, measured: {}, tuned: { avx2: { cascade: avx2, measured: {} }, 'avx2/sampling': { cascade: avx2Sampling, measured: {} } } });
+    expect(familyCascadeEntry(dir, { kernels: 'avx2', sampling: false })).toEqual({ cascade: avx2, key: 'avx2' });
+    expect(familyCascadeEntry(dir, { kernels: 'avx2', sampling: true })).toEqual({ cascade: avx2Sampling, key: 'avx2/sampling' });
+    expect(familyCascadeEntry(dir, { kernels: 'avx512', sampling: true })).toEqual({ cascade: top, key: null });
+    expect(familyCascadeEntry(dir, { kernels: null, sampling: false })).toEqual({ cascade: top, key: null });
+    expect(familyCascade(dir)).toEqual(top); // no machine given: the top-level one
+    // Without a sampling entry, sampling takes the machine's greedy one.
+    write(dir, { cascade: top, tuned: { avx2: { cascade: avx2 } } });
+    expect(familyCascadeEntry(dir, { kernels: 'avx2', sampling: true })).toEqual({ cascade: avx2, key: 'avx2' });
+  });
+
+  test('a bad "tuned" section or entry names the file and the entry', () => {
+    const dir = path.join(tmp, 'tuned-bad');
+    fs.mkdirSync(dir, { recursive: true });
+    const machine = { kernels: 'avx2', sampling: false };
+    write(dir, { cascade: top, tuned: [avx2] });
+    expect(() => familyCascade(dir, machine)).toThrow(`${file(dir)}: "tuned" must be an object of { cascade, measured } entries keyed by machine kind`);
+    write(dir, { cascade: top, tuned: { 'AVX 2': { cascade: avx2 } } });
+    expect(() => familyCascade(dir, machine)).toThrow(`${file(dir)}: tuned entry "AVX 2": the key must be a kernels name`);
+    write(dir, { cascade: top, tuned: { avx2: avx2 } });
+    expect(() => familyCascade(dir, machine)).toThrow(`${file(dir)}: tuned entry "avx2" must be an object with a "cascade"`);
+    write(dir, { cascade: top, tuned: { avx2: { cascade: { drafters: ['mid'], K: [[1, 1], [1, 1]], lenience: 1 } } } });
+    expect(() => familyCascade(dir, machine)).toThrow(`${file(dir)} (tuned entry "avx2"): invalid cascade: K must be upper triangular`);
+    // An entry for another machine is still checked: a broken file fails on every machine.
+    write(dir, { cascade: top, tuned: { avx512: 3 } });
+    expect(() => familyCascade(dir, machine)).toThrow(`${file(dir)}: tuned entry "avx512" must be an object with a "cascade"`);
+  });
+
+  test('withTunedEntry (what tune writes) adds or replaces its key, keeps the rest, and seeds an empty file', () => {
+    const a = { cascade: avx2, measured: { speedupVsAR: 1.9 } }, b = { cascade: avx2Sampling, measured: { speedupVsAR: 1.7 } };
+    const fresh = withTunedEntry(undefined, 'avx2', a);
+    expect(fresh).toEqual({ cascade: avx2, measured: { speedupVsAR: 1.9 }, tuned: { avx2: a } });
+    const shipped = { cascade: top, measured: { speedupVsAR: 2.6 } };
+    const one = withTunedEntry(shipped, 'avx2/sampling', b);
+    expect(one).toEqual({ ...shipped, tuned: { 'avx2/sampling': b } });
+    const two = withTunedEntry(one, 'avx2', a);
+    expect(two).toEqual({ ...shipped, tuned: { 'avx2/sampling': b, avx2: a } });
+    expect(withTunedEntry(two, 'avx2', b).tuned).toEqual({ 'avx2/sampling': b, avx2: b });
+    // What it writes reads back through familyCascade.
+    const dir = path.join(tmp, 'tuned-roundtrip');
+    fs.mkdirSync(dir, { recursive: true });
+    write(dir, two);
+    expect(familyCascade(dir, { kernels: 'avx2', sampling: true })).toEqual(avx2Sampling);
+    expect(familyCascade(dir, { kernels: 'portable', sampling: true })).toEqual(top);
+  });
+});
+
 describe('tune on a tiny family', () => {
   test('measureSpeedup (what tune maximises): AR and the cascade back to back, positive rates that agree', async () => {
     const m = await measureSpeedup(family, CASCADE, PROMPTS.slice(0, 2), 12);
@@ -349,6 +412,28 @@ describe('tune on a tiny family', () => {
     // The same AR runs (and the same tokens, AR's) stand behind both candidates' ratios.
     expect(a.arTokensPerSecond).toBe(b.arTokensPerSecond);
     for (const m of [a, b]) expect(m.speedup).toBeCloseTo(m.tokensPerSecond / m.arTokensPerSecond, 9);
+  });
+
+  test('measureSpeedups sampled (tune --temperature): every run samples with the prompt\'s seed, and the rates of unequal outputs are compared', async () => {
+    const seen: Array<{ method?: string; temperature?: number; topP?: number; topK?: number; seed?: number }> = [];
+    const spy = {
+      generate: async (p: string, o: { method?: string; temperature?: number; topP?: number; topK?: number; seed?: number }) => {
+        seen.push({ method: o.method, temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed });
+        const r = await family.target.generate(p, o as Parameters<Model['generate']>[1]);
+        // A sampled cascade's tokens are not AR's: a shorter output must not fail the run.
+        return o.method === 'csd' ? { ...r, tokens: r.tokens.slice(0, Math.max(1, r.tokens.length - 2)) } : r;
+      },
+    };
+    const sampling = { temperature: 0.8, topP: 0.9, topK: 5, seed: 7 };
+    const [m] = await measureSpeedups({ target: spy as unknown as Model, drafts: family.drafts }, [CASCADE], PROMPTS.slice(0, 2), 10, 1, sampling);
+    expect(seen).toEqual([
+      { method: 'ar', temperature: 0.8, topP: 0.9, topK: 5, seed: 7 },
+      { method: 'csd', temperature: 0.8, topP: 0.9, topK: 5, seed: 7 },
+      { method: 'ar', temperature: 0.8, topP: 0.9, topK: 5, seed: 8 },
+      { method: 'csd', temperature: 0.8, topP: 0.9, topK: 5, seed: 8 },
+    ]);
+    expect(m.speedup).toBeCloseTo(m.tokensPerSecond / m.arTokensPerSecond, 9);
+    expect(m.speedup).toBeGreaterThan(0);
   });
 
   test('measureSpeedup fails loudly when the cascade does not reproduce AR', async () => {

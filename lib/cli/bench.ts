@@ -230,11 +230,12 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
   });
   const template = promptTemplate(family.target.dir);
   const prompts = readPrompts(flags.dataset as string, flags.format as DatasetFormat, flags.limit as number, flags.skip as number).map((q) => (template ? template.replace('{prompt}', q) : q));
-  const defaults = { k: flags.k as number, draft: flags.draft as string, cascade: familyCascade() };
+  const temperature = flags.temperature as number;
+  // csd without a file: the family's configuration tuned for this machine's kernels and mode.
+  const defaults = { k: flags.k as number, draft: flags.draft as string, cascade: familyCascade(undefined, { kernels: family.target.kernels, sampling: temperature > 0 }) };
   const methods = (flags.methods as string).split(',').filter(Boolean).map((s) => parseMethod(s, family, defaults));
   const rounds = flags.rounds as number;
   const total = rounds * prompts.length * (methods.some((m) => m.name === 'ar') ? methods.length : methods.length + 1);
-  const temperature = flags.temperature as number;
   const sampling = temperature > 0 ? { temperature, topK: flags['top-k'] as number, topP: flags['top-p'] as number, seed: flags.seed as number } : undefined;
   if (sampling && !(sampling.topP > 0)) throw new UsageError('--top-p must be in (0, 1]');
   const rows = await runBench(family, methods, prompts, {

@@ -22,16 +22,67 @@ export function cascadeFile(dir = familyDir()): string {
   return path.join(dir, 'cascade.json');
 }
 
-/** The tuned cascade of a model family folder, else the fallback. */
-export function familyCascade(dir = familyDir()): CascadeMatrix {
+/**
+ * What a tuned configuration depends on: the kernels' instruction set (Model.kernels, or
+ * "libtorch" where libtorch computes) and whether tokens are sampled. On an AVX-512 bf16 CPU
+ * the 8-token verification block cost 1.5 decodes and the small draft paid best at k = 7; on an
+ * AVX2-only CPU the block cost 2-2.5 decodes and k = 3 sampled 19% faster than k = 7.
+ */
+export interface TunedFor {
+  kernels: string | null;
+  sampling: boolean;
+}
+
+/** The cascade.json key of a tuned entry: "avx2", "avx2/sampling", "libtorch", ... */
+export function tunedKey(t: TunedFor): string {
+  return `${t.kernels ?? 'libtorch'}${t.sampling ? '/sampling' : ''}`;
+}
+
+const TUNED_KEY = /^[a-z0-9_-]+(\/sampling)?$/;
+
+/**
+ * The tuned cascade of a model family folder, else the fallback. cascade.json holds the
+ * configuration tune wrote ({ cascade, measured }) and, in "tuned", one per machine kind and
+ * mode that tune wrote there (tunedKey). With `forMachine` the entry for it is used when there
+ * is one: "KERNELS/sampling" when sampling (else "KERNELS"), then "KERNELS", then the top-level
+ * configuration.
+ */
+export function familyCascade(dir = familyDir(), forMachine?: TunedFor): CascadeMatrix {
+  return familyCascadeEntry(dir, forMachine).cascade;
+}
+
+/** familyCascade with where it came from: the "tuned" key, or null for the top-level one. */
+export function familyCascadeEntry(dir = familyDir(), forMachine?: TunedFor): { cascade: CascadeMatrix; key: string | null } {
   const file = cascadeFile(dir);
-  if (!fs.existsSync(file)) return FALLBACK_CASCADE;
+  if (!fs.existsSync(file)) return { cascade: FALLBACK_CASCADE, key: null };
   const o = readJsonObject(file);
-  try {
-    return parseCascade(o.cascade ?? o);
-  } catch (e) {
-    throw new Error(`${file}: ${(e as Error).message}`);
+  const tuned = o.tuned;
+  if (tuned !== undefined && (typeof tuned !== 'object' || tuned === null || Array.isArray(tuned)))
+    throw new Error(`${file}: "tuned" must be an object of { cascade, measured } entries keyed by machine kind`);
+  const entries = (tuned ?? {}) as Record<string, unknown>;
+  for (const [k, v] of Object.entries(entries)) {
+    if (!TUNED_KEY.test(k)) throw new Error(`${file}: tuned entry "${k}": the key must be a kernels name ("avx2", "avx512", "portable", "libtorch"), optionally with "/sampling"`);
+    if (typeof v !== 'object' || v === null || Array.isArray(v) || !('cascade' in v)) throw new Error(`${file}: tuned entry "${k}" must be an object with a "cascade"`);
   }
+  const keys = forMachine ? [...(forMachine.sampling ? [tunedKey(forMachine)] : []), tunedKey({ ...forMachine, sampling: false })] : [];
+  const key = keys.find((k) => k in entries) ?? null;
+  const source = key ? (entries[key] as Record<string, unknown>).cascade : o.cascade ?? o;
+  try {
+    return { cascade: parseCascade(source), key };
+  } catch (e) {
+    throw new Error(`${file}${key ? ` (tuned entry "${key}")` : ''}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * The cascade.json contents after tune measured `entry` for `key`: the entry goes into "tuned"
+ * (replacing that key's), and becomes the top-level configuration too when there is none yet,
+ * so that machines of kinds nobody tuned on get it. Other entries are kept.
+ */
+export function withTunedEntry(existing: Record<string, unknown> | undefined, key: string, entry: { cascade: unknown; measured: unknown }): Record<string, unknown> {
+  const base = existing && 'cascade' in existing ? existing : { cascade: entry.cascade, measured: entry.measured };
+  const tuned = { ...((existing?.tuned as Record<string, unknown> | undefined) ?? {}), [key]: entry };
+  return { ...base, tuned };
 }
 
 export interface Family {

@@ -23,7 +23,7 @@ export const GENERATE_FLAGS: Record<string, FlagSpec> = {
   threads: { type: 'int', help: 'CPU threads', default: 1, min: 1, max: 256 },
   dtype: { type: 'string', help: 'compute dtype: float32 | bfloat16 | float16 (default: bfloat16 on the default family, whose weights are bf16 and run on the bf16 kernels; float32 with --model)', choices: ['float32', 'bfloat16', 'float16'] },
   method: { type: 'string', help: 'decoding method: ar (autoregressive) | mag (Max-Gram drafts) | sd (draft model) | csd (cascade). Default: csd on the default family, else ar', choices: ['ar', 'mag', 'sd', 'csd'] },
-  cascade: { type: 'string', help: 'cascade for --method csd: a JSON file or inline JSON (K matrix or readable form); default: the family\'s tuned models/cascade.json' },
+  cascade: { type: 'string', help: 'cascade for --method csd: a JSON file or inline JSON (K matrix or readable form); default: the family\'s models/cascade.json, its entry tuned for this machine\'s kernels and mode where there is one' },
   adaptive: { type: 'boolean', help: 'with csd: size the target\'s bands online from measured acceptance and costs' },
   drafts: { type: 'string', help: 'drafter folders for --method csd as name=DIR,name=DIR (default: the family\'s mid and small)' },
   draft: { type: 'string', help: 'draft model folder for --method sd (default: the default family\'s mid draft)' },
@@ -83,7 +83,7 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
   if (method === 'csd') {
     const dirs = flags.drafts !== undefined ? parseDrafts(flags.drafts as string) : undefined;
     if (!onFamily && !dirs) throw new UsageError('--method csd with --model needs --drafts name=DIR,... and --cascade');
-    cascade = flags.cascade !== undefined ? readCascadeArg(flags.cascade as string) : familyCascade();
+    cascade = flags.cascade !== undefined ? readCascadeArg(flags.cascade as string) : familyCascade(undefined, { kernels: model.kernels, sampling: (flags.temperature as number) > 0 });
     const family = await loadFamily({
       dtype: flags.dtype as Dtype,
       threads: flags.threads as number,

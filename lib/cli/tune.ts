@@ -1,6 +1,10 @@
 // `cascade-spec tune`: searches the K matrix (band sizes) and lenience of the default family's
-// cascade on a prompt set, by measured greedy tokens per second, and writes the best
-// configuration beside the models (models/cascade.json), where `generate` and `bench` find it.
+// cascade on a prompt set, by measured tokens per second (greedy, or sampled with
+// --temperature), and writes the best configuration beside the models (models/cascade.json),
+// where `generate` and `bench` find it. The best configuration depends on the machine (what a
+// verification block costs against a decode) and on the mode (sampled drafts are accepted less
+// often), so it is written as the entry for this machine's kernels and mode ("tuned" in
+// cascade.json, see familyCascade); `generate` and `bench` take the entry that fits theirs.
 //
 // Search: the current configuration and a set of simple seeds (each drafter alone, Max-Gram
 // alone, two-level cascades), then coordinate descent from the best of them. Each round tries
@@ -16,7 +20,8 @@ import { describeCascade, matrixToReadable, validateMatrix, type CascadeMatrix }
 import type { Dtype } from '../native';
 import { formatHelp, parseArgs, UsageError, type FlagSpec } from './args';
 import { readPrompts, type DatasetFormat } from './datasets';
-import { cascadeFile, familyCascade, FALLBACK_CASCADE, loadFamily, type Family } from './family';
+import { readOptionalJsonObject } from '../files';
+import { cascadeFile, familyCascade, FALLBACK_CASCADE, loadFamily, tunedKey, withTunedEntry, type Family } from './family';
 import { promptTemplate } from './defaults';
 
 export const TUNE_FLAGS: Record<string, FlagSpec> = {
@@ -32,6 +37,10 @@ export const TUNE_FLAGS: Record<string, FlagSpec> = {
   confirm: { type: 'int', help: 'best configurations measured again, together, before choosing', default: 3, min: 1 },
   'confirm-rounds': { type: 'int', help: 'passes over the prompts of that final comparison', default: 2, min: 1 },
   restart: { type: 'boolean', help: 'start from the fallback configuration instead of the saved one' },
+  temperature: { type: 'number', help: 'tune for sampling at this temperature (0: greedy); written as the machine\'s "/sampling" entry', default: 0, min: 0 },
+  'top-p': { type: 'number', help: 'nucleus sampling threshold when sampling', default: 1, min: 0, max: 1 },
+  'top-k': { type: 'int', help: 'top-k filter when sampling (0: off)', default: 0, min: 0 },
+  seed: { type: 'int', help: 'sampling seed of the first prompt (prompt i uses seed + i)', default: 1, min: 0 },
   'dry-run': { type: 'boolean', help: 'do not write models/cascade.json' },
   help: { type: 'boolean', help: 'show this help' },
 };
@@ -120,12 +129,21 @@ export function seedConfigurations(drafters: string[]): CascadeMatrix[] {
   return out;
 }
 
+/** Sampling settings of a tune (temperature > 0); prompt i of a pass draws with seed + i. */
+export interface TuneSampling {
+  temperature: number;
+  topP: number;
+  topK: number;
+  seed: number;
+}
+
 /**
  * Speedup over target AR on `prompts` of each of `cascades`, measured together: per prompt AR
  * runs once, then every cascade, in an order that rotates from prompt to prompt, so drift in
  * the machine's speed (other jobs) falls alike on AR and on every candidate, and candidates are
- * compared under the same conditions. `rounds` passes over the prompts are pooled. Each
- * cascade's tokens must equal AR's (greedy): a mismatch is a bug.
+ * compared under the same conditions. `rounds` passes over the prompts are pooled. Greedy, each
+ * cascade's tokens must equal AR's: a mismatch is a bug. Sampled, the rates are compared (the
+ * tokens differ; that they follow the target's distribution is tested elsewhere).
  */
 export async function measureSpeedups(
   family: Family,
@@ -133,29 +151,35 @@ export async function measureSpeedups(
   prompts: string[],
   maxNewTokens: number,
   rounds = 1,
+  sampling?: TuneSampling,
 ): Promise<Array<{ speedup: number; tokensPerSecond: number; arTokensPerSecond: number }>> {
-  const tokens = cascades.map(() => 0), ms = cascades.map(() => 0), arMs = cascades.map(() => 0);
+  const tokens = cascades.map(() => 0), ms = cascades.map(() => 0), arTokens = cascades.map(() => 0), arMs = cascades.map(() => 0);
   let turn = 0;
   for (let round = 0; round < rounds; round++)
-    for (const p of prompts) {
-      const ar = await family.target.generate(p, { method: 'ar', maxNewTokens, temperature: 0 });
+    for (const [n, p] of prompts.entries()) {
+      const mode = sampling ? { temperature: sampling.temperature, topP: sampling.topP, topK: sampling.topK, seed: sampling.seed + n } : { temperature: 0 };
+      const ar = await family.target.generate(p, { method: 'ar', maxNewTokens, ...mode });
       for (let j = 0; j < cascades.length; j++) {
         const i = (j + turn) % cascades.length;
-        const r = await family.target.generate(p, { method: 'csd', cascade: cascades[i], draftModels: family.drafts, maxNewTokens, temperature: 0 });
-        if (r.tokens.length !== ar.tokens.length || r.tokens.some((t, n) => t !== ar.tokens[n]))
+        const r = await family.target.generate(p, { method: 'csd', cascade: cascades[i], draftModels: family.drafts, maxNewTokens, ...mode });
+        if (!sampling && (r.tokens.length !== ar.tokens.length || r.tokens.some((t, n) => t !== ar.tokens[n])))
           throw new Error(`tune: ${describeCascade(cascades[i])} produced other tokens than AR on prompt ${JSON.stringify(p.slice(0, 60))}`);
         tokens[i] += r.tokens.length;
         ms[i] += r.stats.wallMs;
+        arTokens[i] += ar.tokens.length;
         arMs[i] += ar.stats.wallMs;
       }
       turn++;
     }
-  return cascades.map((_, i) => ({ speedup: arMs[i] / ms[i], tokensPerSecond: (tokens[i] * 1000) / ms[i], arTokensPerSecond: (tokens[i] * 1000) / arMs[i] }));
+  return cascades.map((_, i) => {
+    const tokensPerSecond = (tokens[i] * 1000) / ms[i], arTokensPerSecond = (arTokens[i] * 1000) / arMs[i];
+    return { speedup: tokensPerSecond / arTokensPerSecond, tokensPerSecond, arTokensPerSecond };
+  });
 }
 
 /** measureSpeedups for one cascade: AR and the cascade back to back, prompt by prompt. */
-export async function measureSpeedup(family: Family, cascade: CascadeMatrix, prompts: string[], maxNewTokens: number): Promise<{ speedup: number; tokensPerSecond: number; arTokensPerSecond: number }> {
-  return (await measureSpeedups(family, [cascade], prompts, maxNewTokens))[0];
+export async function measureSpeedup(family: Family, cascade: CascadeMatrix, prompts: string[], maxNewTokens: number, sampling?: TuneSampling): Promise<{ speedup: number; tokensPerSecond: number; arTokensPerSecond: number }> {
+  return (await measureSpeedups(family, [cascade], prompts, maxNewTokens, 1, sampling))[0];
 }
 
 export async function tuneCommand(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
@@ -170,7 +194,11 @@ export async function tuneCommand(argv: string[], out: NodeJS.WritableStream, er
   const template = promptTemplate(family.target.dir);
   const prompts = readPrompts(flags.dataset as string, flags.format as DatasetFormat, flags.limit as number, flags.skip as number).map((q) => (template ? template.replace('{prompt}', q) : q));
   const maxNew = flags['max-new-tokens'] as number;
-  let best = canonicalCascade(validateMatrix(flags.restart ? FALLBACK_CASCADE : familyCascade()));
+  const temperature = flags.temperature as number;
+  const sampling: TuneSampling | undefined = temperature > 0 ? { temperature, topP: flags['top-p'] as number, topK: flags['top-k'] as number, seed: flags.seed as number } : undefined;
+  if (sampling && !(sampling.topP > 0)) throw new UsageError('--top-p must be in (0, 1]');
+  const machine = { kernels: family.target.kernels, sampling: sampling !== undefined };
+  let best = canonicalCascade(validateMatrix(flags.restart ? FALLBACK_CASCADE : familyCascade(undefined, machine)));
   for (const d of best.drafters) if (!family.drafts[d]) throw new Error(`the cascade uses drafter "${d}", which the family lacks`);
   await family.target.generate(prompts[0], { maxNewTokens: 8 }); // warm-up
   const seen = new Map<string, Awaited<ReturnType<typeof measureSpeedup>>>();
@@ -180,7 +208,7 @@ export async function tuneCommand(argv: string[], out: NodeJS.WritableStream, er
     const k = key(m);
     if (!seen.has(k)) {
       candidates.set(k, m);
-      seen.set(k, await measureSpeedup(family, m, prompts, maxNew));
+      seen.set(k, await measureSpeedup(family, m, prompts, maxNew, sampling));
       err.write(`tune: ${String(seen.size).padStart(3)} ${seen.get(k)!.speedup.toFixed(3)}x AR  ${describeCascade(m)}\n`);
     }
     return seen.get(k)!.speedup;
@@ -219,7 +247,7 @@ export async function tuneCommand(argv: string[], out: NodeJS.WritableStream, er
   let m = seen.get(key(best))!;
   if (finalists.length > 1) {
     const cands = finalists.map(([k]) => candidates.get(k)!);
-    const again = await measureSpeedups(family, cands, prompts, maxNew, flags['confirm-rounds'] as number);
+    const again = await measureSpeedups(family, cands, prompts, maxNew, flags['confirm-rounds'] as number, sampling);
     let bestAt = 0;
     again.forEach((a, i) => {
       err.write(`tune: confirm ${a.speedup.toFixed(3)}x AR (first ${finalists[i][1].speedup.toFixed(3)}x)  ${describeCascade(cands[i])}\n`);
@@ -228,11 +256,16 @@ export async function tuneCommand(argv: string[], out: NodeJS.WritableStream, er
     best = cands[bestAt];
     m = again[bestAt];
   }
-  const result = {
+  const entry = {
     cascade: { ...best, readable: matrixToReadable(best) },
-    measured: { tokensPerSecond: m.tokensPerSecond, arTokensPerSecond: m.arTokensPerSecond, speedupVsAR: m.speedup, prompts: prompts.length, confirmRounds: finalists.length > 1 ? flags['confirm-rounds'] : 0, maxNewTokens: maxNew, threads: flags.threads, dtype: flags.dtype, evaluated: seen.size, date: new Date().toISOString() },
+    measured: {
+      tokensPerSecond: m.tokensPerSecond, arTokensPerSecond: m.arTokensPerSecond, speedupVsAR: m.speedup, prompts: prompts.length,
+      confirmRounds: finalists.length > 1 ? flags['confirm-rounds'] : 0, maxNewTokens: maxNew, threads: flags.threads, dtype: flags.dtype,
+      kernels: family.target.kernels, ...(sampling ? { sampling } : {}), evaluated: seen.size, date: new Date().toISOString(),
+    },
   };
-  if (!flags['dry-run']) fs.writeFileSync(cascadeFile(), JSON.stringify(result, null, 2) + '\n');
-  out.write(`best: ${describeCascade(best)}  ${m.speedup.toFixed(2)}x AR (${m.tokensPerSecond.toFixed(1)} vs ${m.arTokensPerSecond.toFixed(1)} tok/s)${flags['dry-run'] ? '' : `\nwrote ${cascadeFile()}`}\n`);
+  const entryKey = tunedKey(machine);
+  if (!flags['dry-run']) fs.writeFileSync(cascadeFile(), JSON.stringify(withTunedEntry(readOptionalJsonObject(cascadeFile()), entryKey, entry), null, 2) + '\n');
+  out.write(`best for ${entryKey}: ${describeCascade(best)}  ${m.speedup.toFixed(2)}x AR (${m.tokensPerSecond.toFixed(1)} vs ${m.arTokensPerSecond.toFixed(1)} tok/s)${flags['dry-run'] ? '' : `\nwrote ${cascadeFile()} ("tuned": "${entryKey}")`}\n`);
   return 0;
 }
