@@ -6,6 +6,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { describeCascade } from '../lib/cascade/config';
+import { familyCascadeEntry } from '../lib/cli/family';
 import { assertSameVocabulary, Model } from '../lib/model';
 
 const root = path.resolve(__dirname, '..');
@@ -104,6 +106,24 @@ describe('default model family', () => {
     const child = spawnSync(process.execPath, [cli, 'generate', '--model', path.join(models, 'target'), '--raw', '--prompt', prompt, '--max-new-tokens', '48', '--json', '--method', 'ar'], { encoding: 'utf8' });
     expect(child.status).toBe(0);
     expect(JSON.parse(child.stdout).tokens).toEqual(a.tokens);
+  });
+
+  test('generate with no options runs csd on the configuration tuned for this machine\'s kernels, names it, and prints AR\'s text', () => {
+    const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');
+    if (!fs.existsSync(cli)) {
+      console.warn('dist/ not built: skipping the default-command check (npm ci builds it)');
+      return;
+    }
+    const kernels = Model.loadSync(path.join(models, 'target'), { dtype: 'bfloat16' }).kernels;
+    const entry = familyCascadeEntry(models, { kernels, sampling: false });
+    // The shipped file has an AVX2 entry: on such a CPU it is the one that runs.
+    if (kernels === 'avx2') expect(entry.key).toBe('avx2');
+    const run = (...extra: string[]) => spawnSync(process.execPath, [cli, 'generate', '--prompt', question, '--max-new-tokens', '24', ...extra], { encoding: 'utf8' });
+    const csd = run(), ar = run('--method', 'ar');
+    expect(csd.status).toBe(0);
+    expect(ar.status).toBe(0);
+    expect(csd.stdout).toBe(ar.stdout);
+    expect(csd.stderr).toContain(`(csd ${describeCascade(entry.cascade)}, ${entry.key ? `tuned for ${entry.key}` : 'models/cascade.json'}, `);
   });
 
   test("the drafts sample at their folders' draftTemperatureScale; bench --draft-temperature-scale overrides it", async () => {

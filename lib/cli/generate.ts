@@ -7,8 +7,8 @@ import type { Dtype } from '../native';
 import type { Method } from '../options';
 import { formatHelp, parseArgs, UsageError, type FlagSpec } from './args';
 import { defaultDraftDir, defaultModelDir, promptTemplate } from './defaults';
-import { familyCascade, loadFamily } from './family';
-import { parseCascade, type CascadeMatrix } from '../cascade/config';
+import { familyCascadeEntry, loadFamily } from './family';
+import { describeCascade, parseCascade, type CascadeMatrix } from '../cascade/config';
 import { readJsonObject } from '../files';
 
 export const GENERATE_FLAGS: Record<string, FlagSpec> = {
@@ -79,11 +79,18 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
   if (flags.draft !== undefined && method !== 'sd') throw new UsageError('--draft is only used with --method sd');
   if ((flags.cascade !== undefined || flags.drafts !== undefined || flags.adaptive) && method !== 'csd') throw new UsageError('--cascade, --drafts and --adaptive are only used with --method csd');
   let cascade: CascadeMatrix | undefined;
+  let cascadeSource = '';
   let draftModels: Record<string, Model> | undefined;
   if (method === 'csd') {
     const dirs = flags.drafts !== undefined ? parseDrafts(flags.drafts as string) : undefined;
     if (!onFamily && !dirs) throw new UsageError('--method csd with --model needs --drafts name=DIR,... and --cascade');
-    cascade = flags.cascade !== undefined ? readCascadeArg(flags.cascade as string) : familyCascade(undefined, { kernels: model.kernels, sampling: (flags.temperature as number) > 0 });
+    if (flags.cascade !== undefined) cascade = readCascadeArg(flags.cascade as string);
+    else {
+      // The family's configuration tuned for this machine's kernels and mode, where tune wrote one.
+      const entry = familyCascadeEntry(undefined, { kernels: model.kernels, sampling: (flags.temperature as number) > 0 });
+      cascade = entry.cascade;
+      cascadeSource = entry.key ? `tuned for ${entry.key}` : 'models/cascade.json';
+    }
     const family = await loadFamily({
       dtype: flags.dtype as Dtype,
       threads: flags.threads as number,
@@ -129,12 +136,15 @@ export async function generateCommand(argv: string[], out: NodeJS.WritableStream
     out.write(JSON.stringify({ ...result, model: { dir: model.dir, params: model.numParams, dtype: model.dtype, threads: model.threads } }) + '\n');
     return;
   }
+  // "csd target[small:3], tuned for avx2": which cascade ran, and from where when it was the default.
+  const describeMethod = () =>
+    method === 'csd' ? `csd${flags.adaptive ? ' adaptive' : ''} ${describeCascade(cascade!)}${cascadeSource ? `, ${cascadeSource}` : ''}` : `${method}, k ${String(flags.k)}`;
   const stream = model.stream(prompt, options);
   for await (const chunk of stream) out.write(chunk);
   const r = await stream.result;
   out.write('\n');
   err.write(
     `[${r.tokens.length} tokens, ${r.finishReason}; ${r.stats.wallMs.toFixed(1)} ms, ${r.stats.tokensPerSecond.toFixed(1)} tok/s, ` +
-      `${r.stats.targetForwards} target passes${method !== 'ar' ? ` (${method}${method === 'csd' ? '' : `, k ${String(flags.k)}`}, ${Number(r.stats.meanAcceptedLength).toFixed(2)} tokens/pass)` : ''}, ${model.dtype}, ${model.threads} thread(s), seed ${r.stats.seed}]\n`,
+      `${r.stats.targetForwards} target passes${method !== 'ar' ? ` (${describeMethod()}, ${Number(r.stats.meanAcceptedLength).toFixed(2)} tokens/pass)` : ''}, ${model.dtype}, ${model.threads} thread(s), seed ${r.stats.seed}]\n`,
   );
 }
