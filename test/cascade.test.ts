@@ -755,6 +755,28 @@ describe('greedy exactness of random cascades', () => {
     scheduler.dispose();
   });
 
+  test('adaptive bands: a drafter is priced per token it drafts, whatever its band', async () => {
+    // Priced per call, a longer band's dearer calls moved the speed scale every cost shares, and
+    // every block length not in use then looked dearer than it is (bench/README.md, stop 20).
+    const greedy = { temperature: 0, topK: 0, topP: 1 };
+    const models = { near: drafts.near, w1: drafts.w1 };
+    const matrix = { drafters: ['near', 'w1'], K: [[1, 1, 1], [0, 0, 0], [0, 0, 0]], lenience: 1 };
+    const context = idsOf('the cat and the cat and the');
+    for (const band of [2, 5]) {
+      // A fresh state: its first cost observation is the figure itself (relative 1 x scale).
+      const state = new SchedulerState(3);
+      const scheduler = new AdaptiveScheduler(buildCascade(matrix, models, new MaxGram(), 128), { state, explore: 0, initialPlan: [0, band, 0] });
+      await scheduler.begin(context);
+      const block = await scheduler.draft(12, greedy);
+      expect(block.tokens.length).toBe(band); // w1 alone, one call for the whole band
+      const top = scheduler.cascade.top;
+      expect(top.lastCalls[1]).toBe(1);
+      expect(state.costs.count('draft:1')).toBe(1);
+      expect(state.costs.ms('draft:1')).toBeCloseTo(top.lastCostMs[1] / band, 9);
+      scheduler.dispose();
+    }
+  });
+
   test('adaptive bands: the plan starts from initialPlan, changes only for one faster by more than switchMargin, and carries over', async () => {
     const greedy = { temperature: 0, topK: 0, topP: 1 };
     const models = { near: drafts.near, w1: drafts.w1 };

@@ -5,7 +5,7 @@
 //   - per drafter, the probability that the target accepts a token of its band given that
 //     everything before it was accepted (alpha): one estimate for the band's first position
 //     and one pooled over the later ones;
-//   - each drafter's cost per call and tokens per call;
+//   - each drafter's cost per token it drafts;
 //   - the target's verification cost as a function of block length.
 // Expected tokens of a plan = 1 + sum_i prod_{j<=i} alpha(position j); expected time = verify
 // cost of the block + the drafters' costs. An empty plan is plain decoding, so the scheduler
@@ -131,15 +131,14 @@ export function isotonic(ys: readonly number[], ws: readonly number[]): number[]
 
 /**
  * What the scheduler has measured: per drafter, acceptance at its band's first position and
- * at the later ones ([first, later]); per drafter, cost and
- * tokens per call; the target's verification cost by block length. Kept by the model between
+ * at the later ones ([first, later]); per drafter, cost per drafted token; the target's
+ * verification cost by block length. Kept by the model between
  * generations with the same cascade, so a new generation starts from what earlier ones learnt
  * instead of exploring from scratch (a 128-token generation is only ~50 target passes).
  */
 export class SchedulerState {
   readonly alpha: Ema[][];
-  readonly tokensPerCall: Ema[];
-  /** Verification by block length (items "verify:N") and each drafter's call ("draft:D"). */
+  /** Verification by block length (items "verify:N") and each drafter's drafted token ("draft:D"). */
   readonly costs = new CostModel();
   /** The plan in use (band sizes of row 0), carried into the next generation. */
   plan?: number[];
@@ -157,7 +156,6 @@ export class SchedulerState {
   constructor(readonly drafters: number) {
     // Start: acceptance 0.6 everywhere; costs from the parameter counts until measured.
     this.alpha = Array.from({ length: drafters }, () => [new Ema(0.6, ALPHA_FIRST_RATE), new Ema(0.6, ALPHA_LATER_RATE)]);
-    this.tokensPerCall = Array.from({ length: drafters }, () => new Ema(1));
   }
 }
 
@@ -218,7 +216,6 @@ export class AdaptiveScheduler implements Drafter {
   readonly counters = new DrafterCounters();
   readonly state: SchedulerState;
   private readonly alpha: Ema[][];
-  private readonly tokensPerCall: Ema[];
   private readonly costs: CostModel;
   /** verifyCost(n) for the current draft's choice, n = 0.. (computed once per draft). */
   private verifyTable: number[] = [];
@@ -249,7 +246,7 @@ export class AdaptiveScheduler implements Drafter {
     this.state = options.state ?? new SchedulerState(n);
     if (options.initialPlan && !this.state.home) this.state.home = this.fitPlan(options.initialPlan);
     if (this.state.home && !this.state.plan) this.state.plan = [...this.state.home];
-    ({ alpha: this.alpha, tokensPerCall: this.tokensPerCall, costs: this.costs } = this.state);
+    ({ alpha: this.alpha, costs: this.costs } = this.state);
     this.rand = mulberry32(options.seed ?? 1);
     cascade.top.measure = true; // what each drafter costs and yields, to learn from
     this.soleCapable = cascade.top.drafters.map((d) => BandedDrafter.draftsAlone(d));
@@ -274,7 +271,7 @@ export class AdaptiveScheduler implements Drafter {
   async begin(context: number[]): Promise<void> {
     // Only the draft models that the current plan uses are prefilled now (their pass belongs
     // to the prompt's time); one a later plan takes catches up then (BandedDrafter.draft),
-    // outside the cost it is charged per call.
+    // outside the cost it is charged per token.
     await this.cascade.begin(context, false);
     const top = this.cascade.top;
     // The plan in use carries over from the last generation (or is the configured one); the
@@ -359,8 +356,7 @@ export class AdaptiveScheduler implements Drafter {
       pass.push([1]);
       gain.push([0]);
       cost.push([0]);
-      const callMs = this.costs.ms(DRAFT(d));
-      const perToken = callMs !== undefined ? callMs / Math.max(0.5, this.tokensPerCall[d].value) : this.costRatio[d] * this.verifyTable[1];
+      const perToken = this.costs.ms(DRAFT(d)) ?? this.costRatio[d] * this.verifyTable[1];
       // Later positions never measured take the first position's acceptance.
       const [first, later] = this.alpha[d];
       const laterAlpha = later.count > 1 ? later.value : first.value;
@@ -485,11 +481,16 @@ export class AdaptiveScheduler implements Drafter {
     for (let d = 0; d < lastCalls.length; d++) {
       if (lastCalls[d] === 0) continue;
       callsMs += lastCostMs[d];
-      this.costs.observe(DRAFT(d), lastCostMs[d] / lastCalls[d]);
       // The one-band shortcut: every token came from this drafter's one call.
       let produced = direct ? block.tokens.length : 0;
       if (!direct) for (const [src] of lastSources) if (src === d) produced++;
-      this.tokensPerCall[d].add(produced / lastCalls[d]);
+      // Priced per token, not per call: a call's cost grows with its band, and an item whose
+      // cost moved with the plan moved the speed scale every item shares (CostModel). After a
+      // switch to a longer band the scale rose with the dearer calls, every block length not in
+      // use looked dearer at it, and the scheduler kept the longer band: sampling on an AVX2 CPU
+      // it priced a 4-token verification at 4.2-5.1 ms (measured: 2.4) and ran k = 7, 18%
+      // slower than the configured k = 3.
+      if (produced > 0) this.costs.observe(DRAFT(d), lastCostMs[d] / produced);
     }
     // The band's own time, by the path the draft took. Kept in ms apart from the CostModel: a
     // figure this small and noisy would jolt the speed scale every item shares.
@@ -527,7 +528,7 @@ export class AdaptiveScheduler implements Drafter {
     return {
       plans: Object.fromEntries([...this.plans.entries()].sort((a, b) => b[1] - a[1])),
       alpha: this.alpha.map((row) => row.map((e) => +e.value.toFixed(3))),
-      drafterMsPerCall: this.alpha.map((_, d) => +(this.costs.ms(DRAFT(d)) ?? 0).toFixed(3)),
+      drafterMsPerToken: this.alpha.map((_, d) => +(this.costs.ms(DRAFT(d)) ?? 0).toFixed(3)),
       bandOverheadMs: Object.fromEntries(Object.entries(this.state.overheadMs).map(([k, e]) => [k, +e.value.toFixed(4)])),
       verifyMs: Array.from({ length: this.maxDraft + 2 }, (_, n) => n)
         .filter((n) => this.costs.count(VERIFY(n)) > 0)
