@@ -16,7 +16,9 @@ const names = ['target', 'mid', 'small'];
 const question = 'A baker makes 12 cakes a day. How many cakes does she make in 5 days?';
 
 interface BenchReport {
-  methods: Array<{ identicalToAR: boolean | null }>;
+  methods: Array<{ name: string; describe: string; identicalToAR: boolean | null }>;
+  kernels: string | null;
+  familyCascade: { entry: string | null; describe: string };
   models: Record<string, { draftVocabularySize?: number; draftTemperatureScale?: number }>;
 }
 
@@ -124,6 +126,16 @@ describe('default model family', () => {
     expect(ar.status).toBe(0);
     expect(csd.stdout).toBe(ar.stdout);
     expect(csd.stderr).toContain(`(csd ${describeCascade(entry.cascade)}, ${entry.key ? `tuned for ${entry.key}` : 'models/cascade.json'}, `);
+    // bench's plain csd runs the same entry, greedy and sampled, and its report says which.
+    const [greedy, sampled] = benchReports(['--methods', 'ar,csd', '--max-new-tokens', '12'], [[], ['--temperature', '0.8']])!;
+    const sampledEntry = familyCascadeEntry(models, { kernels, sampling: true });
+    for (const [r, e] of [[greedy, entry], [sampled, sampledEntry]] as const) {
+      expect(r.kernels).toBe(kernels);
+      expect(r.familyCascade).toEqual({ entry: e.key, describe: describeCascade(e.cascade) });
+      expect(r.methods.find((m) => m.name === 'csd')!.describe).toBe(describeCascade(e.cascade));
+    }
+    if (kernels === 'avx2') expect(sampled.familyCascade.entry).toBe('avx2/sampling');
+    expect(greedy.methods.every((m) => m.identicalToAR === true)).toBe(true);
   });
 
   test("the drafts sample at their folders' draftTemperatureScale; bench --draft-temperature-scale overrides it", async () => {

@@ -6,11 +6,12 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { describeCascade } from '../cascade/config';
 import type { GenerationResult } from '../generate';
 import type { Dtype } from '../native';
 import { formatHelp, parseArgs, UsageError, type FlagSpec } from './args';
 import { readPrompts, type DatasetFormat } from './datasets';
-import { familyCascade, loadFamily, type Family } from './family';
+import { familyCascadeEntry, loadFamily, type Family } from './family';
 import { parseMethod, type MethodSpec } from './methods';
 import { promptTemplate } from './defaults';
 import { ProgressBar } from './progress';
@@ -232,7 +233,8 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
   const prompts = readPrompts(flags.dataset as string, flags.format as DatasetFormat, flags.limit as number, flags.skip as number).map((q) => (template ? template.replace('{prompt}', q) : q));
   const temperature = flags.temperature as number;
   // csd without a file: the family's configuration tuned for this machine's kernels and mode.
-  const defaults = { k: flags.k as number, draft: flags.draft as string, cascade: familyCascade(undefined, { kernels: family.target.kernels, sampling: temperature > 0 }) };
+  const familyEntry = familyCascadeEntry(undefined, { kernels: family.target.kernels, sampling: temperature > 0 });
+  const defaults = { k: flags.k as number, draft: flags.draft as string, cascade: familyEntry.cascade };
   const methods = (flags.methods as string).split(',').filter(Boolean).map((s) => parseMethod(s, family, defaults));
   const rounds = flags.rounds as number;
   const total = rounds * prompts.length * (methods.some((m) => m.name === 'ar') ? methods.length : methods.length + 1);
@@ -254,6 +256,9 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
     dtype: flags.dtype,
     greedy: !sampling,
     ...(sampling ? { sampling } : {}),
+    kernels: family.target.kernels,
+    // What plain `csd` / `acsd` ran: models/cascade.json's entry for this machine and mode (null: its top-level one).
+    familyCascade: { entry: familyEntry.key, describe: describeCascade(familyEntry.cascade) },
     models: {
       target: { dir: family.target.dir, params: family.target.numParams },
       ...Object.fromEntries(Object.entries(family.drafts).map(([n, m]) => [n, { dir: m.dir, params: m.numParams, draftVocabularySize: m.draftVocabularySize, draftTemperatureScale: m.draftTemperatureScale }])),
