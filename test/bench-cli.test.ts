@@ -378,6 +378,8 @@ describe('familyCascade: entries tuned per machine kind and mode', () => {
     const two = withTunedEntry(one, 'avx2', a);
     expect(two).toEqual({ ...shipped, tuned: { 'avx2/sampling': b, avx2: a } });
     expect(withTunedEntry(two, 'avx2', b).tuned).toEqual({ 'avx2/sampling': b, avx2: b });
+    // A bare matrix written by hand stays the top-level configuration.
+    expect(withTunedEntry(top, 'avx2', a)).toEqual({ cascade: top, tuned: { avx2: a } });
     // What it writes reads back through familyCascade.
     const dir = path.join(tmp, 'tuned-roundtrip');
     fs.mkdirSync(dir, { recursive: true });

@@ -26,7 +26,8 @@ export function cascadeFile(dir = familyDir()): string {
  * What a tuned configuration depends on: the kernels' instruction set (Model.kernels, or
  * "libtorch" where libtorch computes) and whether tokens are sampled. On an AVX-512 bf16 CPU
  * the 8-token verification block cost 1.5 decodes and the small draft paid best at k = 7; on an
- * AVX2-only CPU the block cost 2-2.5 decodes and k = 3 sampled 19% faster than k = 7.
+ * AVX2-only CPU the block cost about 2 decodes, and sampled k = 3 ran 17% faster than k = 7
+ * (bench/README.md).
  */
 export interface TunedFor {
   kernels: string | null;
@@ -77,12 +78,13 @@ export function familyCascadeEntry(dir = familyDir(), forMachine?: TunedFor): { 
 /**
  * The cascade.json contents after tune measured `entry` for `key`: the entry goes into "tuned"
  * (replacing that key's), and becomes the top-level configuration too when there is none yet,
- * so that machines of kinds nobody tuned on get it. Other entries are kept.
+ * so that machines of kinds nobody tuned on get it. Other entries are kept, and so is a bare
+ * matrix or readable form written by hand (it becomes the top-level "cascade").
  */
 export function withTunedEntry(existing: Record<string, unknown> | undefined, key: string, entry: { cascade: unknown; measured: unknown }): Record<string, unknown> {
-  const base = existing && 'cascade' in existing ? existing : { cascade: entry.cascade, measured: entry.measured };
-  const tuned = { ...((existing?.tuned as Record<string, unknown> | undefined) ?? {}), [key]: entry };
-  return { ...base, tuned };
+  const { tuned: earlier, ...rest } = existing ?? {};
+  const base = 'cascade' in rest ? rest : 'K' in rest || 'levels' in rest ? { cascade: rest } : { cascade: entry.cascade, measured: entry.measured };
+  return { ...base, tuned: { ...((earlier as Record<string, unknown> | undefined) ?? {}), [key]: entry } };
 }
 
 export interface Family {
