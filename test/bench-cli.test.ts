@@ -548,6 +548,18 @@ describe('bench and tune commands', () => {
       expect({ flag, code: r.code }).toEqual({ flag, code: 2 });
       expect(r.err).toMatch(message);
     }
+    // tune's (it tunes the machine's sampling entry with --temperature > 0).
+    for (const [args, message] of [
+      [['--temperature', '-1'], /--temperature must be in \[0, inf\], got -1/],
+      [['--top-p', '2'], /--top-p must be in \[0, 1\], got 2/],
+      [['--top-k', '-2'], /--top-k must be in \[0, inf\], got -2/],
+      [['--seed', '1.5'], /--seed/],
+      [['--temperature', '0.8', '--top-p', '0'], /--top-p must be in \(0, 1\] when sampling/],
+    ] as Array<[string[], RegExp]>) {
+      const r = await cli('tune', '--dataset', 'x.jsonl', ...args);
+      expect({ args, code: r.code }).toEqual({ args, code: 2 });
+      expect(r.err).toMatch(message);
+    }
   });
 
   test('bench end to end with --model: --json report, --out files, a bad --methods entry', async () => {

@@ -190,13 +190,13 @@ export async function tuneCommand(argv: string[], out: NodeJS.WritableStream, er
   }
   if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}"`);
   if (!flags.dataset) throw new UsageError('--dataset FILE is required');
+  const temperature = flags.temperature as number;
+  const sampling: TuneSampling | undefined = temperature > 0 ? { temperature, topP: flags['top-p'] as number, topK: flags['top-k'] as number, seed: flags.seed as number } : undefined;
+  if (sampling && !(sampling.topP > 0)) throw new UsageError('--top-p must be in (0, 1] when sampling');
   const family = await loadFamily({ dtype: flags.dtype as Dtype, threads: flags.threads as number });
   const template = promptTemplate(family.target.dir);
   const prompts = readPrompts(flags.dataset as string, flags.format as DatasetFormat, flags.limit as number, flags.skip as number).map((q) => (template ? template.replace('{prompt}', q) : q));
   const maxNew = flags['max-new-tokens'] as number;
-  const temperature = flags.temperature as number;
-  const sampling: TuneSampling | undefined = temperature > 0 ? { temperature, topP: flags['top-p'] as number, topK: flags['top-k'] as number, seed: flags.seed as number } : undefined;
-  if (sampling && !(sampling.topP > 0)) throw new UsageError('--top-p must be in (0, 1]');
   const machine = { kernels: family.target.kernels, sampling: sampling !== undefined };
   let best = canonicalCascade(validateMatrix(flags.restart ? FALLBACK_CASCADE : familyCascade(undefined, machine)));
   for (const d of best.drafters) if (!family.drafts[d]) throw new Error(`the cascade uses drafter "${d}", which the family lacks`);
