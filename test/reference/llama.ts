@@ -103,7 +103,7 @@ export function ropeInvFreq(cfg: LlamaConfig, headDim: number): Float64Array {
 }
 
 /** HF rotate_half layout: dimension i pairs with i + hd/2, both using inv_freq[i]. In place. */
-function applyRope(x: Float64Array, off: number, hd: number, pos: number, inv: Float64Array): void {
+export function applyRope(x: Float64Array, off: number, hd: number, pos: number, inv: Float64Array): void {
   const half = hd / 2;
   for (let i = 0; i < half; i++) {
     const a = pos * inv[i];
