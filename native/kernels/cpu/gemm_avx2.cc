@@ -94,6 +94,7 @@ using XT = float;
 // Glu tiles of 4 rows run their gate and up blocks one after the other (micro): with 2-row
 // tiles each weight was widened 4 times for an 8-token block, and the block's MLP cost ~15% more.
 constexpr int NBMAX = 1, MRMAX = 4, GLU_NB = 2, GLU_MR = 4, GLU_NB_WIDE = 2, GLU_MR_WIDE = 2;
+constexpr bool NEXT_SPREAD = true;
 // One row runs 4 blocks at once (8 accumulator chains) over any matrix: the decode of a
 // matrix that streams from memory was bound by its 2 chains too (Zen 3: 8 cycles a line).
 constexpr int ROW1_NB = 4, ROW1_GLU_NB = 4;
@@ -102,10 +103,19 @@ constexpr bool ROW1_ANY_SIZE = true;
 // The accumulators are one flat array and every loop is unrolled: with [MR][NB][2] arrays GCC 12
 // also stored each accumulator to the stack on every step (8 dead stores per 16 FMAs), and an
 // 8-token block's MLP and projections ran 15-25% slower. The prefetch of the next tile is a
-// template flag so that the loop carries no branch for it.
+// template flag so that the loop carries no branch for it; with it, one line of each next block
+// goes every next_every lines (a countdown, so the loop needs no division).
 template <int MR, int NB, bool NEXT>
 void micro_pass_impl(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
-                const uint16_t* next) {
+                     const uint16_t* next, int next_every) {
+  int countdown = 1;
+  const auto prefetch_next = [&]() {
+    if (--countdown) return;
+    countdown = next_every;
+#pragma GCC unroll 8
+    for (int j = 0; j < NB; ++j) _mm_prefetch(reinterpret_cast<const char*>(next + j * bstride), _MM_HINT_T1);
+    next += 32;
+  };
   constexpr int A = MR * NB * 2;
   __m256 acc[A];
 #pragma GCC unroll 32
@@ -122,7 +132,7 @@ void micro_pass_impl(const float* x, int64_t ldx, const uint16_t* w, int64_t bst
         we[h] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
         wo[h] = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
       }
-      if constexpr (NEXT) _mm_prefetch(reinterpret_cast<const char*>(next + p * 32), _MM_HINT_T1);
+      if constexpr (NEXT) prefetch_next();
       _mm_prefetch(reinterpret_cast<const char*>(w + p * 32 + PF * 32), _MM_HINT_T0);
 #pragma GCC unroll 8
       for (int m = 0; m < MR; ++m) {
@@ -154,9 +164,9 @@ void micro_pass_impl(const float* x, int64_t ldx, const uint16_t* w, int64_t bst
             acc[a] = _mm256_fmadd_ps(wo, x1[m], acc[a]);
           }
         }
-        if constexpr (NEXT) _mm_prefetch(reinterpret_cast<const char*>(next + j * bstride + p * 32), _MM_HINT_T1);
         _mm_prefetch(reinterpret_cast<const char*>(q + PF * 32), _MM_HINT_T0);
       }
+      if constexpr (NEXT) prefetch_next();
     }
   }
 #pragma GCC unroll 32
@@ -167,21 +177,21 @@ void micro_pass_impl(const float* x, int64_t ldx, const uint16_t* w, int64_t bst
 
 template <int MR, int NB>
 void micro_pass(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
-                const uint16_t* next) {
-  if (next) micro_pass_impl<MR, NB, true>(x, ldx, w, bstride, np, tile, next);
-  else micro_pass_impl<MR, NB, false>(x, ldx, w, bstride, np, tile, nullptr);
+                const uint16_t* next, int next_every) {
+  if (next) micro_pass_impl<MR, NB, true>(x, ldx, w, bstride, np, tile, next, next_every);
+  else micro_pass_impl<MR, NB, false>(x, ldx, w, bstride, np, tile, nullptr, next_every);
 }
 
 // More than 8 accumulators (a Glu tile's gate and up blocks for 3-4 rows) would not fit the 16
 // registers with the widened weights: the blocks then run one after the other over all k.
 template <int MR, int NB>
 void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
-           const uint16_t* next) {
+           const uint16_t* next, int next_every) {
   if constexpr (MR * NB * 2 <= 8 || NB == 1) {
-    micro_pass<MR, NB>(x, ldx, w, bstride, np, tile, next);
+    micro_pass<MR, NB>(x, ldx, w, bstride, np, tile, next, next_every);
   } else {
     for (int j = 0; j < NB; ++j)
-      micro_pass<MR, 1>(x, ldx, w + j * bstride, bstride, np, tile + 16 * j, next ? next + j * bstride : nullptr);
+      micro_pass<MR, 1>(x, ldx, w + j * bstride, bstride, np, tile + 16 * j, next ? next + j * bstride : nullptr, next_every);
   }
 }
 
@@ -193,6 +203,7 @@ namespace f16 {
 namespace {
 using XT = float;
 constexpr int NBMAX = 1, MRMAX = 2, GLU_NB = 2, GLU_MR = 1, GLU_NB_WIDE = 2, GLU_MR_WIDE = 1;
+constexpr bool NEXT_SPREAD = false;
 constexpr int ROW1_NB = NBMAX, ROW1_GLU_NB = GLU_NB_WIDE;
 constexpr bool ROW1_ANY_SIZE = false;
 

@@ -112,6 +112,7 @@ namespace f16 {
 namespace {
 using XT = float;
 constexpr int NBMAX = 2, MRMAX = 6, GLU_NB = 2, GLU_MR = 6, GLU_NB_WIDE = 2, GLU_MR_WIDE = 6;
+constexpr bool NEXT_SPREAD = false;
 constexpr int ROW1_NB = NBMAX, ROW1_GLU_NB = GLU_NB_WIDE;
 constexpr bool ROW1_ANY_SIZE = false;
 
@@ -180,6 +181,7 @@ namespace bf16 {
 namespace {
 using XT = uint16_t;
 constexpr int NBMAX = 3, MRMAX = 8, GLU_NB = 2, GLU_MR = 12, GLU_NB_WIDE = 4, GLU_MR_WIDE = 4;
+constexpr bool NEXT_SPREAD = false;
 // One row from cache: 8 vdpbf16ps chains (their latency is several cycles, two issue per cycle).
 constexpr int ROW1_NB = 8, ROW1_GLU_NB = 8;
 constexpr bool ROW1_ANY_SIZE = false;

@@ -98,6 +98,7 @@ void micro_generic(const float* x, int64_t ldx, const uint16_t* w, int64_t bstri
 namespace bf16 {
 using XT = float;
 constexpr int NBMAX = 1, MRMAX = 4, GLU_NB = 2, GLU_MR = 2, GLU_NB_WIDE = 2, GLU_MR_WIDE = 2;
+constexpr bool NEXT_SPREAD = false;
 constexpr int ROW1_NB = NBMAX, ROW1_GLU_NB = GLU_NB_WIDE;
 constexpr bool ROW1_ANY_SIZE = false;
 template <int MR, int NB>
@@ -111,6 +112,7 @@ void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int6
 namespace f16 {
 using XT = float;
 constexpr int NBMAX = 1, MRMAX = 4, GLU_NB = 2, GLU_MR = 2, GLU_NB_WIDE = 2, GLU_MR_WIDE = 2;
+constexpr bool NEXT_SPREAD = false;
 constexpr int ROW1_NB = NBMAX, ROW1_GLU_NB = GLU_NB_WIDE;
 constexpr bool ROW1_ANY_SIZE = false;
 template <int MR, int NB>
