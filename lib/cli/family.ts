@@ -26,8 +26,9 @@ export function cascadeFile(dir = familyDir()): string {
  * What a tuned configuration depends on: the kernels' instruction set (Model.kernels, or
  * "libtorch" where libtorch computes) and whether tokens are sampled. On an AVX-512 bf16 CPU
  * the 8-token verification block cost 1.5 decodes and the small draft paid best at k = 7; on an
- * AVX2-only CPU the block cost about 2 decodes, and sampled k = 3 ran 17% faster than k = 7
- * (bench/README.md).
+ * AVX2-only CPU the block cost about 2 decodes and k = 3 won, until stop 21's prefetch change
+ * cut the 5-9-token blocks there and tune moved the greedy entry to k = 6 while the sampled one
+ * stayed at k = 3 (bench/README.md).
  */
 export interface TunedFor {
   kernels: string | null;
