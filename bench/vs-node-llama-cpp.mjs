@@ -40,7 +40,13 @@ function flags(argv) {
   return f;
 }
 
-const f = flags(process.argv.slice(2));
+let f;
+try {
+  f = flags(process.argv.slice(2));
+} catch (e) {
+  console.error(`vs-node-llama-cpp: ${e.message}`);
+  process.exit(2);
+}
 const limit = Number(f.limit), maxNew = Number(f['max-new-tokens']);
 let nlc;
 try {
@@ -79,7 +85,13 @@ for (const dir of String(f.gguf).split(',')) {
 }
 
 function nlcVersion() {
-  for (let d = path.dirname(fileURLToPath(import.meta.resolve('node-llama-cpp'))); d !== path.dirname(d); d = path.dirname(d)) {
+  let start;
+  try {
+    start = path.dirname(fileURLToPath(import.meta.resolve('node-llama-cpp'))); // Node >= 20.6
+  } catch {
+    return 'unknown';
+  }
+  for (let d = start; d !== path.dirname(d); d = path.dirname(d)) {
     const file = path.join(d, 'package.json');
     if (fs.existsSync(file) && JSON.parse(fs.readFileSync(file, 'utf8')).name === 'node-llama-cpp') return JSON.parse(fs.readFileSync(file, 'utf8')).version;
   }
