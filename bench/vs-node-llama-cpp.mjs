@@ -28,26 +28,25 @@ const { parseMethod } = require(path.join(here, '../dist/lib/cli/methods.js'));
 const { readPrompts } = require(path.join(here, '../dist/lib/cli/datasets.js'));
 const { promptTemplate } = require(path.join(here, '../dist/lib/cli/defaults.js'));
 
-function flags(argv) {
-  const f = { limit: 100, 'max-new-tokens': 128 };
-  for (let i = 0; i < argv.length; i += 2) {
-    const k = argv[i].replace(/^--/, '');
-    if (!(k in { dataset: 1, gguf: 1, limit: 1, 'max-new-tokens': 1, out: 1 }) || argv[i + 1] === undefined)
-      throw new Error(`usage: --dataset FILE --gguf DIR[,DIR] [--limit N] [--max-new-tokens N] [--out FILE] (bad: ${argv[i]}); each DIR holds target.gguf and small.gguf`);
-    f[k] = argv[i + 1];
-  }
-  if (!f.dataset || !f.gguf) throw new Error('--dataset and --gguf are required');
-  return f;
-}
+const { scriptFlags } = require(path.join(here, '../dist/lib/cli/args.js'));
 
+const FLAGS = {
+  dataset: { type: 'string', help: 'GSM8K jsonl' },
+  gguf: { type: 'string', help: 'GGUF folders, comma-separated, each holding target.gguf and small.gguf' },
+  limit: { type: 'int', help: 'prompts', default: 100, min: 1 },
+  'max-new-tokens': { type: 'int', help: 'tokens per prompt', default: 128, min: 1 },
+  out: { type: 'string', help: 'JSON file for the results' },
+  help: { type: 'boolean', help: 'show this help' },
+};
 let f;
 try {
-  f = flags(process.argv.slice(2));
+  f = scriptFlags(process.argv.slice(2), FLAGS, 'node bench/vs-node-llama-cpp.mjs --dataset FILE --gguf DIR[,DIR] [--limit N] [--max-new-tokens N] [--out FILE]', ['dataset', 'gguf']);
 } catch (e) {
   console.error(`vs-node-llama-cpp: ${e.message}`);
   process.exit(2);
 }
-const limit = Number(f.limit), maxNew = Number(f['max-new-tokens']);
+if (!f) process.exit(0);
+const limit = f.limit, maxNew = f['max-new-tokens'];
 let nlc;
 try {
   nlc = await import('node-llama-cpp');

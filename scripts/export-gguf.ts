@@ -42,6 +42,7 @@ interface SourceTensor {
 }
 
 const SOURCE_BYTES = { F32: 4, F16: 2, BF16: 2 } as const;
+const SOURCE_TYPE = { F32: 'f32', F16: 'f16', BF16: 'bf16' } as const;
 
 /** Every tensor of a set of safetensors files, validated (names the file on any problem). */
 export function readSafetensorsTensors(files: string[]): Map<string, SourceTensor> {
@@ -234,14 +235,14 @@ export function ggufBytes(dir: string, type: GgufWeightType): Buffer {
   const tensors: OutTensor[] = [];
   const matrix = (name: string, from: string, shape: number[], ropeRows = false): void => {
     const t = take(from, shape);
-    let values = decode(t);
+    // Stored already in the wanted type (a bf16 checkpoint exported as bf16): its bytes as they are.
+    const data = SOURCE_TYPE[t.dtype] === type ? t.bytes : encode(decode(t), type);
+    let out = data;
     if (ropeRows) {
-      const permuted = new Float32Array(values.length);
-      permuteRopeRows(values, shape[0], hd, (dst, src) => permuted.set(src, dst));
-      values = permuted;
+      out = Buffer.alloc(data.length);
+      permuteRopeRows(data, shape[0], hd, (dst, src) => src.copy(out, dst));
     }
-    // A bf16 source exported as bf16 is copied as is (decode + encode is exact there too).
-    tensors.push({ name, dims: [shape[1], shape[0]], type, data: encode(values, type) });
+    tensors.push({ name, dims: [shape[1], shape[0]], type, data: out });
   };
   const vector = (name: string, from: string): void => {
     tensors.push({ name, dims: [d], type: 'f32', data: encode(decode(take(from, [d])), 'f32') });

@@ -6,6 +6,7 @@
  * order (the attention scores of HF's rotate-half RoPE equal those of llama.cpp's adjacent-pair
  * RoPE on the exported rows), and bad folders.
  */
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -214,5 +215,42 @@ describe('GGUF export', () => {
     expect(() => ggufBytes(dir, 'bf16')).toThrow(`${weights}: tensor`);
     fs.writeFileSync(weights, Buffer.from([1, 2, 3]));
     expect(() => ggufBytes(dir, 'bf16')).toThrow(`${weights}: too short`);
+  });
+
+  test('command line: writes the file; missing or bad flags and a missing folder are usage errors (exit 2)', () => {
+    const root = path.resolve(__dirname, '..');
+    const script = path.join(root, 'dist', 'scripts', 'export-gguf.js');
+    const bench = path.join(root, 'bench', 'vs-node-llama-cpp.mjs');
+    if (!fs.existsSync(script)) {
+      console.warn('dist/ not built: skipping the command-line checks (npm ci builds it)');
+      return;
+    }
+    const run = (file: string, ...args: string[]) => spawnSync(process.execPath, [file, ...args], { encoding: 'utf8' });
+    const dir = path.join(tmp, 'cli');
+    makeTinyModel(dir, { ...SHAPE, seed: 8 });
+    const out = path.join(tmp, 'cli-out', 'm.gguf');
+    const ok = run(script, '--model', dir, '--out', out, '--type', 'f16');
+    expect(ok.status).toBe(0);
+    expect(readGguf(out).tensors.get('blk.0.attn_v.weight')!.type).toBe(1);
+    for (const [args, message] of [
+      [['--out', out], /--model is required/],
+      [['--model', dir], /--out is required/],
+      [['--model', dir, '--out', out, '--type', 'q4'], /--type must be one of bf16, f16, f32, got "q4"/],
+      [['--model', path.join(tmp, 'nowhere'), '--out', out], /--model .*nowhere: not a folder/],
+    ] as Array<[string[], RegExp]>) {
+      const r = run(script, ...args);
+      expect({ args, status: r.status }).toEqual({ args, status: 2 });
+      expect(r.stderr).toMatch(message);
+    }
+    // The node-llama-cpp comparison checks its flags before it needs node-llama-cpp.
+    for (const [args, message] of [
+      [['--bogus', '1'], /unknown option --bogus/],
+      [['--dataset', 'x.jsonl'], /--gguf is required/],
+      [['--dataset', 'x.jsonl', '--gguf', 'g', '--limit', '0'], /--limit must be in \[1, inf\], got 0/],
+    ] as Array<[string[], RegExp]>) {
+      const r = run(bench, ...args);
+      expect({ args, status: r.status }).toEqual({ args, status: 2 });
+      expect(r.stderr).toMatch(message);
+    }
   });
 });
