@@ -1,5 +1,7 @@
 /**
  * bench/verify-cost.ts: timings per block length, and its refusal of a block past the context.
+ * bench/draft-policies.ts: traces checked against an independent along-the-text count, and the
+ * replay of each policy against passes counted by hand.
  * bench/ceiling.ts: the oracle upper bound on any greedy cascade. Agreement is checked against
  * an independent count (each draft decoding the true prefix token by token), the oracle's
  * passes against what a draft identical to the target must give (one pass per prompt), and
@@ -11,6 +13,7 @@ import * as path from 'path';
 
 import { expectedTokens, measureBlockGain } from '../bench/block-verification';
 import { measureCeiling } from '../bench/ceiling';
+import { calibrate, collectTrace, confidenceStop, CONF_BINS, eitherOracle, expectedValueStop, fixedK, matchedSuffix, maxGramWhereUnsure, monotoneCosts, replay, stopOracle, type Costs, type Step } from '../bench/draft-policies';
 import { compareDraftVocabularies } from '../bench/draft-vocab';
 import { measureDraftOverlap, parseSettings, settingLabel, writeScale } from '../bench/draft-temperature';
 import { verifyCost } from '../bench/verify-cost';
@@ -164,6 +167,99 @@ test('the scripts refuse bad flags with a message naming the flag', () => {
   const noData = run('draft-temperature.js');
   expect(noData.status).toBe(2);
   expect(noData.stdout).toMatch(/--dataset/);
+  const noCalibration = run('draft-policies.js', '--dataset', 'unused.jsonl');
+  expect(noCalibration.status).toBe(2);
+  expect(noCalibration.stderr).toMatch(/--calibration is required/);
+  const depth = run('draft-policies.js', '--dataset', 'a.jsonl', '--calibration', 'b.jsonl', '--depth', '16');
+  expect(depth.status).toBe(2);
+  expect(depth.stderr).toMatch(/--depth/);
+});
+
+describe('bench/draft-policies.ts', () => {
+  const step = (run: number, conf: number[], mgOk = false, mgLen = 0): Step => ({ run, conf, mgOk, mgLen });
+  const unit: Costs = { verifyMs: (n) => n, draftMs: 0.1 };
+
+  test('traces: runs equal an independent count of the greedy draft tokens along the target text', async () => {
+    const depth = 4;
+    let steps = 0;
+    for (const p of PROMPTS) {
+      const trace = await collectTrace(family.target, family.drafts.mid, p, MAX_NEW, depth);
+      const gen = await family.target.generate(p, { maxNewTokens: MAX_NEW, temperature: 0 });
+      const G = gen.tokens;
+      // The draft's greedy token after every prefix of the text, one token at a time.
+      const seq = family.drafts.mid.createSequence({ contextLength: gen.promptTokens.length + G.length });
+      const right: boolean[] = [];
+      seq.native.step(Int32Array.from(gen.promptTokens), GREEDY);
+      for (let j = 0; j + 1 < G.length; j++) right.push(seq.native.step(Int32Array.of(G[j]), GREEDY) === G[j + 1]);
+      seq.dispose();
+      expect(trace.length).toBe(Math.max(0, G.length - 1));
+      trace.forEach((s, j) => {
+        let run = 0;
+        while (run < depth && j + run < right.length && right[j + run]) run++;
+        expect(s.run).toBe(run);
+        expect(s.conf.length).toBe(depth);
+        for (const c of s.conf) expect(c > 0 && c <= 1).toBe(true);
+        expect(s.mgLen).toBe(matchedSuffix([...gen.promptTokens, ...G.slice(0, j + 1)]));
+      });
+      steps += trace.length;
+    }
+    expect(steps).toBeGreaterThan(20);
+    // A draft identical to the target is right as deep as the text goes.
+    const same = await collectTrace(sameFamily.target, sameFamily.drafts.same, PROMPTS[2], MAX_NEW, 3);
+    same.forEach((s, j) => expect(s.run).toBe(Math.min(3, same.length - j)));
+  });
+
+  test('matchedSuffix: the longest suffix that also ends earlier', () => {
+    expect(matchedSuffix([1, 2, 3, 1, 2])).toBe(2);
+    expect(matchedSuffix([1, 2, 3])).toBe(0);
+    expect(matchedSuffix([5, 5, 5])).toBe(2);
+    expect(matchedSuffix([7])).toBe(0);
+  });
+
+  test('replay: passes, tokens and costs counted by hand', () => {
+    const trace = [step(2, [0.9, 0.9, 0.9]), step(0, [0.9, 0.9, 0.9]), step(1, [0.9, 0.9, 0.9]), step(3, [0.9, 0.9, 0.9]), step(0, [0.9, 0.9, 0.9])];
+    // k = 2: from 0, both drafts pass (3 tokens, t = 3); from 3, two pass but only one token is
+    // left before the end (2 tokens). Each pass verifies 3 tokens and drafts 2.
+    expect(replay([trace], fixedK(2), unit)).toEqual({ tokens: 5, passes: 2, ms: 2 * (3 + 0.2), arMs: 5 });
+    // The oracle verifies exactly the drafts that pass: 0 -> 3 (2 drafts), 3 -> 5 (3 drafts, one used).
+    expect(replay([trace], stopOracle(3), unit)).toEqual({ tokens: 5, passes: 2, ms: 3 + 0.2 + 4 + 0.3, arMs: 5 });
+    // Decoding alone: one pass per token.
+    expect(replay([trace], fixedK(0), unit).passes).toBe(5);
+  });
+
+  test('confidence stop: stops where a later proposal is unsure, paying the forward that showed it', () => {
+    const s = [step(3, [0.2, 0.9, 0.4, 0.9])];
+    expect(confidenceStop(4, 0.5)(s, 0)).toEqual({ drafts: 2, forwards: 3, accepted: 2 });
+    expect(confidenceStop(4, 0.1)(s, 0)).toEqual({ drafts: 4, forwards: 4, accepted: 3 });
+    // The first proposal is always drafted.
+    expect(confidenceStop(4, 0.95)(s, 0)).toEqual({ drafts: 1, forwards: 2, accepted: 1 });
+  });
+
+  test('calibration, expected-value stop and monotone costs', () => {
+    // Position 0 (conf 0.95) passed, position 1 (0.95) failed; position 2 never reached.
+    const pass = calibrate([[step(1, [0.95, 0.95, 0.15])]]);
+    expect(pass).toHaveLength(CONF_BINS);
+    expect(pass[CONF_BINS - 1]).toBeCloseTo(1.5 / 3, 10);
+    expect(pass[1]).toBeCloseTo(0.5, 10);
+    const flat: Costs = { verifyMs: () => 1, draftMs: 0 };
+    const s = [step(2, [0.95, 0.95, 0.95])];
+    // Free verification: the longest draft. Each draft certain to fail: none.
+    expect(expectedValueStop(3, new Array(CONF_BINS).fill(0.9), 0.01, 0.5, flat)(s, 0).drafts).toBe(3);
+    expect(expectedValueStop(3, new Array(CONF_BINS).fill(0), 0.5, 0.5, unit)(s, 0).drafts).toBe(0);
+    expect(monotoneCosts([1, 3, 2, 4])).toEqual([1, 2.5, 2.5, 4]);
+    expect(monotoneCosts([2, 1, 1])).toEqual([4 / 3, 4 / 3, 4 / 3]);
+  });
+
+  test('Max-Gram where unsure, and the oracle that takes whichever proposal is right', () => {
+    // Position 1: the draft is wrong and unsure, Max-Gram (matched 3 tokens) is right.
+    const trace = [step(1, [0.9, 0.9, 0.9]), step(0, [0.2, 0.9], true, 3), step(1, [0.9, 0.9]), step(0, [0.9, 0.9])];
+    expect(fixedK(2)(trace, 0).accepted).toBe(1);
+    expect(maxGramWhereUnsure(2, 0.5, 2)(trace, 0).accepted).toBe(2);
+    expect(maxGramWhereUnsure(2, 0.5, 3)(trace, 0).accepted).toBe(2);
+    expect(maxGramWhereUnsure(2, 0.5, 4)(trace, 0).accepted).toBe(1);
+    expect(maxGramWhereUnsure(2, 0.1, 2)(trace, 0).accepted).toBe(1);
+    expect(eitherOracle(3)(trace, 0).accepted).toBe(3);
+  });
 });
 
 describe('bench/draft-temperature.ts: overlap of target and draft distributions by draft temperature scale', () => {
