@@ -26,6 +26,7 @@ import { readPrompts } from '../lib/cli/datasets';
 import { promptTemplate } from '../lib/cli/defaults';
 import { loadFamily } from '../lib/cli/family';
 import { ProgressBar } from '../lib/cli/progress';
+import { isotonic } from '../lib/cascade/scheduler';
 import { MaxGram } from '../lib/drafters/maxgram';
 import { writeJsonFile } from '../lib/files';
 import type { Model } from '../lib/model';
@@ -136,21 +137,6 @@ export const expectedValueStop = (kmax: number, pass: readonly number[], floor: 
   }
   return { drafts: best, forwards, accepted: Math.min(best, steps[t].run) };
 };
-
-/** Costs that never fall with the block's length (pool-adjacent violators over the measured
- * ones: a block of n + 1 tokens does the work of n and more, so a lower figure is noise). */
-export function monotoneCosts(ms: readonly number[]): number[] {
-  const blocks: Array<{ sum: number; n: number }> = [];
-  for (const v of ms) {
-    blocks.push({ sum: v, n: 1 });
-    while (blocks.length > 1 && blocks[blocks.length - 2].sum / blocks[blocks.length - 2].n > blocks[blocks.length - 1].sum / blocks[blocks.length - 1].n) {
-      const b = blocks.pop()!;
-      blocks[blocks.length - 1].sum += b.sum;
-      blocks[blocks.length - 1].n += b.n;
-    }
-  }
-  return blocks.flatMap((b) => new Array<number>(b.n).fill(b.sum / b.n));
-}
 
 /** k drafts where Max-Gram's proposal replaces the draft's at a position whose confidence is
  * below `min` when Max-Gram matched at least `minLen` tokens (only the first proposal of each
@@ -263,7 +249,8 @@ async function main(): Promise<void> {
   const position = Math.min(flags.position as number, family.target.contextLength - depth - 1);
   const measured = verifyCost(family.target, position, blocks, flags.rounds as number, 150);
   const draftMs = verifyCost(draft, position, [1], flags.rounds as number, 150)[1];
-  const smooth = monotoneCosts(blocks.map((n) => measured[n]));
+  // A block of n + 1 tokens does the work of n and more: a lower figure is noise.
+  const smooth = isotonic(blocks.map((n) => measured[n]), blocks.map(() => 1));
   const costs: Costs = { verifyMs: (n) => smooth[n - 1], draftMs };
   const pass = calibrate(calibration);
 

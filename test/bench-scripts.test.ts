@@ -13,7 +13,7 @@ import * as path from 'path';
 
 import { expectedTokens, measureBlockGain } from '../bench/block-verification';
 import { measureCeiling } from '../bench/ceiling';
-import { calibrate, collectTrace, confidenceStop, CONF_BINS, eitherOracle, expectedValueStop, fixedK, matchedSuffix, maxGramWhereUnsure, monotoneCosts, replay, stopOracle, type Costs, type Step } from '../bench/draft-policies';
+import { calibrate, collectTrace, confidenceStop, CONF_BINS, eitherOracle, expectedValueStop, fixedK, matchedSuffix, maxGramWhereUnsure, replay, stopOracle, type Costs, type Step } from '../bench/draft-policies';
 import { compareDraftVocabularies } from '../bench/draft-vocab';
 import { measureDraftOverlap, parseSettings, settingLabel, writeScale } from '../bench/draft-temperature';
 import { verifyCost } from '../bench/verify-cost';
@@ -235,7 +235,7 @@ describe('bench/draft-policies.ts', () => {
     expect(confidenceStop(4, 0.95)(s, 0)).toEqual({ drafts: 1, forwards: 2, accepted: 1 });
   });
 
-  test('calibration, expected-value stop and monotone costs', () => {
+  test('calibration and the expected-value stop', () => {
     // Position 0 (conf 0.95) passed, position 1 (0.95) failed; position 2 never reached.
     const pass = calibrate([[step(1, [0.95, 0.95, 0.15])]]);
     expect(pass).toHaveLength(CONF_BINS);
@@ -246,8 +246,6 @@ describe('bench/draft-policies.ts', () => {
     // Free verification: the longest draft. Each draft certain to fail: none.
     expect(expectedValueStop(3, new Array(CONF_BINS).fill(0.9), 0.01, 0.5, flat)(s, 0).drafts).toBe(3);
     expect(expectedValueStop(3, new Array(CONF_BINS).fill(0), 0.5, 0.5, unit)(s, 0).drafts).toBe(0);
-    expect(monotoneCosts([1, 3, 2, 4])).toEqual([1, 2.5, 2.5, 4]);
-    expect(monotoneCosts([2, 1, 1])).toEqual([4 / 3, 4 / 3, 4 / 3]);
   });
 
   test('Max-Gram where unsure, and the oracle that takes whichever proposal is right', () => {
