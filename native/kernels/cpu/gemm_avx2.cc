@@ -209,7 +209,7 @@ constexpr bool ROW1_ANY_SIZE = false;
 
 template <int MR, int NB>
 void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
-           const uint16_t* next) {
+           const uint16_t* next, int /*next_every: 1, no NEXT_SPREAD*/) {
   // Flat accumulators, each widened weight used by every row at once: with [MR][NB][4] arrays
   // GCC kept the accumulators on the stack too, a store each per step (as in bf16 above).
   constexpr int A = MR * NB * 4;

@@ -118,7 +118,7 @@ constexpr bool ROW1_ANY_SIZE = false;
 
 template <int MR, int NB>
 void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
-           const uint16_t* next) {
+           const uint16_t* next, int /*next_every: 1, no NEXT_SPREAD*/) {
   __m512 acc[MR][NB][2];
   for (int m = 0; m < MR; ++m)
     for (int j = 0; j < NB; ++j) acc[m][j][0] = acc[m][j][1] = _mm512_setzero_ps();
@@ -188,7 +188,7 @@ constexpr bool ROW1_ANY_SIZE = false;
 
 template <int MR, int NB>
 void micro(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
-           const uint16_t* next) {
+           const uint16_t* next, int /*next_every: 1, no NEXT_SPREAD*/) {
   __m512 acc[MR][NB];
   for (int m = 0; m < MR; ++m)
     for (int j = 0; j < NB; ++j) acc[m][j] = _mm512_setzero_ps();

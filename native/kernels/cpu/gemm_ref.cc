@@ -103,7 +103,7 @@ constexpr int ROW1_NB = NBMAX, ROW1_GLU_NB = GLU_NB_WIDE;
 constexpr bool ROW1_ANY_SIZE = false;
 template <int MR, int NB>
 void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
-           const uint16_t*) {
+           const uint16_t*, int) {
   micro_generic<&bf16_value, MR, NB>(x, ldx, w, bstride, np, tile);
 }
 #include "kernels/cpu/driver.inc"
@@ -117,7 +117,7 @@ constexpr int ROW1_NB = NBMAX, ROW1_GLU_NB = GLU_NB_WIDE;
 constexpr bool ROW1_ANY_SIZE = false;
 template <int MR, int NB>
 void micro(const float* x, int64_t ldx, const uint16_t* w, int64_t bstride, int64_t np, float* tile,
-           const uint16_t*) {
+           const uint16_t*, int) {
   micro_generic<&f16_value, MR, NB>(x, ldx, w, bstride, np, tile);
 }
 #include "kernels/cpu/driver.inc"
