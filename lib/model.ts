@@ -10,7 +10,7 @@ import type { Drafter } from './drafters/drafter';
 import { GenerationStream, runGeneration, type GenerationResult } from './generate';
 import { SpeculativeSource } from './speculative';
 import { buildCascade, Cascade } from './cascade/cascade';
-import { AdaptiveScheduler, Ema, SchedulerState } from './cascade/scheduler';
+import { AdaptiveScheduler, SchedulerState } from './cascade/scheduler';
 import { ewif, swi } from './metrics';
 import { loadNative, type Dtype, type NativeModel } from './native';
 import { resolveGenerateOptions, type GenerateOptions, type ResolvedGenerateOptions } from './options';
@@ -58,15 +58,9 @@ export interface LoadOptions {
 
 const DTYPES: readonly Dtype[] = ['float32', 'bfloat16', 'float16'];
 
-/** A prompt pass expected to take at most this long runs on the calling thread (Model.syncPromptTokens). */
-export const SYNC_PROMPT_MS = 6;
-/** Until a model has timed a prompt pass: multiply-adds of a pass short enough to run on the
- * calling thread (libtorch's float32 path, about 4x slower per multiply-add, a quarter of it).
- * 5-6 ms on the Zen 5's bf16 kernels; about 45 ms on the AVX2-only Zen 3, hence the timing. */
+/** Multiply-adds of a prompt pass short enough to run on the calling thread (libtorch's float32
+ * path, about 4x slower per multiply-add, a quarter of it). */
 const SYNC_PROMPT_MACS = 1.5e9;
-/** Prompt passes shorter than this are bound by the weights' stream, not by arithmetic: their
- * time per token says nothing about a longer prompt's. */
-export const TIMED_PROMPT_MIN_TOKENS = 16;
 
 /** The Max-Gram bigram fallback table's file name inside a model folder. */
 export const BIGRAM_FILE = 'maxgram-bigram.i32';
@@ -254,7 +248,7 @@ export class Model {
     try {
       drafter = this.drafterFor(resolved, capacity);
       const k = drafter instanceof AdaptiveScheduler ? drafter.maxDraft : drafter instanceof Cascade ? drafter.top.size : resolved.k;
-      const source = new SpeculativeSource(seq, drafter, k, resolved, resolved.maxNewTokens, this.syncPromptTokens, (n, ms) => this.notePromptPass(n, ms));
+      const source = new SpeculativeSource(seq, drafter, k, resolved, resolved.maxNewTokens, this.syncPromptTokens);
       const result = await runGeneration(source, this.tokenizer, promptTokens, capacity, resolved, onText);
       Object.assign(result.stats, this.costMetrics(source, drafter, result.tokens.length));
       return result;
@@ -317,27 +311,13 @@ export class Model {
 
   /**
    * Prompts up to this many tokens (with the first draft) get their pass on the calling thread
-   * (SpeculativeSource): as many as SYNC_PROMPT_MS allows at the time per prompt token this model
-   * measured, or, before it has timed a prompt of TIMED_PROMPT_MIN_TOKENS or more, about
-   * SYNC_PROMPT_MACS multiply-adds (136 tokens of the 11M default target). Longer prompts go to
-   * the libuv pool and leave the event loop free: on the AVX2-only Zen 3 the MAC rule alone let
-   * a 136-token prompt hold the event loop for about 45 ms.
+   * (SpeculativeSource): about SYNC_PROMPT_MACS multiply-adds, a few ms on one core (the 11M
+   * default target: 136 tokens, 5-6 ms for a 90-token GSM8K prompt). Longer prompts go to the
+   * libuv pool and leave the event loop free.
    */
-  get syncPromptTokens(): number {
-    if (this.promptMsPerToken) return Math.floor(SYNC_PROMPT_MS / Math.max(1e-6, this.promptMsPerToken.value));
+  private get syncPromptTokens(): number {
     return Math.floor((this.kernels ? SYNC_PROMPT_MACS : SYNC_PROMPT_MACS / 4) / Math.max(1, this.numParams));
   }
-
-  /** Records a prompt pass of `tokens` tokens that took `ms` (SpeculativeSource reports each). */
-  notePromptPass(tokens: number, ms: number): void {
-    if (tokens < TIMED_PROMPT_MIN_TOKENS || !(ms > 0) || !Number.isFinite(ms)) return;
-    if (!this.promptMsPerToken) this.promptMsPerToken = new Ema(ms / tokens, 0.2);
-    else this.promptMsPerToken.add(ms / tokens);
-  }
-
-  /** Time per token of this model's prompt passes (a running mean, then an average over about
-   * the last 5), once one of TIMED_PROMPT_MIN_TOKENS or more was timed. */
-  private promptMsPerToken?: Ema;
 
   /** Adaptive schedulers' measurements, per cascade and drafters, kept between generations. */
   private readonly schedulerStates = new Map<string, SchedulerState>();

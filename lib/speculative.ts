@@ -43,8 +43,6 @@ export class SpeculativeSource implements TokenSource {
      * default target), 2% of a speculative request there. Default 0: always the pool.
      */
     private readonly syncPromptTokens = 0,
-    /** Told the size and wall time of the prompt's target pass (Model.notePromptPass). */
-    private readonly onPromptPass?: (tokens: number, ms: number) => void,
   ) {}
 
   /** When sampling: block verification (NativeSampling.blockVerification), else token by token. */
@@ -67,9 +65,7 @@ export class SpeculativeSource implements TokenSource {
     const max = this.drafter ? Math.max(0, Math.min(this.k, this.target.capacity - promptTokens.length, this.maxNewTokens - 1)) : 0;
     if (max === 0) {
       const sync = promptTokens.length <= this.syncPromptTokens;
-      const t0 = performance.now();
       this.pending = sync ? this.target.stepSync(promptTokens, this.sampling) : await this.target.step(promptTokens, this.sampling);
-      this.onPromptPass?.(promptTokens.length, performance.now() - t0);
       this.emitted = 1;
       await this.drafter?.begin([...promptTokens, this.pending]);
       return [this.pending];
@@ -82,9 +78,7 @@ export class SpeculativeSource implements TokenSource {
     // The pass's size is the block drafted, not the most it might have been (an adaptive
     // scheduler's limit of 12 sent prompts to the pool that a 7-token draft kept here).
     const sync = blockTokens.length <= this.syncPromptTokens;
-    const t0 = performance.now();
     const r = sync ? this.target.verifySync(blockTokens, options) : await this.target.verify(blockTokens, options);
-    this.onPromptPass?.(blockTokens.length, performance.now() - t0);
     return this.commit(block.tokens, r);
   }
 

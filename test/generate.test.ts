@@ -9,8 +9,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { Model, SYNC_PROMPT_MS, TIMED_PROMPT_MIN_TOKENS } from '../lib/model';
-import { Sequence } from '../lib/sequence';
+import { Model } from '../lib/model';
 import { loadNative } from '../lib/native';
 import type { GenerationResult } from '../lib/generate';
 import type { GenerateOptions } from '../lib/options';
@@ -345,56 +344,6 @@ describe('AbortSignal', () => {
     expect(chunks.length).toBeGreaterThanOrEqual(3);
     expect(full.text.startsWith(got)).toBe(true);
     expect(got.length).toBeLessThan(full.text.length / 2);
-  });
-});
-
-describe("the prompt's pass: on the calling thread while it is expected to be short", () => {
-  test('the limit follows the measured time per prompt token; short passes do not count', async () => {
-    const model = Model.loadSync(tinyDir);
-    const reported: Array<[number, number]> = [];
-    const note = model.notePromptPass.bind(model);
-    model.notePromptPass = (n, ms) => {
-      reported.push([n, ms]);
-      note(n, ms);
-    };
-    // A 40-token prompt (BOS + 39 bytes): each generation reports its prompt's pass.
-    const prompt = 'x'.repeat(TIMED_PROMPT_MIN_TOKENS + 23);
-    const r = await model.generate(prompt, { maxNewTokens: 2 });
-    expect(r.promptTokens.length).toBe(40);
-    expect(reported.map(([n]) => n)).toEqual([40]);
-    expect(reported[0][1]).toBeGreaterThan(0);
-    // With a draft the pass carries the first draft too (k = 3: 43 tokens).
-    await model.generate(prompt, { maxNewTokens: 8, method: 'sd', draftModel: tiny, k: 3 });
-    expect(reported.map(([n]) => n)).toEqual([40, 43]);
-
-    // Rates set by hand on a fresh model: 1 ms a token allows SYNC_PROMPT_MS tokens; a pass
-    // shorter than TIMED_PROMPT_MIN_TOKENS is not a prompt's rate and changes nothing; the next
-    // long one moves the average (1 and 0.5 ms: 0.75 ms a token).
-    const fresh = Model.loadSync(tinyDir);
-    fresh.notePromptPass(TIMED_PROMPT_MIN_TOKENS - 1, 1000);
-    const before = fresh.syncPromptTokens;
-    expect(before).toBeGreaterThan(40); // the multiply-add rule, for a tiny model: any prompt here
-    fresh.notePromptPass(100, 100);
-    expect(fresh.syncPromptTokens).toBe(SYNC_PROMPT_MS);
-    fresh.notePromptPass(10, 1000);
-    expect(fresh.syncPromptTokens).toBe(SYNC_PROMPT_MS);
-    fresh.notePromptPass(100, 50);
-    expect(fresh.syncPromptTokens).toBe(Math.floor(SYNC_PROMPT_MS / 0.75));
-
-    // Now the 40-token prompt is expected to take 30 ms: its pass goes to the pool, and gives the
-    // same tokens as on the calling thread.
-    const sync = jest.spyOn(Sequence.prototype, 'stepSync');
-    const pooled = jest.spyOn(Sequence.prototype, 'step');
-    try {
-      const viaPool = await fresh.generate(prompt, { maxNewTokens: 6 });
-      expect(pooled).toHaveBeenCalledTimes(1);
-      expect(pooled.mock.calls[0][0]).toHaveLength(40);
-      expect(sync).not.toHaveBeenCalled();
-      expect(viaPool.tokens).toEqual((await tiny.generate(prompt, { maxNewTokens: 6 })).tokens);
-    } finally {
-      sync.mockRestore();
-      pooled.mockRestore();
-    }
   });
 });
 
