@@ -60,7 +60,7 @@ function modelProposals(model: Model, prompt: number[], generated: number[]): nu
 }
 
 /** Max-Gram's first proposal before each generated token. */
-function maxgramProposals(target: Model, prompt: number[], generated: number[]): number[] {
+export function maxgramProposals(target: Model, prompt: number[], generated: number[]): number[] {
   const mg = new MaxGram({ bigram: target.bigramTable() });
   mg.begin(prompt);
   return generated.map((t) => {

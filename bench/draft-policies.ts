@@ -27,9 +27,9 @@ import { promptTemplate } from '../lib/cli/defaults';
 import { loadFamily } from '../lib/cli/family';
 import { ProgressBar } from '../lib/cli/progress';
 import { isotonic } from '../lib/cascade/scheduler';
-import { MaxGram } from '../lib/drafters/maxgram';
 import { writeJsonFile } from '../lib/files';
 import type { Model } from '../lib/model';
+import { maxgramProposals } from './ceiling';
 import { verifyCost } from './verify-cost';
 
 const FLAGS: Record<string, FlagSpec> = {
@@ -197,16 +197,14 @@ export async function collectTrace(target: Model, draft: Model, prompt: string, 
   const ar = await target.generate(prompt, { method: 'ar', maxNewTokens, temperature: 0 });
   const P = ar.promptTokens, G = ar.tokens;
   const vocab = draft.draftVocabulary;
-  const mg = new MaxGram({ bigram: target.bigramTable() });
-  mg.begin(P);
+  // mgProposals[i]: Max-Gram's proposal for G[i] given the prompt and G[0..i-1].
+  const mgProposals = maxgramProposals(target, P, G);
   const seq = draft.createSequence({ contextLength: Math.min(draft.contextLength, P.length + G.length + depth) });
   const steps: Step[] = [];
   try {
     seq.forwardSync(P);
     // Position j: the pending token G[j] is known; the drafters propose G[j + 1], ...
     for (let j = 0; j + 1 < G.length; j++) {
-      mg.push([G[j]]);
-      const mgProposal = mg.propose(1)[0] ?? -1;
       const base = P.length + j + 1;
       let logits = seq.forwardSync([G[j]]);
       const conf: number[] = [];
@@ -220,7 +218,7 @@ export async function collectTrace(target: Model, draft: Model, prompt: string, 
       }
       seq.truncate(base);
       if (conf.length === 0) break;
-      steps.push({ conf, run, mgOk: mgProposal === G[j + 1], mgLen: matchedSuffix([...P, ...G.slice(0, j + 1)]) });
+      steps.push({ conf, run, mgOk: mgProposals[j + 1] === G[j + 1], mgLen: matchedSuffix([...P, ...G.slice(0, j + 1)]) });
     }
   } finally {
     seq.dispose();
