@@ -29,6 +29,8 @@ export interface NativeSampling {
   temperature: number;
   topK: number;
   topP: number;
+  /** Min-p: keep a token iff its probability is >= minP times the largest (after top-p); 0 = off (the default when absent). */
+  minP?: number;
   /** Speculative verification when sampling: test a block's drafts jointly (default), or
    * token by token when false (GenerateOptions.blockVerification). Not read by native code. */
   blockVerification?: boolean;

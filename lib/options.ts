@@ -13,6 +13,9 @@ export interface GenerateOptions {
   /** Nucleus: keep a token iff the probability of the tokens more likely than it is < p (the
    * smallest set reaching p; tied tokens stay or go together); 1 = off. Default 1. */
   topP?: number;
+  /** Min-p: keep a token iff its probability is at least this fraction of the most likely
+   * token's (applied after top-k and top-p, as Hugging Face does); 0 = off. In [0, 1]. Default 0. */
+  minP?: number;
   /** Seed of the sampler; the same seed reproduces a sampled generation. Default: random, reported in stats.seed. */
   seed?: number;
   /** Stop when the generated text contains any of these; the text is cut before it. */
@@ -70,6 +73,7 @@ export interface ResolvedGenerateOptions {
   temperature: number;
   topK: number;
   topP: number;
+  minP: number;
   seed: number;
   stop: string[];
   stopOnEos: boolean;
@@ -86,7 +90,7 @@ export interface ResolvedGenerateOptions {
   blockVerification: boolean;
 }
 
-const KNOWN = new Set(['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopOnEos', 'addBos', 'signal', 'method', 'draftModel', 'k', 'draftConfidence', 'maxGramOccurrence', 'cascade', 'draftModels', 'adaptive', 'blockVerification']);
+const KNOWN = new Set(['maxNewTokens', 'temperature', 'topK', 'topP', 'minP', 'seed', 'stop', 'stopOnEos', 'addBos', 'signal', 'method', 'draftModel', 'k', 'draftConfidence', 'maxGramOccurrence', 'cascade', 'draftModels', 'adaptive', 'blockVerification']);
 
 function badBool(name: string): never {
   throw new TypeError(`${name} must be a boolean`);
@@ -106,6 +110,8 @@ export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys:
     throw new RangeError(`temperature must be a finite number >= 0, got ${String(temperature)}`);
   const topP = options.topP ?? 1;
   if (typeof topP !== 'number' || !(topP > 0 && topP <= 1)) throw new RangeError(`topP must be in (0, 1], got ${String(topP)}`);
+  const minP = options.minP ?? 0;
+  if (typeof minP !== 'number' || !(minP >= 0 && minP <= 1)) throw new RangeError(`minP must be in [0, 1], got ${String(minP)}`);
   const stop = options.stop ?? [];
   if (!Array.isArray(stop) || !stop.every((s) => typeof s === 'string' && s.length > 0))
     throw new TypeError('stop must be an array of non-empty strings');
@@ -147,6 +153,7 @@ export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys:
     temperature,
     topK: int('topK', options.topK, 0, 0),
     topP,
+    minP,
     seed: int('seed', options.seed, Math.floor(Math.random() * 2 ** 32), 0),
     stop,
     stopOnEos: options.stopOnEos ?? true,

@@ -15,6 +15,7 @@ void SamplingParams::validate() const {
   if (!(temperature >= 0) || !std::isfinite(temperature)) throw std::invalid_argument("temperature must be a finite number >= 0");
   if (top_k < 0) throw std::invalid_argument("topK must be >= 0");
   if (!(top_p > 0 && top_p <= 1)) throw std::invalid_argument("topP must be in (0, 1]");
+  if (!(min_p >= 0 && min_p <= 1)) throw std::invalid_argument("minP must be in [0, 1]");
 }
 
 namespace {
@@ -98,19 +99,26 @@ float kth_largest_scaled(const float* logits, int64_t V, float t, int64_t k) {
 }
 }  // namespace
 
-void processed_probs(const float* logits, int64_t V, const SamplingParams& params, float* out) {
-  const float t = static_cast<float>(params.temperature);
-  const float* x = logits;
-  thread_local std::vector<float> masked;
-  if (params.top_k > 0 && params.top_k < V) {
-    // Every token whose scaled logit is below the k-th largest leaves (ties with it stay).
-    const float kth = kth_largest_scaled(logits, V, t, params.top_k);
-    masked.resize(size_t(V));
-    for (int64_t i = 0; i < V; ++i) masked[size_t(i)] = logits[i] / t < kth ? -INFINITY : logits[i];
-    x = masked.data();
-  }
-  kernels::softmax(x, V, t, out);
-  if (params.top_p >= 1.0) return;
+namespace {
+// Min-p (Nguyen et al., 2024) on probabilities p [V] that sum to 1: a token stays iff p >=
+// min_p * max(p); the kept ones are renormalised in place. The ratio to the largest does not
+// change with renormalisation, so this is the rule on any earlier filter's output too.
+void keep_min_p(float* p, int64_t V, double min_p) {
+  float top = 0;
+  for (int64_t i = 0; i < V; ++i) top = p[i] > top ? p[i] : top;
+  // p >= threshold for a float p exactly when p > the largest float below the smallest float
+  // >= threshold.
+  const double threshold = min_p * double(top);
+  float at_least = static_cast<float>(threshold);
+  if (double(at_least) < threshold) at_least = std::nextafter(at_least, INFINITY);
+  const float cut = std::nextafter(at_least, 0.f);
+  double kept = 0;
+  for (int64_t i = 0; i < V; ++i) kept += p[i] > cut ? double(p[i]) : 0.0;
+  kernels::keep_above_scaled(p, V, cut, static_cast<float>(1.0 / kept));
+}
+
+// Top-p on probabilities p [V] that sum to 1, in place (see processed_probs).
+void keep_top_p(float* out, int64_t V, double top_p) {
   // A token stays iff the mass of the tokens strictly more probable than it is < top_p. That
   // mass only grows as the probability falls, so the kept tokens are those above a cut: the
   // largest probability whose mass above reaches top_p (when none does, every token stays).
@@ -124,7 +132,7 @@ void processed_probs(const float* logits, int64_t V, const SamplingParams& param
   // The mass is a sum of float probabilities: SLACK keeps rounding from dropping a token the
   // exact rule would keep.
   constexpr double SLACK = 1e-5;
-  double low = std::max(0.0, (1.0 - params.top_p - SLACK) / double(V));
+  double low = std::max(0.0, (1.0 - top_p - SLACK) / double(V));
   // Kept values are compacted (kernels::compact_above: runs of values all at or below the
   // threshold are skipped, the others compacted without branches, since whether a token is
   // kept is a coin toss in a flat distribution).
@@ -132,7 +140,7 @@ void processed_probs(const float* logits, int64_t V, const SamplingParams& param
   int64_t n = kernels::compact_above(out, V, float_at_most(low), vals.data());
   double mass = sum_double(vals.data(), n);
   for (int pass = 0; pass < 8 && n > 0; ++pass) {
-    const double t2 = (mass - params.top_p - SLACK) / double(n);
+    const double t2 = (mass - top_p - SLACK) / double(n);
     if (!(t2 > low)) break;
     const int64_t before = n;
     const float t2f = float_at_most(t2);
@@ -160,7 +168,7 @@ void processed_probs(const float* logits, int64_t V, const SamplingParams& param
     for (const float v : vals) bucket_mass[bucket_of(v) - base] += v;
     double above = 0;  // mass of the buckets above the current one
     int64_t b = int64_t(top - base);
-    for (; b >= 0 && above + bucket_mass[size_t(b)] < params.top_p; --b) above += bucket_mass[size_t(b)];
+    for (; b >= 0 && above + bucket_mass[size_t(b)] < top_p; --b) above += bucket_mass[size_t(b)];
     if (b < 0) {
       kept = above;  // the candidates hold less than top_p: all of them stay
     } else {
@@ -174,7 +182,7 @@ void processed_probs(const float* logits, int64_t V, const SamplingParams& param
       bool found = false;
       for (size_t j = 0; j < in.size();) {
         const float v = in[j];
-        if (run >= params.top_p) {
+        if (run >= top_p) {
           cut = v;  // v's tokens and everything below leave
           found = true;
           break;
@@ -189,6 +197,23 @@ void processed_probs(const float* logits, int64_t V, const SamplingParams& param
   // One vectorized pass: a float compare against the largest float <= cut is the same test as
   // against cut itself.
   kernels::keep_above_scaled(out, V, float_at_most(cut), static_cast<float>(1.0 / kept));
+}
+}  // namespace
+
+void processed_probs(const float* logits, int64_t V, const SamplingParams& params, float* out) {
+  const float t = static_cast<float>(params.temperature);
+  const float* x = logits;
+  thread_local std::vector<float> masked;
+  if (params.top_k > 0 && params.top_k < V) {
+    // Every token whose scaled logit is below the k-th largest leaves (ties with it stay).
+    const float kth = kth_largest_scaled(logits, V, t, params.top_k);
+    masked.resize(size_t(V));
+    for (int64_t i = 0; i < V; ++i) masked[size_t(i)] = logits[i] / t < kth ? -INFINITY : logits[i];
+    x = masked.data();
+  }
+  kernels::softmax(x, V, t, out);
+  if (params.top_p < 1.0) keep_top_p(out, V, params.top_p);
+  if (params.min_p > 0) keep_min_p(out, V, params.min_p);
 }
 
 int64_t sample_from(const float* p, int64_t V, Rng& rng, double total) {

@@ -1,5 +1,5 @@
-// Turning logits into tokens: the processed distribution (temperature, top-k, top-p, in the
-// order Hugging Face applies them) and a seeded generator whose stream is the same on every
+// Turning logits into tokens: the processed distribution (temperature, top-k, top-p, min-p, in
+// the order Hugging Face applies them) and a seeded generator whose stream is the same on every
 // platform, so a seed reproduces a generation exactly.
 #pragma once
 #include <torch/torch.h>
@@ -12,6 +12,7 @@ struct SamplingParams {
   double temperature = 0;  // 0: greedy (argmax)
   int64_t top_k = 0;       // 0: off
   double top_p = 1.0;      // 1: off
+  double min_p = 0;        // 0: off
   bool greedy() const { return temperature <= 0; }
   void validate() const;
 };
@@ -30,7 +31,8 @@ class Rng {
 // logits [V] -> probabilities [V] of the processed distribution: softmax(logits / T); top-k
 // keeps the tokens whose scaled logit is >= the k-th largest; top-p (on the top-k
 // distribution) keeps a token iff the mass of the tokens strictly more probable than it is
-// < top_p (tied tokens stay or go together); renormalised; zeros elsewhere. Not for greedy
+// < top_p (tied tokens stay or go together); min-p (on the top-p distribution) keeps a token iff
+// its probability is >= min_p times the largest one; renormalised; zeros elsewhere. Not for greedy
 // parameters. Plain loops over the row: as libtorch ops (topk, sort, cumsum, scatter) the
 // processing cost a sampled decode 10-40% and a sampled draft token several times its pass.
 void processed_probs(const float* logits, int64_t V, const SamplingParams& params, float* out);

@@ -80,14 +80,25 @@ describe('generate', () => {
   });
 
   test('sampling flags with --seed reproduce the same tokens', async () => {
-    const args = ['generate', PROMPT, '--model', dir, '--max-new-tokens', '8', '--temperature', '0.9', '--top-k', '40', '--top-p', '0.95', '--seed', '7'];
+    const args = ['generate', PROMPT, '--model', dir, '--max-new-tokens', '8', '--temperature', '0.9', '--top-k', '40', '--top-p', '0.95', '--min-p', '0.05', '--seed', '7'];
     const a = await cliJson(...args);
     const b = await cliJson(...args);
     expect(a.tokens.length).toBeGreaterThan(0);
     expect(b.tokens).toEqual(a.tokens);
     expect(a.stats.seed).toBe(7);
-    const lib = await model.generate(PROMPT, { maxNewTokens: 8, temperature: 0.9, topK: 40, topP: 0.95, seed: 7 });
+    const lib = await model.generate(PROMPT, { maxNewTokens: 8, temperature: 0.9, topK: 40, topP: 0.95, minP: 0.05, seed: 7 });
     expect(lib.tokens).toEqual(a.tokens);
+  });
+
+  test('--min-p 1 keeps only the most likely token: sampling at temperature 1.5 returns the greedy tokens', async () => {
+    const greedy = await cliJson('generate', PROMPT, '--model', dir, '--max-new-tokens', '10');
+    for (const seed of ['1', '2', '3']) {
+      const sampled = await cliJson('generate', PROMPT, '--model', dir, '--max-new-tokens', '10', '--temperature', '1.5', '--min-p', '1', '--seed', seed);
+      expect(sampled.tokens).toEqual(greedy.tokens);
+    }
+    // Without it, those seeds do not all follow the greedy path.
+    const free = await Promise.all(['1', '2', '3'].map((seed) => cliJson('generate', PROMPT, '--model', dir, '--max-new-tokens', '10', '--temperature', '1.5', '--seed', seed)));
+    expect(free.some((r) => r.tokens.join() !== greedy.tokens.join())).toBe(true);
   });
 
   test('--token-verification tests sampled drafts token by token, as blockVerification: false does', async () => {
@@ -168,6 +179,7 @@ describe('usage errors exit 2 and name the flag', () => {
     ['--max-new-tokens -1', ['generate', PROMPT, '--max-new-tokens', '-1'], /--max-new-tokens must be in \[0, inf\], got -1/],
     ['--top-p 2', ['generate', PROMPT, '--top-p', '2'], /--top-p must be in \[1e-9, 1\], got 2/],
     ['--top-p 0', ['generate', PROMPT, '--top-p', '0'], /--top-p must be in \[1e-9, 1\], got 0/],
+    ['--min-p 1.5', ['generate', PROMPT, '--min-p', '1.5'], /--min-p must be in \[0, 1\], got 1.5/],
     ['--temperature -1', ['generate', PROMPT, '--temperature', '-1'], /--temperature must be in \[0, inf\], got -1/],
     ['--temperature NaN', ['generate', PROMPT, '--temperature', 'NaN'], /--temperature must be a number, got "NaN"/],
     ['--seed -3', ['generate', PROMPT, '--seed', '-3'], /--seed must be in \[0, inf\], got -3/],

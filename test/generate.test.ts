@@ -130,14 +130,22 @@ describe('the sampling distribution (chi-square against the processed distributi
     close(processedDistribution(l, 1, 3, 0.5), [4 / 7, 3 / 7, 0, 0]);
     // temperature 0.5 squares the odds: 16 9 4 1.
     close(processedDistribution(l, 0.5, 0, 1), [16 / 30, 9 / 30, 4 / 30, 1 / 30]);
+    // min-p: a token stays iff p >= minP * .4: .2 stays at 0.49 and leaves at 0.51.
+    close(processedDistribution(l, 1, 0, 1, 0.49), [4 / 9, 3 / 9, 2 / 9, 0]);
+    close(processedDistribution(l, 1, 0, 1, 0.51), [4 / 7, 3 / 7, 0, 0]);
+    close(processedDistribution(l, 1, 0, 1, 1), [1, 0, 0, 0]);
+    // after top-p 0.75 (.4/.9 .3/.9 .2/.9): the ratios to the largest are unchanged, min-p 0.6 keeps two.
+    close(processedDistribution(l, 1, 0, 0.75, 0.6), [4 / 7, 3 / 7, 0, 0]);
+    // temperature first: at T 0.5 the ratios are 9/16, 4/16, 1/16; min-p 0.25 keeps three.
+    close(processedDistribution(l, 0.5, 0, 1, 0.25), [16 / 29, 9 / 29, 4 / 29, 0]);
   });
 
   test('the native processed distribution equals processedDistribution, ties at the top-p and top-k edges included', () => {
     const native = loadNative().kernelTest;
-    const close = (logits: number[], temperature: number, topK: number, topP: number) => {
-      const got = native.processedProbs(Float32Array.from(logits), { temperature, topK, topP });
-      const want = processedDistribution(Float32Array.from(logits), temperature, topK, topP);
-      expect([temperature, topK, topP, maxAbsDiff(got, want) < 2e-6]).toEqual([temperature, topK, topP, true]);
+    const close = (logits: number[], temperature: number, topK: number, topP: number, minP = 0) => {
+      const got = native.processedProbs(Float32Array.from(logits), { temperature, topK, topP, minP });
+      const want = processedDistribution(Float32Array.from(logits), temperature, topK, topP, minP);
+      expect([temperature, topK, topP, minP, maxAbsDiff(got, want) < 2e-6]).toEqual([temperature, topK, topP, minP, true]);
       // The kept set exactly: a token in or out is not a rounding matter.
       expect(Array.from(got, (p) => p > 0)).toEqual(Array.from(want, (p) => p > 0));
     };
@@ -168,12 +176,30 @@ describe('the sampling distribution (chi-square against the processed distributi
     // Many ties: logits from 6 values over 300 tokens, top-p at many levels.
     const coarse = Array.from({ length: 300 }, () => Math.floor(rand() * 6) * 0.7);
     for (const p of [0.01, 0.1, 0.3, 0.5, 0.62, 0.8, 0.9, 0.97, 0.999]) close(coarse, 1, 0, p);
+    // Min-p alone and after top-k / top-p, on random, flat and tied rows (the coarse row's 6
+    // levels each hold ~50 tied tokens, which stay or go together).
+    for (const V of [4096, 7]) {
+      const logits = Array.from({ length: V }, () => (rand() - 0.5) * 12);
+      for (const [t, k, p, m] of [[1, 0, 1, 0.05], [0.7, 0, 1, 0.2], [1.3, 40, 1, 0.1], [0.8, 0, 0.9, 0.3], [1, 50, 0.95, 0.01], [1, 0, 1, 1]] as Array<[number, number, number, number]>)
+        close(logits, t, k, p, m);
+    }
+    for (const m of [0.001, 0.02, 0.3, 0.9]) close(flat, 1, 0, 1, m);
+    close(tied, 1, 0, 1, 0.45);
+    close(tied, 1, 0, 1, 0.55);
+    close(tied, 1, 0, 1, 0.2);
+    close(tied, 1, 0, 0.9, 0.45);
+    for (const m of [0.1, 0.3, 0.5, 0.8]) close(coarse, 1, 0, 1, m);
+    // The tied pair (.2 each) stays at min-p 0.45 (cut .18), with both .1 tokens gone.
+    expect(Array.from(native.processedProbs(Float32Array.from(tied), { temperature: 1, topK: 0, topP: 1, minP: 0.45 }), (p) => +p.toFixed(6))).toEqual([0.5, 0.25, 0.25, 0, 0]);
     expect(Array.from(native.processedProbs(Float32Array.from(tied), { temperature: 1, topK: 0, topP: 0.5 }), (p) => +p.toFixed(6))).toEqual([0.5, 0.25, 0.25, 0, 0]);
     // The test hook refuses what it cannot process, with a clear error.
     expect(() => native.processedProbs(Float32Array.of(1, 2), { temperature: 0, topK: 0, topP: 1 })).toThrow('processedProbs needs a temperature > 0');
     expect(() => native.processedProbs(new Float32Array(0), { temperature: 1, topK: 0, topP: 1 })).toThrow('processedProbs needs at least one logit');
     expect(() => native.processedProbs([1, 2] as unknown as Float32Array, { temperature: 1, topK: 0, topP: 1 })).toThrow('needs a Float32Array');
     expect(() => native.processedProbs(Float32Array.of(1, 2), { temperature: 1, topK: 0, topP: 0 })).toThrow('topP must be in (0, 1]');
+    expect(() => native.processedProbs(Float32Array.of(1, 2), { temperature: 1, topK: 0, topP: 1, minP: 1.5 })).toThrow('minP must be in [0, 1]');
+    expect(() => native.processedProbs(Float32Array.of(1, 2), { temperature: 1, topK: 0, topP: 1, minP: -0.1 })).toThrow('minP must be in [0, 1]');
+    expect(() => native.processedProbs(Float32Array.of(1, 2), { temperature: 1, topK: 0, topP: 1, minP: NaN })).toThrow('minP must be in [0, 1]');
     // A -inf logit has probability exactly 0 (top-k masks with it).
     const masked = native.processedProbs(Float32Array.from([1, -Infinity, 0.5]), { temperature: 1, topK: 0, topP: 1 });
     expect(masked[1]).toBe(0);

@@ -156,6 +156,8 @@ describe('native verify: (accepted, next) frequencies match the TS reference of 
     { name: 'one-hot q, T 0.9 top-k 30 top-p 0.9, k 2', sampling: { temperature: 0.9, topK: 30, topP: 0.9 }, k: 2, kind: 'one-hot' },
     { name: 'one-hot q, T 0.6, k 3', sampling: { temperature: 0.6, topK: 0, topP: 1 }, k: 3, kind: 'one-hot' },
     { name: 'draft 2 outside the target top-k 5 (p = 0), k 3', sampling: { temperature: 1, topK: 5, topP: 1 }, k: 3, kind: 'excluded' },
+    { name: 'stochastic q, T 1.1 min-p 0.08, k 3', sampling: { temperature: 1.1, topK: 0, topP: 1, minP: 0.08 }, k: 3, kind: 'stochastic' },
+    { name: 'one-hot q, T 0.9 top-p 0.95 min-p 0.05, k 2', sampling: { temperature: 0.9, topK: 0, topP: 0.95, minP: 0.05 }, k: 2, kind: 'one-hot' },
   ];
 
   // Each configuration under both tests: token by token (the classic rule) and block
@@ -166,7 +168,7 @@ describe('native verify: (accepted, next) frequencies match the TS reference of 
   ] as const;
   test.each(CONFIGS.flatMap((c, i) => RULES.map((r) => [`${c.name}, ${r.rule} test`, c, i, r] as const)))('%s', (_name, cfg, index, rule) => {
     const { sampling, k, kind } = cfg;
-    const proc = (l: ArrayLike<number>) => processedDistribution(l, sampling.temperature, sampling.topK, sampling.topP);
+    const proc = (l: ArrayLike<number>) => processedDistribution(l, sampling.temperature, sampling.topK, sampling.topP, sampling.minP ?? 0);
     // The drafter (the near model) proposes left to right; its processed rows are q. The drafts
     // are chosen (any token with q > 0 is a valid test input) so that both outcomes occur:
     // stochastic q: the token q over-proposes most (accepted with p/q < 1), or q's mode;
@@ -197,6 +199,13 @@ describe('native verify: (accepted, next) frequencies match the TS reference of 
     // Expected: the reference's rows (float64), processed; q exactly as the native code gets it.
     const logits = ref.forward([...CTX, T0, ...drafts]);
     const pRows = Array.from({ length: k + 1 }, (_, i) => proc(logits[CTX.length + i]));
+    // A min-p configuration must cut tokens its top-p distribution keeps in some row, or it
+    // would test nothing of min-p.
+    if (sampling.minP)
+      expect(logits.slice(CTX.length, CTX.length + k + 1).some((l, i) => {
+        const without = processedDistribution(l, sampling.temperature, sampling.topK, sampling.topP);
+        return without.some((v, t) => v > 0 && pRows[i][t] === 0);
+      })).toBe(true);
     const qRows = kind === 'one-hot' ? null : Array.from({ length: k }, (_, i) => Float64Array.from(q.subarray(i * V, (i + 1) * V)));
     const exact = rule.outcome(pRows, drafts, qRows);
     expect(Math.abs(exact.reduce((s, v) => s + v, 0) - 1)).toBeLessThan(1e-9);
@@ -260,6 +269,7 @@ describe('native verify: (accepted, next) frequencies match the TS reference of 
 describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the first tokens like 'ar'", () => {
   const SEEDS = 1500;
   const opts = { temperature: 0.9, topK: 50, maxNewTokens: 4, k: 2, stopOnEos: false } as const;
+  const MIN_P = 0.1;
   const samples: Record<string, number[][]> = {};
   const drafting: Record<string, { drafted: number; accepted: number; passes: number }> = {};
 
@@ -285,6 +295,9 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
       // The classic token-by-token test instead of block verification (the default).
       ['sdtok', target, { method: 'sd', draftModel: near, blockVerification: false }],
       ['mag', targetBg, { method: 'mag' }],
+      // Min-p on top of the same settings, plain and speculative.
+      ['armin', target, { minP: MIN_P }],
+      ['sdmin', target, { method: 'sd', draftModel: near, minP: MIN_P }],
     ];
     for (const [name, model, extra] of runs) {
       samples[name] = [];
@@ -346,17 +359,43 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
     expect(h.p).toBeGreaterThan(ALPHA);
   });
 
-  test('every method fits the exact p(t1) p(t2 | t1) of the reference', () => {
-    const proc = (l: ArrayLike<number>) => processedDistribution(l, opts.temperature, opts.topK, 1);
+  /** The exact p(t1) p(t2 | t1) of the reference under the test's settings (and min-p). */
+  const exactPairs = (minP: number): Float64Array => {
+    const proc = (l: ArrayLike<number>) => processedDistribution(l, opts.temperature, opts.topK, 1, minP);
     const p1 = proc(ref.forward(CTX)[CTX.length - 1]);
-    // The native forward agrees with the reference at the root (float32 tolerance).
-    expect(maxAbsDiff(target.createSequence({ contextLength: 8 }).forwardSync(CTX), ref.forward(CTX)[CTX.length - 1])).toBeLessThan(2e-4);
     const exact = new Float64Array(V * V);
     for (let a = 0; a < V; a++) {
       if (!(p1[a] > 0)) continue;
       const p2 = proc(ref.forward([...CTX, a])[CTX.length]);
       for (let b = 0; b < V; b++) exact[a * V + b] = p1[a] * p2[b];
     }
+    return exact;
+  };
+
+  test('with min-p, plain and speculative generations fit the exact min-p p(t1) p(t2 | t1)', () => {
+    const exact = exactPairs(MIN_P);
+    // Min-p cuts pairs the top-k distribution holds: a generation that ignored it would draw
+    // some of them (the fit counts them as impossible).
+    const without = exactPairs(0);
+    let cutMass = 0;
+    for (let c = 0; c < V * V; c++) if (exact[c] === 0) cutMass += without[c];
+    expect(cutMass).toBeGreaterThan(0.05);
+    for (const name of ['armin', 'sdmin']) {
+      const counts = new Map<number, number>();
+      for (const t of samples[name]) counts.set(t[0] * V + t[1], (counts.get(t[0] * V + t[1]) ?? 0) + 1);
+      const fit = goodnessOfFit(counts, exact, seedsOf(name));
+      expect({ name, impossible: fit.impossible }).toEqual({ name, impossible: 0 });
+      expect(fit.cells).toBeGreaterThan(10);
+      expect(fit.p).toBeGreaterThan(ALPHA);
+    }
+    expect(drafting.sdmin.accepted / drafting.sdmin.drafted).toBeGreaterThan(0.1);
+    expect(homogeneity(joint('sdmin', 1), joint('armin', 1)).p).toBeGreaterThan(ALPHA);
+  });
+
+  test('every method fits the exact p(t1) p(t2 | t1) of the reference', () => {
+    // The native forward agrees with the reference at the root (float32 tolerance).
+    expect(maxAbsDiff(target.createSequence({ contextLength: 8 }).forwardSync(CTX), ref.forward(CTX)[CTX.length - 1])).toBeLessThan(2e-4);
+    const exact = exactPairs(0);
     for (const name of ['ar', 'sd', 'sdc', 'sdv', 'sdt', 'sdtok', 'mag']) {
       const counts = new Map<number, number>();
       for (const t of samples[name]) counts.set(t[0] * V + t[1], (counts.get(t[0] * V + t[1]) ?? 0) + 1);

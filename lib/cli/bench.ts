@@ -36,6 +36,7 @@ export const BENCH_FLAGS: Record<string, FlagSpec> = {
   temperature: { type: 'number', help: 'sampling temperature (0: greedy, and outputs are checked against AR)', default: 0, min: 0 },
   'top-k': { type: 'int', help: 'sampling: keep the k most likely tokens (0: off)', default: 0, min: 0 },
   'top-p': { type: 'number', help: 'sampling: nucleus mass (1: off)', default: 1, min: 0, max: 1 },
+  'min-p': { type: 'number', help: 'sampling: keep tokens at least this fraction as likely as the most likely one (0: off)', default: 0, min: 0, max: 1 },
   seed: { type: 'int', help: 'sampling: seed of the first prompt (prompt i of round r uses seed + r * prompts + i)', default: 0, min: 0 },
   json: { type: 'boolean', help: 'print ONE JSON object with a "methods" array' },
   out: { type: 'string', help: 'folder for bench.json and bench.svg' },
@@ -94,7 +95,7 @@ export async function runBench(
     rounds?: number;
     progress?: ProgressBar;
     /** Sample instead of greedy decoding; prompt i of round r uses seed + r * prompts + i. */
-    sampling?: { temperature: number; topK: number; topP: number; seed: number };
+    sampling?: { temperature: number; topK: number; topP: number; minP?: number; seed: number };
   },
 ): Promise<MethodResult[]> {
   const rounds = options.rounds ?? 1;
@@ -107,7 +108,7 @@ export async function runBench(
       ...m.options,
       maxNewTokens: options.maxNewTokens,
       stopOnEos: true,
-      ...(sampling ? { temperature: sampling.temperature, topK: sampling.topK, topP: sampling.topP, seed } : { temperature: 0 }),
+      ...(sampling ? { temperature: sampling.temperature, topK: sampling.topK, topP: sampling.topP, minP: sampling.minP ?? 0, seed } : { temperature: 0 }),
     });
   for (const m of methods) for (const p of prompts.slice(0, options.warmup)) await gen(m, p, sampling?.seed ?? 0);
   let done = 0;
@@ -238,7 +239,7 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
   const methods = (flags.methods as string).split(',').filter(Boolean).map((s) => parseMethod(s, family, defaults));
   const rounds = flags.rounds as number;
   const total = rounds * prompts.length * (methods.some((m) => m.name === 'ar') ? methods.length : methods.length + 1);
-  const sampling = temperature > 0 ? { temperature, topK: flags['top-k'] as number, topP: flags['top-p'] as number, seed: flags.seed as number } : undefined;
+  const sampling = temperature > 0 ? { temperature, topK: flags['top-k'] as number, topP: flags['top-p'] as number, minP: flags['min-p'] as number, seed: flags.seed as number } : undefined;
   if (sampling && !(sampling.topP > 0)) throw new UsageError('--top-p must be in (0, 1]');
   const rows = await runBench(family, methods, prompts, {
     maxNewTokens: flags['max-new-tokens'] as number,
@@ -272,7 +273,7 @@ export async function benchCommand(argv: string[], out: NodeJS.WritableStream, e
     fs.writeFileSync(path.join(dir, 'bench.json'), JSON.stringify(report, null, 2) + '\n');
     fs.writeFileSync(
       path.join(dir, 'bench.svg'),
-      barChart(`Wall-clock speedup over target AR (${prompts.length} prompts${rounds > 1 ? ` x ${rounds} rounds` : ''}, ${String(flags['max-new-tokens'])} tokens, ${String(flags.threads)} thread, ${String(flags.dtype)}${sampling ? `, T ${sampling.temperature} top-k ${sampling.topK} top-p ${sampling.topP}` : ''})`,
+      barChart(`Wall-clock speedup over target AR (${prompts.length} prompts${rounds > 1 ? ` x ${rounds} rounds` : ''}, ${String(flags['max-new-tokens'])} tokens, ${String(flags.threads)} thread, ${String(flags.dtype)}${sampling ? `, T ${sampling.temperature} top-k ${sampling.topK} top-p ${sampling.topP}${sampling.minP ? ` min-p ${sampling.minP}` : ''}` : ''})`,
         rows.map((r) => ({ label: r.name, value: r.speedupVsAR })), 'x', 1),
     );
   }

@@ -40,6 +40,7 @@ export const TUNE_FLAGS: Record<string, FlagSpec> = {
   temperature: { type: 'number', help: 'tune for sampling at this temperature (0: greedy); written as the machine\'s "/sampling" entry', default: 0, min: 0 },
   'top-p': { type: 'number', help: 'nucleus sampling threshold when sampling', default: 1, min: 0, max: 1 },
   'top-k': { type: 'int', help: 'top-k filter when sampling (0: off)', default: 0, min: 0 },
+  'min-p': { type: 'number', help: 'min-p filter when sampling (0: off)', default: 0, min: 0, max: 1 },
   seed: { type: 'int', help: 'sampling seed of the first prompt (prompt i uses seed + i)', default: 1, min: 0 },
   'dry-run': { type: 'boolean', help: 'do not write models/cascade.json' },
   help: { type: 'boolean', help: 'show this help' },
@@ -134,6 +135,8 @@ export interface TuneSampling {
   temperature: number;
   topP: number;
   topK: number;
+  /** Min-p (0: off; absent: off). */
+  minP?: number;
   seed: number;
 }
 
@@ -157,7 +160,7 @@ export async function measureSpeedups(
   let turn = 0;
   for (let round = 0; round < rounds; round++)
     for (const [n, p] of prompts.entries()) {
-      const mode = sampling ? { temperature: sampling.temperature, topP: sampling.topP, topK: sampling.topK, seed: sampling.seed + n } : { temperature: 0 };
+      const mode = sampling ? { temperature: sampling.temperature, topP: sampling.topP, topK: sampling.topK, minP: sampling.minP ?? 0, seed: sampling.seed + n } : { temperature: 0 };
       const ar = await family.target.generate(p, { method: 'ar', maxNewTokens, ...mode });
       for (let j = 0; j < cascades.length; j++) {
         const i = (j + turn) % cascades.length;
@@ -191,7 +194,7 @@ export async function tuneCommand(argv: string[], out: NodeJS.WritableStream, er
   if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}"`);
   if (!flags.dataset) throw new UsageError('--dataset FILE is required');
   const temperature = flags.temperature as number;
-  const sampling: TuneSampling | undefined = temperature > 0 ? { temperature, topP: flags['top-p'] as number, topK: flags['top-k'] as number, seed: flags.seed as number } : undefined;
+  const sampling: TuneSampling | undefined = temperature > 0 ? { temperature, topP: flags['top-p'] as number, topK: flags['top-k'] as number, minP: flags['min-p'] as number, seed: flags.seed as number } : undefined;
   if (sampling && !(sampling.topP > 0)) throw new UsageError('--top-p must be in (0, 1] when sampling');
   const family = await loadFamily({ dtype: flags.dtype as Dtype, threads: flags.threads as number });
   const template = promptTemplate(family.target.dir);

@@ -13,6 +13,7 @@ SamplingParams sampling_from_value(Napi::Env env, const Napi::Value& v) {
   p.temperature = number_field(o, "temperature", 0);
   p.top_k = int_field(o, "topK", 0);
   p.top_p = number_field(o, "topP", 1);
+  p.min_p = number_field(o, "minP", 0);
   try {
     p.validate();
   } catch (const std::exception& e) {

@@ -91,9 +91,10 @@ export function chiSquareTest(counts: Map<number, number>, probs: ArrayLike<numb
  * The processed next-token distribution in float64, in the order Hugging Face applies the
  * warpers: softmax(logits / T); top-k keeps the tokens whose scaled logit is >= the k-th largest;
  * top-p (on the top-k-renormalised distribution) keeps a token iff the mass of the tokens
- * strictly more probable than it is < topP; renormalised. topK 0 / topP 1 = off.
+ * strictly more probable than it is < topP; min-p (on the top-p distribution) keeps a token iff its
+ * probability is >= minP times the largest; renormalised. topK 0 / topP 1 / minP 0 = off.
  */
-export function processedDistribution(logits: ArrayLike<number>, temperature: number, topK: number, topP: number): Float64Array {
+export function processedDistribution(logits: ArrayLike<number>, temperature: number, topK: number, topP: number, minP = 0): Float64Array {
   const V = logits.length;
   const scaled = Float64Array.from({ length: V }, (_, i) => logits[i] / temperature);
   const keep = new Array<boolean>(V).fill(true);
@@ -116,8 +117,13 @@ export function processedDistribution(logits: ArrayLike<number>, temperature: nu
       for (let j = 0; j < V; j++) if (p[j] > p[i]) above += p[j];
       if (above < topP) zq += (q[i] = p[i]);
     }
-    for (let i = 0; i < V; i++) q[i] /= zq;
-    return q;
+    for (let i = 0; i < V; i++) p[i] = q[i] / zq;
+  }
+  if (minP > 0) {
+    const floor = minP * Math.max(...p);
+    let z2 = 0;
+    for (let i = 0; i < V; i++) z2 += p[i] = p[i] >= floor ? p[i] : 0;
+    for (let i = 0; i < V; i++) p[i] /= z2;
   }
   return p;
 }
