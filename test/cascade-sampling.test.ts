@@ -209,6 +209,17 @@ describe('csd sampling follows the target distribution', () => {
     expect({ ...h, ok: h.p > 1e-4 }).toEqual({ ...h, ok: true });
   });
 
+  test(`min-p 0.1, lenience 3, two drafters: csd vs ar over ${N_SMALL} seeds each`, async () => {
+    // Every level draws and reviews from its min-p distribution; the target tests against it.
+    const opts: GenerateOptions = { temperature: 1, minP: 0.1 };
+    const ar = await sample({ ...opts, method: 'ar' }, 13_000_001, N_SMALL);
+    const csd = await sample({ ...opts, method: 'csd', cascade: CASCADE, draftModels: { mid, small } }, 14_000_001, N_SMALL);
+    expectCascadeActive(csd);
+    const h = homogeneity(ar.counts, csd.counts);
+    expect(h.cells).toBeGreaterThanOrEqual(8);
+    expect({ ...h, ok: h.p > 1e-4 }).toEqual({ ...h, ok: true });
+  });
+
   test(`top-k 20 and top-p 0.9, lenience 10, adaptive bands: csd vs ar over ${N_SMALL} seeds each`, async () => {
     const opts: GenerateOptions = { temperature: 1, topK: 20, topP: 0.9 };
     const ar = await sample({ ...opts, method: 'ar' }, 3_000_001, N_SMALL);
