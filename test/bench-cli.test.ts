@@ -585,11 +585,11 @@ describe('bench and tune commands', () => {
     expect(bad.code).toBe(2);
     expect(bad.err).toMatch(/cascade-spec: error: bad method "xyz": expected ar, mag/);
     // Sampled: the report says so, identicalToAR is null, and the command succeeds.
-    const sampled = await cli(...args, '--methods', 'ar,mag@2', '--json', '--temperature', '0.8', '--top-k', '20', '--top-p', '0.9', '--seed', '5');
+    const sampled = await cli(...args, '--methods', 'ar,mag@2', '--json', '--temperature', '0.8', '--top-k', '20', '--top-p', '0.9', '--min-p', '0.05', '--seed', '5');
     expect({ code: sampled.code, err: sampled.err.includes('error') ? sampled.err : '' }).toEqual({ code: 0, err: '' });
     const sr = JSON.parse(sampled.out) as { greedy: boolean; sampling: unknown; methods: MethodResult[] };
     expect(sr.greedy).toBe(false);
-    expect(sr.sampling).toEqual({ temperature: 0.8, topK: 20, topP: 0.9, seed: 5 });
+    expect(sr.sampling).toEqual({ temperature: 0.8, topK: 20, topP: 0.9, minP: 0.05, seed: 5 });
     expect(sr.methods.map((m) => [m.name, m.identicalToAR])).toEqual([['ar', null], ['mag@2', null]]);
     const p0 = await cli(...args, '--temperature', '0.8', '--top-p', '0');
     expect(p0.code).toBe(2);
