@@ -181,7 +181,7 @@ async function compareScales(
 ): Promise<Record<string, DraftVariantRow[]>> {
   const root = familyDir();
   const load = { dtype: 'bfloat16' as const, threads: 1 };
-  const target = await Model.load(path.join(root, 'target'), load);
+  const target = await Model.load(path.join(root, 'target'), { ...load, promptCache: false }); // variants run the same prompts back to back
   const variants: Record<string, Record<string, Model>> = {};
   for (const scale of scales) {
     variants[`x${scale}`] = {};

@@ -52,7 +52,7 @@ async function main(): Promise<void> {
   if (!flags) return;
   const root = familyDir();
   const load = { dtype: 'bfloat16' as const, threads: flags.threads as number };
-  const target = await Model.load(path.join(root, 'target'), load);
+  const target = await Model.load(path.join(root, 'target'), { ...load, promptCache: false }); // variants run the same prompts back to back
   const variants: DraftVocabVariants = { all: {}, restricted: {} };
   const others = ((flags['compare-vocab'] as string | undefined) ?? '').split(',').filter(Boolean);
   // Read before the drafts load, so a bad file fails at once (the message names it).

@@ -54,6 +54,18 @@ export interface LoadOptions {
    * Default: `draftTemperatureScale` in the folder's cascade-spec.json, else 1. In (0, 10].
    */
   draftTemperatureScale?: number;
+  /**
+   * Keep the target's KV cache of the last generation (its prompt and the tokens it produced)
+   * and, when the next prompt starts with some of them, pass only the rest: a chat turn or a
+   * request sharing a long system prompt pays only for its new tokens. Exact where a token's
+   * logits do not depend on how the context was split into passes, which holds bit for bit on
+   * the kernels (bfloat16 / float16); libtorch's float32 matrix products round a row
+   * differently by block size, so there the output could depend on the previous request.
+   * With it, a generation's target cache has room for twice what it needs (up to
+   * `contextLength`), so that the next turn of a chat usually fits, and the model keeps one such
+   * cache between generations. Default: true on the kernels, false otherwise.
+   */
+  promptCache?: boolean;
 }
 
 const DTYPES: readonly Dtype[] = ['float32', 'bfloat16', 'float16'];
@@ -146,8 +158,9 @@ export class Model {
     if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('model folder must be a non-empty string');
     if (typeof options !== 'object' || options === null) throw new TypeError('load options must be an object');
     for (const key of Object.keys(options))
-      if (!['dtype', 'threads', 'contextLength', 'kernels', 'draftVocabulary', 'draftTemperatureScale'].includes(key)) throw new TypeError(`unknown load option "${key}"`);
+      if (!['dtype', 'threads', 'contextLength', 'kernels', 'draftVocabulary', 'draftTemperatureScale', 'promptCache'].includes(key)) throw new TypeError(`unknown load option "${key}"`);
     if (options.kernels !== undefined && typeof options.kernels !== 'boolean') throw new TypeError('kernels must be a boolean');
+    if (options.promptCache !== undefined && typeof options.promptCache !== 'boolean') throw new TypeError('promptCache must be a boolean');
     const dtype = options.dtype ?? 'float32';
     if (!DTYPES.includes(dtype)) throw new RangeError(`dtype must be one of ${DTYPES.join(', ')}, got ${String(dtype)}`);
     const threads = options.threads ?? 1;
@@ -166,7 +179,9 @@ export class Model {
     const draftVocabulary = resolveDraftVocabulary(abs, config.vocabSize, options.draftVocabulary);
     const draftTemperatureScale = resolveDraftTemperatureScale(abs, options.draftTemperatureScale);
     const native = new addon.Model(config, shards, { dtype, threads, kernels: options.kernels ?? true, draftVocabulary });
-    return new Model(abs, config, tokenizer, native, contextLength, draftVocabulary ?? null, draftTemperatureScale);
+    const model = new Model(abs, config, tokenizer, native, contextLength, draftVocabulary ?? null, draftTemperatureScale);
+    model.promptCache = options.promptCache ?? model.kernels !== null;
+    return model;
   }
 
   get numParams(): number {
@@ -199,8 +214,58 @@ export class Model {
    * Safe to call twice.
    */
   dispose(): void {
+    this.dropCachedSequence();
     this.native.dispose();
     this.disposedFlag = true;
+  }
+
+  private promptCacheOn = false;
+  /** LoadOptions.promptCache as resolved; setting it false also frees the cache held. */
+  get promptCache(): boolean {
+    return this.promptCacheOn;
+  }
+  set promptCache(on: boolean) {
+    if (typeof on !== 'boolean') throw new TypeError('promptCache must be a boolean');
+    this.promptCacheOn = on;
+    if (!on) this.dropCachedSequence();
+  }
+
+  /** The last generation's target sequence and the tokens in its cache (LoadOptions.promptCache). */
+  private cached?: { seq: Sequence; tokens: number[] };
+
+  private dropCachedSequence(): void {
+    const c = this.cached;
+    this.cached = undefined;
+    try {
+      c?.seq.dispose();
+    } catch {
+      /* busy: freed at garbage collection */
+    }
+  }
+
+  /**
+   * A sequence for a generation of `capacity` tokens: the cached one, cut back to the longest
+   * prefix its tokens share with the prompt (always leaving the prompt's last token to pass, whose
+   * logits give the first token), when it is big enough; else a new one.
+   */
+  private sequenceFor(promptTokens: number[], capacity: number, seed: number): { seq: Sequence; reused: number } {
+    const c = this.cached;
+    this.cached = undefined; // a concurrent generation must not take it too
+    if (c && c.seq.capacity >= capacity) {
+      let shared = 0;
+      const limit = Math.min(c.tokens.length, promptTokens.length - 1);
+      while (shared < limit && c.tokens[shared] === promptTokens[shared]) shared++;
+      if (shared > 0) {
+        c.seq.truncate(shared);
+        c.seq.reseed(seed);
+        c.seq.forwards = 0;
+        return { seq: c.seq, reused: shared };
+      }
+    }
+    if (c) this.cached = c; // not usable for this prompt: kept for a later one
+    // Twice the room this generation needs (up to the context length), so that a later prompt
+    // extending this one, the next turn of a chat, usually still fits.
+    return { seq: this.createSequence({ contextLength: Math.min(this.contextLength, 2 * capacity), seed }), reused: 0 };
   }
 
   get disposed(): boolean {
@@ -243,20 +308,29 @@ export class Model {
     const resolved = resolveGenerateOptions(options);
     const promptTokens = this.encodePrompt(prompt, resolved.addBos);
     const capacity = Math.min(this.contextLength, promptTokens.length + resolved.maxNewTokens);
-    const seq = this.createSequence({ contextLength: capacity, seed: resolved.seed });
+    const { seq, reused } = this.promptCache ? this.sequenceFor(promptTokens, capacity, resolved.seed) : { seq: this.createSequence({ contextLength: capacity, seed: resolved.seed }), reused: 0 };
     let drafter: Drafter | undefined;
+    let source: SpeculativeSource | undefined;
+    let completed = false;
     try {
       drafter = this.drafterFor(resolved, capacity);
       const k = drafter instanceof AdaptiveScheduler ? drafter.maxDraft : drafter instanceof Cascade ? drafter.top.size : resolved.k;
-      const source = new SpeculativeSource(seq, drafter, k, resolved, resolved.maxNewTokens, this.syncPromptTokens);
+      source = new SpeculativeSource(seq, drafter, k, resolved, resolved.maxNewTokens, this.syncPromptTokens, reused);
       const result = await runGeneration(source, this.tokenizer, promptTokens, capacity, resolved, onText);
       Object.assign(result.stats, this.costMetrics(source, drafter, result.tokens.length));
+      completed = true;
       return result;
     } finally {
-      // The caches go back to their models now, for the next generation to reuse.
-      // (A call still in flight, which only an error path can leave, keeps its sequence busy:
-      // that one is left to the garbage collector rather than masking the error.)
-      for (const release of [() => seq.dispose(), () => drafter?.dispose?.()])
+      // The caches go back to their models now, for the next generation to reuse; with the
+      // prompt cache the target's stays whole, with the tokens it holds, unless the generation
+      // failed. (A call still in flight, which only an error path can leave, keeps its sequence
+      // busy: that one is left to the garbage collector rather than masking the error.)
+      const keep = completed && this.promptCache && !this.disposedFlag;
+      if (keep) {
+        this.dropCachedSequence();
+        this.cached = { seq, tokens: [...promptTokens, ...source!.emittedTokens].slice(0, seq.length) };
+      }
+      for (const release of [() => (keep ? undefined : seq.dispose()), () => drafter?.dispose?.()])
         try {
           release();
         } catch {

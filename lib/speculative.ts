@@ -43,7 +43,15 @@ export class SpeculativeSource implements TokenSource {
      * default target), 2% of a speculative request there. Default 0: always the pool.
      */
     private readonly syncPromptTokens = 0,
+    /**
+     * The prompt's first tokens already in the target's cache (Model's prompt cache): the
+     * prompt's pass carries only the rest.
+     */
+    private readonly cachedPromptTokens = 0,
   ) {}
+
+  /** Every token returned so far, in order (the caller may have used fewer). */
+  readonly emittedTokens: number[] = [];
 
   /** When sampling: block verification (NativeSampling.blockVerification), else token by token. */
   private get joint(): boolean {
@@ -63,18 +71,22 @@ export class SpeculativeSource implements TokenSource {
     // Room for the prompt and the drafts in the cache, and for the drafts and the token after
     // them in the caller's budget.
     const max = this.drafter ? Math.max(0, Math.min(this.k, this.target.capacity - promptTokens.length, this.maxNewTokens - 1)) : 0;
+    const fresh = promptTokens.slice(this.cachedPromptTokens);
+    if (this.target.length !== this.cachedPromptTokens || fresh.length === 0)
+      throw new Error(`internal: the target's cache holds ${this.target.length} tokens, expected ${this.cachedPromptTokens} of a ${promptTokens.length}-token prompt`);
     if (max === 0) {
-      const sync = promptTokens.length <= this.syncPromptTokens;
-      this.pending = sync ? this.target.stepSync(promptTokens, this.sampling) : await this.target.step(promptTokens, this.sampling);
+      const sync = fresh.length <= this.syncPromptTokens;
+      this.pending = sync ? this.target.stepSync(fresh, this.sampling) : await this.target.step(fresh, this.sampling);
       this.emitted = 1;
+      this.emittedTokens.push(this.pending);
       await this.drafter?.begin([...promptTokens, this.pending]);
       return [this.pending];
     }
     await this.drafter!.begin(promptTokens);
     const drafted = this.drafter!.draft(max, this.sampling);
     const block = isPending(drafted) ? await drafted : drafted;
-    const options = { sampling: this.sampling, draftProbs: block.probs, fixed: promptTokens.length, blockVerification: this.joint };
-    const blockTokens = [...promptTokens, ...block.tokens];
+    const options = { sampling: this.sampling, draftProbs: block.probs, fixed: fresh.length, blockVerification: this.joint };
+    const blockTokens = [...fresh, ...block.tokens];
     // The pass's size is the block drafted, not the most it might have been (an adaptive
     // scheduler's limit of 12 sent prompts to the pool that a 7-token draft kept here).
     const sync = blockTokens.length <= this.syncPromptTokens;
@@ -96,6 +108,7 @@ export class SpeculativeSource implements TokenSource {
     this.drafter?.accept(out);
     this.pending = r.next;
     this.emitted += out.length;
+    this.emittedTokens.push(...out);
     return out;
   }
 
@@ -130,6 +143,7 @@ export class SpeculativeSource implements TokenSource {
 
   stats(): Record<string, unknown> {
     return {
+      cachedPromptTokens: this.cachedPromptTokens,
       drafted: this.drafted,
       accepted: this.acceptedDrafts,
       // Tokens emitted per verification pass (accepted drafts + the correction/bonus token).

@@ -173,6 +173,28 @@ test('the scripts refuse bad flags with a message naming the flag', () => {
   const depth = run('draft-policies.js', '--dataset', 'a.jsonl', '--calibration', 'b.jsonl', '--depth', '16');
   expect(depth.status).toBe(2);
   expect(depth.stderr).toMatch(/--depth/);
+  const cacheNoData = run('prompt-cache.js');
+  expect(cacheNoData.status).toBe(2);
+  expect(cacheNoData.stderr).toMatch(/--dataset is required/);
+  const cacheMethod = run('prompt-cache.js', '--dataset', 'unused.jsonl', '--methods', 'ar,sd');
+  expect(cacheMethod.status).toBe(1);
+  expect(cacheMethod.stderr).toMatch(/--methods: sd is neither ar nor csd/);
+});
+
+test('prompt-cache: second turns on the default family reuse turn 1 and return the uncached tokens', () => {
+  const { spawnSync } = require('child_process') as typeof import('child_process');
+  const root = path.resolve(__dirname, '..');
+  const dataset = path.join(root, '..', 'shared', 'data', 'gsm8k', 'test.jsonl');
+  const r = spawnSync(process.execPath, [path.join(root, 'dist/bench/prompt-cache.js'), '--dataset', dataset, '--limit', '4', '--max-new-tokens', '8'], { encoding: 'utf8' });
+  // The script itself fails when a cached turn returns other tokens than the fresh one.
+  expect({ status: r.status, stderr: r.status === 0 ? '' : r.stderr }).toEqual({ status: 0, stderr: '' });
+  const out = JSON.parse(r.stdout) as { methods: Record<string, { pairs: number; meanTurn2PromptTokens: number; meanReusedTokens: number }> };
+  for (const m of ['ar', 'csd']) {
+    expect(out.methods[m].pairs).toBe(2);
+    // Turn 1's prompt (the template and a question, ~60 tokens) at least is reused.
+    expect(out.methods[m].meanReusedTokens).toBeGreaterThan(40);
+    expect(out.methods[m].meanReusedTokens).toBeLessThan(out.methods[m].meanTurn2PromptTokens);
+  }
 });
 
 describe('bench/draft-policies.ts', () => {

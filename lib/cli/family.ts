@@ -106,6 +106,12 @@ export async function loadFamily(options: {
   fullDraftVocabulary?: boolean;
   /** Every draft's LoadOptions.draftTemperatureScale (default: each folder's own). */
   draftTemperatureScale?: number;
+  /**
+   * The target's LoadOptions.promptCache. Default false: `bench`, `tune` and the bench scripts
+   * run several methods on the same prompt back to back, and a cache would hand every method
+   * after the first that prompt's pass for free.
+   */
+  promptCache?: boolean;
 }): Promise<Family> {
   const root = familyDir();
   let target: Model;
@@ -113,7 +119,7 @@ export async function loadFamily(options: {
   else {
     const targetDir = options.target ?? path.join(root, 'target');
     if (!fs.existsSync(targetDir)) throw new Error(`no default model family is installed (${path.resolve(targetDir)} is missing); pass --model DIR`);
-    target = await Model.load(targetDir, { dtype: options.dtype, threads: options.threads });
+    target = await Model.load(targetDir, { dtype: options.dtype, threads: options.threads, promptCache: options.promptCache ?? false });
   }
   const drafts: Record<string, Model> = {};
   const dirs: Record<string, string> = options.drafts ?? Object.fromEntries(FAMILY_DRAFTS.map((n) => [n, path.join(root, n)] as const).filter(([, d]) => fs.existsSync(d)));
