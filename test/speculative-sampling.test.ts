@@ -372,6 +372,16 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
     return exact;
   };
 
+  /** The run's (t1, t2) pairs fit `exact`: none impossible, enough cells, chi-square p > ALPHA. */
+  const expectFitsPairs = (name: string, exact: Float64Array): void => {
+    const counts = new Map<number, number>();
+    for (const t of samples[name]) counts.set(t[0] * V + t[1], (counts.get(t[0] * V + t[1]) ?? 0) + 1);
+    const fit = goodnessOfFit(counts, exact, seedsOf(name));
+    expect({ name, impossible: fit.impossible }).toEqual({ name, impossible: 0 });
+    expect(fit.cells).toBeGreaterThan(10);
+    expect(fit.p).toBeGreaterThan(ALPHA);
+  };
+
   test('with min-p, plain and speculative generations fit the exact min-p p(t1) p(t2 | t1)', () => {
     const exact = exactPairs(MIN_P);
     // Min-p cuts pairs the top-k distribution holds: a generation that ignored it would draw
@@ -380,14 +390,7 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
     let cutMass = 0;
     for (let c = 0; c < V * V; c++) if (exact[c] === 0) cutMass += without[c];
     expect(cutMass).toBeGreaterThan(0.05);
-    for (const name of ['armin', 'sdmin']) {
-      const counts = new Map<number, number>();
-      for (const t of samples[name]) counts.set(t[0] * V + t[1], (counts.get(t[0] * V + t[1]) ?? 0) + 1);
-      const fit = goodnessOfFit(counts, exact, seedsOf(name));
-      expect({ name, impossible: fit.impossible }).toEqual({ name, impossible: 0 });
-      expect(fit.cells).toBeGreaterThan(10);
-      expect(fit.p).toBeGreaterThan(ALPHA);
-    }
+    for (const name of ['armin', 'sdmin']) expectFitsPairs(name, exact);
     expect(drafting.sdmin.accepted / drafting.sdmin.drafted).toBeGreaterThan(0.1);
     expect(homogeneity(joint('sdmin', 1), joint('armin', 1)).p).toBeGreaterThan(ALPHA);
   });
@@ -396,13 +399,6 @@ describe("end to end: 'sd' (also with draftConfidence) and 'mag' sample the firs
     // The native forward agrees with the reference at the root (float32 tolerance).
     expect(maxAbsDiff(target.createSequence({ contextLength: 8 }).forwardSync(CTX), ref.forward(CTX)[CTX.length - 1])).toBeLessThan(2e-4);
     const exact = exactPairs(0);
-    for (const name of ['ar', 'sd', 'sdc', 'sdv', 'sdt', 'sdtok', 'mag']) {
-      const counts = new Map<number, number>();
-      for (const t of samples[name]) counts.set(t[0] * V + t[1], (counts.get(t[0] * V + t[1]) ?? 0) + 1);
-      const fit = goodnessOfFit(counts, exact, seedsOf(name));
-      expect({ name, impossible: fit.impossible }).toEqual({ name, impossible: 0 });
-      expect(fit.cells).toBeGreaterThan(10);
-      expect(fit.p).toBeGreaterThan(ALPHA);
-    }
+    for (const name of ['ar', 'sd', 'sdc', 'sdv', 'sdt', 'sdtok', 'mag']) expectFitsPairs(name, exact);
   });
 });
